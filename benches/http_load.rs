@@ -1,0 +1,403 @@
+//! HTTP load harness: a real `concord` process on loopback, driven by this process.
+//!
+//! Phases (one run, side by side, so ratios are meaningful on a noisy machine):
+//! 1. durable single-field PATCHes to `--docs` documents over `--conns` connections;
+//! 2. GETs of the same documents;
+//! 3. the same PATCH commit path in-process against the store (no HTTP): the ceiling;
+//! 4. RSS of a node holding `--rss-docs` small documents with the cache full.
+//!
+//! Run: `cargo bench --bench http_load -- --docs 10000 --conns 64 --secs 10 --rss-docs 100000`
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use concord::metrics::Metrics;
+use concord::store::{DocKey, Store, StoreError, StoreOptions};
+use serde_json::json;
+
+struct Opts {
+    docs: usize,
+    conns: usize,
+    secs: u64,
+    rss_docs: usize,
+}
+
+fn opts() -> Opts {
+    let mut o = Opts {
+        docs: 10_000,
+        conns: 64,
+        secs: 10,
+        rss_docs: 100_000,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        let val = || args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
+        match args[i].as_str() {
+            "--docs" => o.docs = val().unwrap_or(o.docs as u64) as usize,
+            "--conns" => o.conns = val().unwrap_or(o.conns as u64) as usize,
+            "--secs" => o.secs = val().unwrap_or(o.secs),
+            "--rss-docs" => o.rss_docs = val().unwrap_or(o.rss_docs as u64) as usize,
+            _ => {}
+        }
+        i += 1;
+    }
+    o
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    async fn start() -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let child = Command::new(env!("CARGO_BIN_EXE_concord"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--log-level",
+                "warn",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn concord");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http.get(format!("{url}/v1/health")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Server {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn xorshift(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+struct Report {
+    name: String,
+    ops: u64,
+    errors: u64,
+    secs: f64,
+    lat_us: Vec<u32>,
+}
+
+impl Report {
+    fn rate(&self) -> f64 {
+        self.ops as f64 / self.secs
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.lat_us.len() as f64 - 1.0) * p).round() as usize;
+        self.lat_us[i] as f64 / 1000.0
+    }
+    fn print(&self) {
+        println!(
+            "| {} | {:.0}/s | {:.2} ms | {:.2} ms | {} | {} |",
+            self.name,
+            self.rate(),
+            self.pct(0.50),
+            self.pct(0.99),
+            self.ops,
+            self.errors
+        );
+    }
+}
+
+async fn preload(url: &str, collection: &str, n: usize, parallel: usize) {
+    let http = reqwest::Client::new();
+    let chunks: Vec<Vec<usize>> = (0..n)
+        .collect::<Vec<_>>()
+        .chunks(1000)
+        .map(|c| c.to_vec())
+        .collect();
+    let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut tasks = Vec::new();
+    for chunk in chunks {
+        let http = http.clone();
+        let url = format!("{url}/v1/collections/{collection}/bulk-write");
+        let permit = sem.clone().acquire_owned().await.expect("semaphore");
+        tasks.push(tokio::spawn(async move {
+            let writes: Vec<_> = chunk
+                .iter()
+                .map(|i| json!({"id": format!("d{i}"), "op": "put", "body": {"n": 0, "name": format!("doc {i}"), "a": i, "b": true}}))
+                .collect();
+            let r = http.post(url).json(&json!({"writes": writes})).send().await.expect("bulk");
+            assert!(r.status().is_success());
+            drop(permit);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("preload task");
+    }
+}
+
+async fn http_phase(name: &str, url: &str, o: &Opts, patch: bool) -> Report {
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(o.conns)
+        .build()
+        .expect("client");
+    let mut tasks = Vec::new();
+    let start = Instant::now();
+    for c in 0..o.conns {
+        let (http, stop, errors) = (http.clone(), stop.clone(), errors.clone());
+        let base = format!("{url}/v1/collections/load/docs");
+        let docs = o.docs as u64;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(100_000);
+            let mut seed = 0x9E3779B97F4A7C15u64 ^ (c as u64 + 1);
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let doc = xorshift(&mut seed) % docs;
+                let t = Instant::now();
+                let r = if patch {
+                    n += 1;
+                    http.patch(format!("{base}/d{doc}"))
+                        .header("content-type", "application/merge-patch+json")
+                        .body(format!("{{\"n\":{n}}}"))
+                        .send()
+                        .await
+                } else {
+                    http.get(format!("{base}/d{doc}")).send().await
+                };
+                match r {
+                    Ok(resp) if resp.status().is_success() => {
+                        let _ = resp.bytes().await;
+                        lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                    }
+                    _ => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            lat
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(o.secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("load task"));
+    }
+    let secs = start.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    Report {
+        name: name.into(),
+        ops: lat.len() as u64,
+        errors: errors.load(Ordering::Relaxed),
+        secs,
+        lat_us: lat,
+    }
+}
+
+/// The PATCH commit path without HTTP: same store, same merge patch, same durable batch.
+fn in_process_phase(o: &Opts) -> Report {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        Arc::new(Store::open(dir.path(), StoreOptions::default(), Metrics::new()).expect("store"));
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let store = store.clone();
+            let docs = o.docs;
+            s.spawn(move || {
+                for i in (t..docs).step_by(4) {
+                    let key = DocKey::new("load", &format!("d{i}")).expect("key");
+                    let body = json!({"n": 0, "name": format!("doc {i}"), "a": i, "b": true})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default();
+                    store
+                        .write::<_, StoreError>(&key, |doc, _| {
+                            concord::doc::write::apply(
+                                doc,
+                                &concord::doc::write::Write::Replace(body),
+                                1,
+                            )?;
+                            Ok(())
+                        })
+                        .expect("preload");
+                }
+            });
+        }
+    });
+    let stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let lat = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..o.conns)
+            .map(|c| {
+                let store = &store;
+                let stop = &stop;
+                let docs = o.docs as u64;
+                s.spawn(move || {
+                    let mut lat = Vec::new();
+                    let mut seed = 0x9E3779B97F4A7C15u64 ^ (c as u64 + 1);
+                    let mut n = 0i64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let doc = xorshift(&mut seed) % docs;
+                        n += 1;
+                        let key = DocKey::new("load", &format!("d{doc}")).expect("key");
+                        let patch = json!({"n": n}).as_object().cloned().unwrap_or_default();
+                        let t = Instant::now();
+                        store
+                            .write::<_, StoreError>(&key, |d, _| {
+                                concord::doc::write::apply(
+                                    d,
+                                    &concord::doc::write::Write::MergePatch(patch),
+                                    n,
+                                )?;
+                                Ok(())
+                            })
+                            .expect("commit");
+                        lat.push(t.elapsed().as_micros() as u32);
+                    }
+                    lat
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(o.secs));
+        stop.store(true, Ordering::Relaxed);
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect::<Vec<u32>>()
+    });
+    let secs = start.elapsed().as_secs_f64();
+    let mut lat = lat;
+    lat.sort_unstable();
+    Report {
+        name: "in-process PATCH commit (ceiling)".into(),
+        ops: lat.len() as u64,
+        errors: 0,
+        secs,
+        lat_us: lat,
+    }
+}
+
+async fn rss_phase(o: &Opts) {
+    let server = Server::start().await;
+    let idle = server.rss_kib();
+    preload(&server.url, "rss", o.rss_docs, 2).await;
+    // Read every document back so the cache holds as many as it can.
+    let http = reqwest::Client::new();
+    for chunk in (0..o.rss_docs).collect::<Vec<_>>().chunks(1000) {
+        let ids: Vec<String> = chunk.iter().map(|i| format!("d{i}")).collect();
+        let r = http
+            .post(format!("{}/v1/collections/rss/bulk-read", server.url))
+            .json(&json!({"ids": ids}))
+            .send()
+            .await
+            .expect("bulk-read");
+        assert!(r.status().is_success());
+    }
+    let metrics = http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .unwrap_or_default();
+    let gauge = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .unwrap_or("?")
+            .to_string()
+    };
+    println!(
+        "RSS: idle {:.1} MiB; with {} small documents stored and read back: {:.1} MiB (cache: {} documents, {} estimated bytes; store {} bytes)",
+        idle as f64 / 1024.0,
+        o.rss_docs,
+        server.rss_kib() as f64 / 1024.0,
+        gauge("concord_cache_documents"),
+        gauge("concord_cache_bytes"),
+        gauge("concord_store_bytes"),
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let o = opts();
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` / `cargo test --benches`
+    }
+    println!(
+        "docs={} conns={} secs={} (machine: {} cores)",
+        o.docs,
+        o.conns,
+        o.secs,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    println!("| phase | throughput | p50 | p99 | ops | errors |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let server = Server::start().await;
+    preload(&server.url, "load", o.docs, 2).await;
+    let patch = http_phase("HTTP PATCH (durable, 1 field)", &server.url, &o, true).await;
+    patch.print();
+    let get = http_phase("HTTP GET", &server.url, &o, false).await;
+    get.print();
+    drop(server);
+    let ceiling = tokio::task::spawn_blocking(move || {
+        let o2 = opts();
+        in_process_phase(&o2)
+    })
+    .await
+    .expect("ceiling");
+    ceiling.print();
+    println!(
+        "HTTP PATCH / in-process ceiling = {:.0}%",
+        100.0 * patch.rate() / ceiling.rate().max(1.0)
+    );
+    if o.rss_docs > 0 {
+        rss_phase(&o).await;
+    }
+}

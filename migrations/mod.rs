@@ -1,0 +1,20 @@
+//! Numbered storage-schema migrations, run in order at start-up by `store::migrate`.
+//!
+//! Each migration brings a store from schema `version - 1` to `version`. It must be safe to run
+//! again after a crash part-way through (the version key is only advanced after it succeeds), and
+//! it is tested against a store written at the previous version.
+//!
+//! | version | what changed |
+//! | --- | --- |
+//! | 1 | column families `meta`, `snapshots`, `changes`, `feed` |
+//! | 2 | column family `counts`: live documents per collection, kept by a merge operator |
+
+mod m0002_collection_counts;
+
+use super::Migration;
+
+pub(super) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 2,
+    name: "collection_counts",
+    run: m0002_collection_counts::run,
+}];

@@ -1,0 +1,192 @@
+//! The node-wide changes feed: `GET /v1/changes`, resumable by cursor, as a plain page, a long
+//! poll, or Server-Sent Events. Each document appears once, at its latest change.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::extract::QueryParams;
+use super::problem::ApiError;
+use crate::doc::heads;
+use crate::server::Node;
+use crate::store::{keys, FeedEntry};
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FeedMode {
+    #[default]
+    Normal,
+    Longpoll,
+    Sse,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesQuery {
+    /// Cursor to resume after (`0`: from the start, `now`: only new changes).
+    pub since: Option<String>,
+    /// Most entries per page (default 100, at most 10000).
+    pub limit: Option<usize>,
+    /// Only documents of this collection.
+    pub collection: Option<String>,
+    #[serde(default)]
+    pub feed: FeedMode,
+    /// Long-poll wait in milliseconds (default 30000; capped below the request timeout).
+    pub timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangeRow {
+    pub cursor: String,
+    pub collection: String,
+    pub id: String,
+    pub version: String,
+    pub deleted: bool,
+}
+
+fn row(seq: u64, e: FeedEntry) -> ChangeRow {
+    let hs: Vec<automerge::ChangeHash> =
+        e.heads.iter().map(|h| automerge::ChangeHash(*h)).collect();
+    ChangeRow {
+        cursor: seq.to_string(),
+        collection: e.collection,
+        id: e.id,
+        version: heads::format(&hs),
+        deleted: e.deleted,
+    }
+}
+
+fn parse_since(node: &Node, since: Option<&str>) -> Result<u64, ApiError> {
+    match since {
+        None => Ok(0),
+        Some("now") => Ok(*node.store.feed_watermark().borrow()),
+        Some(s) => s.parse::<u64>().map_err(|_| {
+            ApiError::BadRequest(format!(
+                "invalid cursor `{s}`: use a `cursor` from this feed, `0` or `now`"
+            ))
+        }),
+    }
+}
+
+async fn page(
+    node: &Arc<Node>,
+    since: u64,
+    limit: usize,
+    collection: Option<String>,
+) -> Result<(Vec<ChangeRow>, u64), ApiError> {
+    let n = node.clone();
+    node.blocking(move || {
+        let (entries, last) = n.store.feed_page(since, limit, collection.as_deref())?;
+        Ok((entries.into_iter().map(|(s, e)| row(s, e)).collect(), last))
+    })
+    .await
+}
+
+/// `GET /v1/changes`
+pub async fn changes(
+    State(node): State<Arc<Node>>,
+    QueryParams(q): QueryParams<ChangesQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(c) = &q.collection {
+        keys::validate_collection(c)?;
+    }
+    // A reconnecting EventSource resumes from the last event it saw.
+    let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let since = match (q.feed, last_event) {
+        (FeedMode::Sse, Some(id)) => parse_since(&node, Some(id))?,
+        _ => parse_since(&node, q.since.as_deref())?,
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    match q.feed {
+        FeedMode::Normal => {
+            let (results, last) = page(&node, since, limit, q.collection).await?;
+            Ok(axum::Json(
+                serde_json::json!({ "results": results, "last_cursor": last.to_string() }),
+            )
+            .into_response())
+        }
+        FeedMode::Longpoll => {
+            let max_wait = Duration::from_secs(node.config.request_timeout_secs).mul_f64(0.9);
+            let wait = Duration::from_millis(q.timeout.unwrap_or(30_000)).min(max_wait);
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut rx = node.store.feed_watermark();
+            let mut since = since;
+            loop {
+                rx.borrow_and_update();
+                let (results, last) = page(&node, since, limit, q.collection.clone()).await?;
+                since = last;
+                if !results.is_empty() || tokio::time::Instant::now() >= deadline {
+                    return Ok(axum::Json(
+                        serde_json::json!({ "results": results, "last_cursor": last.to_string() }),
+                    )
+                    .into_response());
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return Err(ApiError::ShuttingDown) },
+                    _ = tokio::time::sleep_until(deadline) => {}
+                    _ = node.shutdown.cancelled() => return Err(ApiError::ShuttingDown),
+                }
+            }
+        }
+        FeedMode::Sse => Ok(sse(node, since, limit, q.collection).into_response()),
+    }
+}
+
+struct SseState {
+    node: Arc<Node>,
+    since: u64,
+    limit: usize,
+    collection: Option<String>,
+    rx: tokio::sync::watch::Receiver<u64>,
+    buffered: VecDeque<ChangeRow>,
+}
+
+/// Streams every change after `since` as an SSE event (`id` = cursor, so `Last-Event-ID`
+/// resumption works), until the client goes away or the node shuts down.
+fn sse(node: Arc<Node>, since: u64, limit: usize, collection: Option<String>) -> impl IntoResponse {
+    let rx = node.store.feed_watermark();
+    let state = SseState {
+        node,
+        since,
+        limit,
+        collection,
+        rx,
+        buffered: VecDeque::new(),
+    };
+    let stream = futures::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(r) = st.buffered.pop_front() {
+                let data = serde_json::to_string(&r).unwrap_or_default();
+                let ev = Event::default()
+                    .id(r.cursor.clone())
+                    .event("change")
+                    .data(data);
+                return Some((Ok::<Event, Infallible>(ev), st));
+            }
+            st.rx.borrow_and_update();
+            match page(&st.node, st.since, st.limit, st.collection.clone()).await {
+                Ok((rows, last)) => {
+                    st.since = last;
+                    if !rows.is_empty() {
+                        st.buffered.extend(rows);
+                        continue;
+                    }
+                }
+                Err(_) => return None,
+            }
+            tokio::select! {
+                r = st.rx.changed() => if r.is_err() { return None },
+                _ = st.node.shutdown.cancelled() => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}

@@ -1,0 +1,417 @@
+//! Single-document endpoints: read (now or at a version), create, replace, merge-patch, CRDT
+//! ops, delete, history.
+
+use std::sync::Arc;
+
+use automerge::ChangeHash;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::conditional::Condition;
+use super::extract::{Json, PathParams, QueryParams};
+use super::problem::ApiError;
+use crate::doc::write::Write;
+use crate::doc::{heads, history, json, ops::Op, tombstone, DocError};
+use crate::server::Node;
+use crate::store::{now_ms, Committed, DocKey, DocMeta};
+
+/// What a write answers.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WriteResponse {
+    pub collection: String,
+    pub id: String,
+    /// The document's version after the write (also the `ETag`).
+    pub version: String,
+    /// Whether the write changed anything.
+    pub changed: bool,
+    /// Whether the document is now deleted.
+    pub deleted: bool,
+}
+
+/// What the write requires of the document's current state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requires {
+    Anything,
+    Live,
+}
+
+pub fn doc_key(collection: &str, id: &str) -> Result<DocKey, ApiError> {
+    Ok(DocKey::new(collection, id)?)
+}
+
+fn not_found(key: &DocKey, meta: Option<&DocMeta>) -> ApiError {
+    match meta {
+        Some(m) if m.deleted => ApiError::NotFound(format!("document {key} was deleted")),
+        _ => ApiError::NotFound(format!("document {key} does not exist")),
+    }
+}
+
+/// Applies one write with its preconditions, blocking (call from a blocking task).
+pub fn write_blocking(
+    node: &Node,
+    key: &DocKey,
+    write: &Write,
+    requires: Requires,
+    if_match: Option<&Condition>,
+    if_none_match: Option<&Condition>,
+) -> Result<Committed, ApiError> {
+    let (_, committed) = node.store.write(key, |doc, meta| {
+        let live = meta.is_some_and(|m| !m.deleted);
+        if requires == Requires::Live && !live {
+            return Err(not_found(key, meta));
+        }
+        if let Some(cond) = if_match {
+            let current = meta.filter(|m| !m.deleted).map(|m| m.heads());
+            if !cond.matches(current.as_deref()) {
+                return Err(ApiError::PreconditionFailed {
+                    current: meta.map(|m| heads::format(&m.heads())).unwrap_or_default(),
+                });
+            }
+        }
+        if let Some(cond) = if_none_match {
+            let current = meta.filter(|m| !m.deleted).map(|m| m.heads());
+            if cond.matches(current.as_deref()) {
+                return Err(ApiError::PreconditionFailed {
+                    current: meta.map(|m| heads::format(&m.heads())).unwrap_or_default(),
+                });
+            }
+        }
+        crate::doc::write::apply(doc, write, now_ms() as i64).map_err(ApiError::from)
+    })?;
+    Ok(committed)
+}
+
+pub fn write_response(key: &DocKey, c: &Committed) -> WriteResponse {
+    WriteResponse {
+        collection: key.collection().to_string(),
+        id: key.id().to_string(),
+        version: heads::format(&c.meta.heads()),
+        changed: c.changed,
+        deleted: c.meta.deleted,
+    }
+}
+
+async fn write(
+    node: Arc<Node>,
+    key: DocKey,
+    write: Write,
+    requires: Requires,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let if_match = Condition::from_headers(headers, header::IF_MATCH)?;
+    let if_none_match = Condition::from_headers(headers, header::IF_NONE_MATCH)?;
+    let n = node.clone();
+    let k = key.clone();
+    let committed = node
+        .blocking(move || {
+            write_blocking(
+                &n,
+                &k,
+                &write,
+                requires,
+                if_match.as_ref(),
+                if_none_match.as_ref(),
+            )
+        })
+        .await?;
+    let body = write_response(&key, &committed);
+    let status = if committed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut resp = (status, axum::Json(&body)).into_response();
+    set_etag(&mut resp, &committed.meta.heads());
+    if committed.created {
+        let loc = format!("/v1/collections/{}/docs/{}", key.collection(), key.id());
+        if let Ok(v) = HeaderValue::from_str(&loc) {
+            resp.headers_mut().insert(header::LOCATION, v);
+        }
+    }
+    Ok(resp)
+}
+
+fn set_etag(resp: &mut Response, hs: &[ChangeHash]) {
+    if let Ok(v) = HeaderValue::from_str(&heads::etag(hs)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+}
+
+pub fn body_object(v: Value) -> Result<Map<String, Value>, ApiError> {
+    match v {
+        Value::Object(m) => Ok(m),
+        other => Err(DocError::NotAnObject(crate::doc::error::json_type_name(&other)).into()),
+    }
+}
+
+/// `PUT /v1/collections/{collection}/docs/{id}`
+pub async fn put(
+    State(node): State<Arc<Node>>,
+    PathParams((collection, id)): PathParams<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    let key = doc_key(&collection, &id)?;
+    let body = body_object(body)?;
+    write(
+        node,
+        key,
+        Write::Replace(body),
+        Requires::Anything,
+        &headers,
+    )
+    .await
+}
+
+/// A new automerge-repo style document id: base58check of a random UUID, so a document created
+/// here is addressable as `automerge:<id>` by automerge-repo clients.
+pub fn new_document_id() -> String {
+    bs58::encode(uuid::Uuid::new_v4().as_bytes())
+        .with_check()
+        .into_string()
+}
+
+/// `POST /v1/collections/{collection}/docs`
+pub async fn create(
+    State(node): State<Arc<Node>>,
+    PathParams(collection): PathParams<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    let key = doc_key(&collection, &new_document_id())?;
+    let body = body_object(body)?;
+    write(
+        node,
+        key,
+        Write::Replace(body),
+        Requires::Anything,
+        &headers,
+    )
+    .await
+}
+
+/// `PATCH .../docs/{id}` with a JSON merge patch.
+pub async fn patch(
+    State(node): State<Arc<Node>>,
+    PathParams((collection, id)): PathParams<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    let key = doc_key(&collection, &id)?;
+    let patch = match body {
+        Value::Object(m) => m,
+        other => {
+            return Err(ApiError::InvalidBody(format!(
+                "a merge patch for a document must be a JSON object, got {}",
+                crate::doc::error::json_type_name(&other)
+            )))
+        }
+    };
+    write(
+        node,
+        key,
+        Write::MergePatch(patch),
+        Requires::Live,
+        &headers,
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpsBody {
+    pub ops: Vec<Op>,
+}
+
+/// `POST .../docs/{id}/ops`
+pub async fn ops(
+    State(node): State<Arc<Node>>,
+    PathParams((collection, id)): PathParams<(String, String)>,
+    headers: HeaderMap,
+    Json(body): Json<OpsBody>,
+) -> Result<Response, ApiError> {
+    let key = doc_key(&collection, &id)?;
+    if body.ops.is_empty() {
+        return Err(ApiError::InvalidBody(
+            "`ops` must hold at least one operation".into(),
+        ));
+    }
+    if body.ops.len() > node.config.max_batch {
+        return Err(ApiError::InvalidBody(format!(
+            "{} operations in one request; the limit is {}",
+            body.ops.len(),
+            node.config.max_batch
+        )));
+    }
+    write(node, key, Write::Ops(body.ops), Requires::Live, &headers).await
+}
+
+/// `DELETE .../docs/{id}`
+pub async fn delete(
+    State(node): State<Arc<Node>>,
+    PathParams((collection, id)): PathParams<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = doc_key(&collection, &id)?;
+    write(node, key, Write::Delete, Requires::Live, &headers).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetQuery {
+    /// A past version (heads) to read the document at.
+    pub at: Option<String>,
+}
+
+pub enum Read {
+    Body(Map<String, Value>, Vec<ChangeHash>),
+    NotModified(Vec<ChangeHash>),
+}
+
+/// Reads a document's JSON body, now or at `at` (blocking; call from a blocking task).
+pub fn read_blocking(
+    node: &Node,
+    key: &DocKey,
+    at: Option<&[ChangeHash]>,
+    if_none_match: Option<&Condition>,
+) -> Result<Read, ApiError> {
+    let r = node
+        .store
+        .read(key, |doc, meta| -> Result<Read, ApiError> {
+            let version = match at {
+                Some(at) => {
+                    if let Some(unknown) =
+                        at.iter().find(|h| doc.get_change_meta_by_hash(h).is_none())
+                    {
+                        return Err(DocError::UnknownHeads(hex::encode(unknown.0)).into());
+                    }
+                    if tombstone::is_deleted(doc, Some(at)) {
+                        return Err(ApiError::NotFound(format!(
+                            "document {key} was deleted at that version"
+                        )));
+                    }
+                    at.to_vec()
+                }
+                None => {
+                    if meta.deleted {
+                        return Err(not_found(key, Some(meta)));
+                    }
+                    meta.heads()
+                }
+            };
+            if if_none_match.is_some_and(|c| c.matches(Some(&version))) {
+                return Ok(Read::NotModified(version));
+            }
+            Ok(Read::Body(json::to_json(doc, at), version))
+        })?;
+    r.unwrap_or_else(|| Err(not_found(key, None)))
+}
+
+/// `GET .../docs/{id}`
+pub async fn get(
+    State(node): State<Arc<Node>>,
+    PathParams((collection, id)): PathParams<(String, String)>,
+    QueryParams(q): QueryParams<GetQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let key = doc_key(&collection, &id)?;
+    let at = q.at.as_deref().map(heads::parse).transpose()?;
+    let if_none_match = Condition::from_headers(&headers, header::IF_NONE_MATCH)?;
+    let n = node.clone();
+    let read = node
+        .blocking(move || {
+            let read = read_blocking(&n, &key, at.as_deref(), if_none_match.as_ref())?;
+            // Serialise here too: it is CPU work that should not sit on the async workers.
+            Ok(match read {
+                Read::Body(body, v) => {
+                    let bytes =
+                        serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
+                    (Some(bytes), v)
+                }
+                Read::NotModified(v) => (None, v),
+            })
+        })
+        .await?;
+    let (bytes, version) = read;
+    let mut resp = match bytes {
+        Some(b) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            b,
+        )
+            .into_response(),
+        None => StatusCode::NOT_MODIFIED.into_response(),
+    };
+    set_etag(&mut resp, &version);
+    Ok(resp)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Page size (default 50, at most 1000).
+    pub limit: Option<usize>,
+    /// Resume after this change hash (the previous page's `next`).
+    pub before: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct HistoryResponse {
+    pub changes: Vec<history::HistoryEntry>,
+    /// Pass as `before` for the next (older) page; absent on the last page.
+    pub next: Option<String>,
+}
+
+/// `GET .../docs/{id}/history`
+pub async fn history(
+    State(node): State<Arc<Node>>,
+    PathParams((collection, id)): PathParams<(String, String)>,
+    QueryParams(q): QueryParams<HistoryQuery>,
+) -> Result<Response, ApiError> {
+    let key = doc_key(&collection, &id)?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    let before = match &q.before {
+        Some(b) => {
+            let hs = heads::parse(b)?;
+            match hs.as_slice() {
+                [one] => Some(*one),
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "`before` takes exactly one change hash".into(),
+                    ))
+                }
+            }
+        }
+        None => None,
+    };
+    let n = node.clone();
+    let page = node
+        .blocking(move || {
+            n.store
+                .read(&key, |doc, _| {
+                    if let Some(b) = &before {
+                        if doc.get_change_meta_by_hash(b).is_none() {
+                            return Err(ApiError::BadRequest(format!(
+                                "`before`: change {} is not in this document",
+                                hex::encode(b.0)
+                            )));
+                        }
+                    }
+                    Ok(history::page(doc, before.as_ref(), limit))
+                })?
+                .unwrap_or_else(|| Err(not_found(&key, None)))
+        })
+        .await?;
+    let (changes, more) = page;
+    let next = if more {
+        changes.last().map(|c| c.hash.clone())
+    } else {
+        None
+    };
+    Ok(axum::Json(HistoryResponse { changes, next }).into_response())
+}

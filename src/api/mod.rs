@@ -1,0 +1,78 @@
+//! The REST API (v1): routes, extractors, conditional requests, and the one mapping of errors to
+//! `application/problem+json`. The contract is `openapi.yaml` at the repository root.
+
+pub mod changes;
+pub mod collections;
+pub mod conditional;
+pub mod docs;
+pub mod extract;
+pub mod observe;
+pub mod problem;
+pub mod system;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
+use crate::server::Node;
+use problem::ApiError;
+
+/// Builds the router with every route and layer.
+pub fn router(node: Arc<Node>) -> Router {
+    let doc = "/v1/collections/{collection}/docs/{id}";
+    Router::new()
+        .route("/v1/health", get(system::health))
+        .route("/metrics", get(system::metrics))
+        .route("/v1/collections", get(collections::list_collections))
+        .route(
+            "/v1/collections/{collection}/docs",
+            get(collections::list_docs).post(docs::create),
+        )
+        .route(
+            doc,
+            get(docs::get)
+                .put(docs::put)
+                .patch(docs::patch)
+                .delete(docs::delete),
+        )
+        .route(
+            "/v1/collections/{collection}/docs/{id}/ops",
+            post(docs::ops),
+        )
+        .route(
+            "/v1/collections/{collection}/docs/{id}/history",
+            get(docs::history),
+        )
+        .route(
+            "/v1/collections/{collection}/bulk-write",
+            post(collections::bulk_write),
+        )
+        .route(
+            "/v1/collections/{collection}/bulk-read",
+            post(collections::bulk_read),
+        )
+        .route("/v1/changes", get(changes::changes))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(node.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            observe::observe,
+        ))
+        .layer(CatchPanicLayer::custom(observe::panic_response))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(node)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}

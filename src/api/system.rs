@@ -1,0 +1,43 @@
+//! Node-level endpoints: health and Prometheus metrics.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::problem::ApiError;
+use crate::server::Node;
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    pub node_id: String,
+    pub version: &'static str,
+}
+
+/// `GET /v1/health`
+pub async fn health(State(node): State<Arc<Node>>) -> axum::Json<Health> {
+    axum::Json(Health {
+        status: "ok",
+        node_id: node.store.node_id().to_string(),
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// `GET /metrics` (Prometheus text format)
+pub async fn metrics(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    let n = node.clone();
+    let text = node
+        .blocking(move || Ok(n.metrics.render(n.store.stats())))
+        .await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,142 @@
+//! The node's configuration: one struct, filled from a TOML file, then `CONCORD_*` environment
+//! variables, then command-line flags (each overriding the one before), and validated at start.
+//! Every field's default is written next to it and in the README's reference table.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where RocksDB keeps the node's data. Default `./concord-data`.
+    pub data_dir: PathBuf,
+    /// Address the REST API listens on. Default `127.0.0.1:7070`.
+    pub listen: SocketAddr,
+    /// Log line format. Default `human`.
+    pub log_format: LogFormat,
+    /// Log filter (tracing `EnvFilter` syntax; `RUST_LOG` wins when set). Default `info`.
+    pub log_level: String,
+    /// Bound of the loaded-document cache, in bytes (estimated). Default 268435456 (256 MiB).
+    pub cache_bytes: u64,
+    /// Largest accepted request body, in bytes. Default 16777216 (16 MiB).
+    pub max_body_bytes: usize,
+    /// Time a request may take before it is answered 503. Default 30 s.
+    pub request_timeout_secs: u64,
+    /// Incremental changes are compacted into a snapshot once they outgrow it and exceed this many
+    /// bytes. Default 16384.
+    pub compact_min_bytes: u64,
+    /// Most operations one `ops` or bulk request may carry. Default 1000.
+    pub max_batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./concord-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            log_format: LogFormat::Human,
+            log_level: "info".to_string(),
+            cache_bytes: 256 << 20,
+            max_body_bytes: 16 << 20,
+            request_timeout_secs: 30,
+            compact_min_bytes: 16 << 10,
+            max_batch: 1000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads a TOML config file; missing fields keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks values that would make the node misbehave rather than fail loudly.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.max_body_bytes < 1024 {
+            return invalid("max_body_bytes must be at least 1024");
+        }
+        if self.request_timeout_secs == 0 {
+            return invalid("request_timeout_secs must be at least 1");
+        }
+        if self.max_batch == 0 {
+            return invalid("max_batch must be at least 1");
+        }
+        if self.cache_bytes < 1 << 20 {
+            return invalid("cache_bytes must be at least 1048576 (1 MiB)");
+        }
+        Ok(())
+    }
+
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            cache_bytes: self.cache_bytes,
+            compact_min_bytes: self.compact_min_bytes,
+            sync_writes: true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults_and_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "listen = \"0.0.0.0:9000\"\ncache_bytes = 2097152\n").unwrap();
+        let c = Config::from_file(&p).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.cache_bytes, 2 << 20);
+        assert_eq!(c.max_batch, 1000);
+        std::fs::write(&p, "lisen = \"0.0.0.0:9000\"\n").unwrap();
+        assert!(matches!(
+            Config::from_file(&p),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn validation() {
+        assert!(Config::default().validate().is_ok());
+        let c = Config {
+            max_body_bytes: 10,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

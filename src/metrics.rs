@@ -1,0 +1,129 @@
+//! Prometheus metrics for one node.
+//!
+//! Each node owns its registry (no process-global recorder), so tests that run several nodes in
+//! one process see each node's own figures.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::store::StoreStats;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: String,
+}
+
+type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_latency: HistogramFamily,
+    pub commits: Counter,
+    pub compactions: Counter,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    wal_syncs: Counter,
+    wal_syncs_seen: AtomicU64,
+    cache_bytes: Gauge,
+    cache_docs: Gauge,
+    store_bytes: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs .. ~3.3 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("concord");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_latency: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        let m = Metrics {
+            http_requests,
+            http_latency,
+            commits: Counter::default(),
+            compactions: Counter::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            wal_syncs: Counter::default(),
+            wal_syncs_seen: AtomicU64::new(0),
+            cache_bytes: Gauge::default(),
+            cache_docs: Gauge::default(),
+            store_bytes: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            m.http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by method, route and status",
+            m.http_latency.clone(),
+        );
+        registry.register(
+            "commits",
+            "Document commits written to RocksDB",
+            m.commits.clone(),
+        );
+        registry.register(
+            "compactions",
+            "Document snapshot compactions",
+            m.compactions.clone(),
+        );
+        registry.register("cache_hits", "Document cache hits", m.cache_hits.clone());
+        registry.register(
+            "cache_misses",
+            "Document cache misses (loads from disk)",
+            m.cache_misses.clone(),
+        );
+        registry.register(
+            "wal_syncs",
+            "WAL fsyncs (group commit shares one among many writes)",
+            m.wal_syncs.clone(),
+        );
+        registry.register(
+            "cache_bytes",
+            "Estimated bytes of loaded documents in the cache",
+            m.cache_bytes.clone(),
+        );
+        registry.register(
+            "cache_documents",
+            "Loaded documents in the cache",
+            m.cache_docs.clone(),
+        );
+        registry.register(
+            "store_bytes",
+            "Bytes in RocksDB files and memtables",
+            m.store_bytes.clone(),
+        );
+        Arc::new(Metrics { registry, ..m })
+    }
+
+    /// The Prometheus text exposition, with store gauges refreshed from `stats`.
+    pub fn render(&self, stats: StoreStats) -> String {
+        self.cache_bytes.set(stats.cache_bytes as i64);
+        self.cache_docs.set(stats.cache_docs as i64);
+        self.store_bytes.set(stats.store_bytes as i64);
+        let before = self.wal_syncs_seen.swap(stats.wal_syncs, Ordering::Relaxed);
+        self.wal_syncs
+            .inc_by(stats.wal_syncs.saturating_sub(before));
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,104 @@
+//! Wiring: opens the store, builds the one [`Node`] value, serves the API on an already-bound
+//! listener until `shutdown` resolves, then drains requests and flushes RocksDB.
+//!
+//! Taking a bound listener (rather than an address) lets tests start many nodes in one process on
+//! port 0 and learn their addresses before serving.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::problem::ApiError;
+use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot open the store in {path}: {source}")]
+    Store { path: String, source: StoreError },
+    #[error("server I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("background task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Everything a request handler needs: configuration, storage, metrics and the shutdown signal.
+pub struct Node {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the node starts shutting down, so long-lived streams end and let the
+    /// graceful shutdown finish.
+    pub shutdown: CancellationToken,
+}
+
+impl Node {
+    /// Runs blocking work (RocksDB, Automerge) off the async workers.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ApiError::Internal(format!("worker task failed: {e}")))?
+    }
+}
+
+/// Opens the store and builds the node (separate from [`run`] for tools and benchmarks).
+pub async fn open_node(config: Config) -> Result<Arc<Node>, ServerError> {
+    config.validate()?;
+    let metrics = Metrics::new();
+    let path = config.data_dir.clone();
+    std::fs::create_dir_all(&path)?;
+    let opts = config.store_options();
+    let m = metrics.clone();
+    let p = path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&p, opts, m))
+        .await?
+        .map_err(|source| ServerError::Store {
+            path: path.display().to_string(),
+            source,
+        })?;
+    Ok(Arc::new(Node {
+        config,
+        store: Arc::new(store),
+        metrics,
+        shutdown: CancellationToken::new(),
+    }))
+}
+
+/// Serves a node on `listener` until `shutdown` resolves; then stops accepting, finishes
+/// in-flight requests, and flushes the store.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let node = open_node(config).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, node_id = %node.store.node_id(), data_dir = %node.config.data_dir.display(), "concord listening");
+    let app = crate::api::router(node.clone());
+    let token = node.shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining requests");
+            token.cancel();
+        })
+        .await?;
+    let store = node.store.clone();
+    tokio::task::spawn_blocking(move || store.flush())
+        .await?
+        .map_err(|source| ServerError::Store {
+            path: node.config.data_dir.display().to_string(),
+            source,
+        })?;
+    tracing::info!("store flushed; bye");
+    Ok(())
+}

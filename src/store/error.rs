@@ -1,0 +1,33 @@
+//! Errors of the storage domain.
+
+use thiserror::Error;
+
+use super::keys::{COLLECTION_RULE, ID_RULE};
+use crate::doc::DocError;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("invalid collection name `{0}`: a collection name is {COLLECTION_RULE}")]
+    InvalidCollection(String),
+    #[error("invalid document id `{0}`: a document id is {ID_RULE}")]
+    InvalidId(String),
+    #[error("rocksdb: {0}")]
+    Db(#[from] rocksdb::Error),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("cannot encode record: {0}")]
+    Encoding(String),
+    #[error(
+        "the data directory was written by a newer Concord (storage schema {found}); this build \
+         supports schema {supported} and older: upgrade Concord or point it at another directory"
+    )]
+    SchemaTooNew { found: u32, supported: u32 },
+    #[error("storage migration {version} ({name}) failed: {reason}")]
+    Migration {
+        version: u32,
+        name: &'static str,
+        reason: String,
+    },
+    #[error(transparent)]
+    Doc(#[from] DocError),
+}

@@ -1,0 +1,606 @@
+//! RocksDB storage of Automerge documents.
+//!
+//! Column families:
+//! - `meta`: doc key → [`DocMeta`] (heads, tombstone flag, sizes, feed position);
+//! - `snapshots`: doc key → compacted `save()` bytes;
+//! - `changes`: doc key 0x00 seq → one incremental Automerge change since the snapshot;
+//! - `feed`: feed seq → [`FeedEntry`], the latest entry of each changed document;
+//! - `counts`: collection → live documents (i64, kept by a merge operator);
+//! - `default`: node id and schema version.
+//!
+//! Every commit is one `WriteBatch` (changes, metadata, compaction, feed entry, count) written
+//! with a synced WAL: acknowledged means durable, and a crash can never leave these disagreeing.
+//! Concurrent commits to different documents are grouped into shared fsyncs by RocksDB's write
+//! group leader. Commits to one document are serialised by a striped lock that is also held while
+//! a document is loaded from disk, so no stale copy can ever enter the cache.
+
+pub mod cache;
+pub mod error;
+pub mod feed;
+pub mod keys;
+pub mod migrate;
+pub mod records;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use automerge::{ActorId, Automerge};
+use parking_lot::Mutex;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
+use uuid::Uuid;
+
+pub use cache::{DocState, LoadedDoc};
+pub use error::StoreError;
+pub use keys::DocKey;
+pub use records::{DocMeta, FeedEntry};
+
+use crate::doc::{contain::contained, tombstone, DocError};
+use crate::metrics::Metrics;
+use cache::DocCache;
+use feed::FeedSeq;
+
+/// Column family names.
+pub mod cfs {
+    pub const META: &str = "meta";
+    pub const SNAPSHOTS: &str = "snapshots";
+    pub const CHANGES: &str = "changes";
+    pub const FEED: &str = "feed";
+    pub const COUNTS: &str = "counts";
+    pub const ALL: [&str; 5] = [META, SNAPSHOTS, CHANGES, FEED, COUNTS];
+}
+
+const NODE_ID_KEY: &[u8] = b"node_id";
+const LOCK_STRIPES: usize = 1024;
+
+pub(crate) fn handle<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, StoreError> {
+    db.cf_handle(name)
+        .ok_or_else(|| StoreError::Corrupt(format!("column family `{name}` is missing")))
+}
+
+/// Storage tuning, from the node's configuration.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Bound of the loaded-document cache, in estimated bytes.
+    pub cache_bytes: u64,
+    /// Incrementals are folded into a new snapshot once they exceed both the snapshot's size and
+    /// this many bytes.
+    pub compact_min_bytes: u64,
+    /// Sync the WAL before acknowledging a write. Only tests and benchmarks of the ceiling turn
+    /// this off.
+    pub sync_writes: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            cache_bytes: 256 << 20,
+            compact_min_bytes: 16 << 10,
+            sync_writes: true,
+        }
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// The metadata after the write.
+    pub meta: DocMeta,
+    /// Whether the write made any change (a no-op write stores nothing).
+    pub changed: bool,
+    /// Whether the document did not exist (or was deleted) before and is live now.
+    pub created: bool,
+}
+
+pub struct Store {
+    db: Arc<DB>,
+    db_opts: Options,
+    cache: DocCache,
+    stripes: Box<[Mutex<()>]>,
+    feed: FeedSeq,
+    node_id: Uuid,
+    actor: ActorId,
+    options: StoreOptions,
+    metrics: Arc<Metrics>,
+}
+
+fn counts_merge(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::MergeOperands,
+) -> Option<Vec<u8>> {
+    let decode = |b: &[u8]| <[u8; 8]>::try_from(b).map(i64::from_le_bytes).unwrap_or(0);
+    let mut total = existing.map(decode).unwrap_or(0);
+    for op in operands {
+        total = total.saturating_add(decode(op));
+    }
+    Some(total.to_le_bytes().to_vec())
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `path`, migrating it to the current schema.
+    pub fn open(
+        path: &std::path::Path,
+        options: StoreOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
+        let fresh = !path.join("CURRENT").exists();
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(2);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        db_opts.enable_statistics();
+        db_opts.set_statistics_level(rocksdb::statistics::StatsLevel::ExceptTimers);
+        let block_cache = rocksdb::Cache::new_lru_cache(64 << 20);
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_block_cache(&block_cache);
+        table.set_bloom_filter(10.0, false);
+        let descriptors = cfs::ALL.iter().map(|name| {
+            let mut o = Options::default();
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            o.set_block_based_table_factory(&table);
+            if *name == cfs::COUNTS {
+                o.set_merge_operator_associative("i64_add", counts_merge);
+            }
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
+        migrate::run(&db, fresh)?;
+
+        let node_id = match db.get(NODE_ID_KEY)? {
+            Some(b) => Uuid::from_slice(&b).map_err(|_| StoreError::Corrupt("node id".into()))?,
+            None => {
+                let id = Uuid::new_v4();
+                let mut o = WriteOptions::default();
+                o.set_sync(true);
+                db.put_opt(NODE_ID_KEY, id.as_bytes(), &o)?;
+                id
+            }
+        };
+        let last_feed = {
+            let feed_cf = handle(&db, cfs::FEED)?;
+            match db.iterator_cf(feed_cf, IteratorMode::End).next() {
+                Some(item) => decode_seq(&item?.0)?,
+                None => 0,
+            }
+        };
+        Ok(Store {
+            db: Arc::new(db),
+            db_opts,
+            cache: DocCache::new(options.cache_bytes),
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            feed: FeedSeq::new(last_feed),
+            actor: ActorId::from(node_id.as_bytes().as_slice()),
+            node_id,
+            options,
+            metrics,
+        })
+    }
+
+    pub fn node_id(&self) -> Uuid {
+        self.node_id
+    }
+
+    /// Flushes memtables and the WAL; called on graceful shutdown so the next start replays nothing.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true)?;
+        for name in cfs::ALL {
+            self.db.flush_cf(handle(&self.db, name)?)?;
+        }
+        Ok(())
+    }
+
+    fn cf(&self, name: &str) -> Result<&ColumnFamily, StoreError> {
+        handle(&self.db, name)
+    }
+
+    fn stripe(&self, key: &[u8]) -> &Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(key);
+        &self.stripes[(h as usize) % self.stripes.len()]
+    }
+
+    fn read_meta(&self, key: &[u8]) -> Result<Option<DocMeta>, StoreError> {
+        match self.db.get_pinned_cf(self.cf(cfs::META)?, key)? {
+            None => Ok(None),
+            Some(b) => records::decode("document metadata", &b).map(Some),
+        }
+    }
+
+    /// Loads a document from disk (Automerge work contained: corrupt bytes become an error).
+    fn load_from_disk(&self, key: &DocKey, meta: DocMeta) -> Result<Arc<LoadedDoc>, StoreError> {
+        let enc = key.encode();
+        let snapshot = self.db.get_pinned_cf(self.cf(cfs::SNAPSHOTS)?, &enc)?;
+        let prefix = key.changes_prefix();
+        let mut changes = Vec::new();
+        let mut iter = self.db.raw_iterator_cf(self.cf(cfs::CHANGES)?);
+        iter.seek(&prefix);
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            changes.extend_from_slice(v);
+            iter.next();
+        }
+        iter.status()?;
+        let actor = self.actor.clone();
+        let what = key.to_string();
+        let doc = contained(&what, || -> Result<Automerge, DocError> {
+            let mut doc = match &snapshot {
+                Some(s) => {
+                    Automerge::load(s).map_err(|e| DocError::Corrupt(format!("snapshot: {e}")))?
+                }
+                None => Automerge::new(),
+            };
+            if !changes.is_empty() {
+                doc.load_incremental(&changes)
+                    .map_err(|e| DocError::Corrupt(format!("changes: {e}")))?;
+            }
+            doc.set_actor(actor);
+            Ok(doc)
+        })??;
+        let stored: Vec<[u8; 32]> = doc.get_heads().iter().map(|h| h.0).collect();
+        if stored != meta.heads {
+            // The metadata is written in the same batch as the changes, so this means damage.
+            return Err(DocError::Corrupt(format!(
+                "{what}: stored changes do not reach the recorded heads"
+            ))
+            .into());
+        }
+        Ok(LoadedDoc::new(doc, meta))
+    }
+
+    /// The cached document, loading it if needed; `None` when it does not exist. Takes the
+    /// document's stripe lock for a load, unless the caller already holds it.
+    fn get_loaded(
+        &self,
+        key: &DocKey,
+        enc: &[u8],
+        locked: bool,
+    ) -> Result<Option<Arc<LoadedDoc>>, StoreError> {
+        if let Some(d) = self.cache.get(enc) {
+            self.metrics.cache_hits.inc();
+            return Ok(Some(d));
+        }
+        let _guard = if locked {
+            None
+        } else {
+            Some(self.stripe(enc).lock())
+        };
+        if let Some(d) = self.cache.get(enc) {
+            self.metrics.cache_hits.inc();
+            return Ok(Some(d));
+        }
+        self.metrics.cache_misses.inc();
+        let Some(meta) = self.read_meta(enc)? else {
+            return Ok(None);
+        };
+        let loaded = self.load_from_disk(key, meta)?;
+        self.cache.insert(enc.to_vec(), loaded.clone());
+        Ok(Some(loaded))
+    }
+
+    /// Runs `f` on the document, or returns `None` when it does not exist (deleted documents do
+    /// exist: `f` sees `meta.deleted`).
+    pub fn read<R>(
+        &self,
+        key: &DocKey,
+        f: impl FnOnce(&Automerge, &DocMeta) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        let enc = key.encode();
+        let Some(loaded) = self.get_loaded(key, &enc, false)? else {
+            return Ok(None);
+        };
+        let state = loaded.state.read();
+        let r = contained(&key.to_string(), || f(&state.doc, &state.meta))?;
+        Ok(Some(r))
+    }
+
+    /// Metadata only, without loading the document.
+    pub fn meta(&self, key: &DocKey) -> Result<Option<DocMeta>, StoreError> {
+        let enc = key.encode();
+        if let Some(d) = self.cache.get(&enc) {
+            return Ok(Some(d.state.read().meta.clone()));
+        }
+        self.read_meta(&enc)
+    }
+
+    /// Runs `f` on the document (a new, empty one when it does not exist: `meta` is `None` then),
+    /// and durably stores whatever changes `f` made, in one batch, before returning.
+    ///
+    /// `f` must leave the document unchanged when it fails (Automerge transactions roll back).
+    pub fn write<R, E>(
+        &self,
+        key: &DocKey,
+        f: impl FnOnce(&mut Automerge, Option<&DocMeta>) -> Result<R, E>,
+    ) -> Result<(R, Committed), E>
+    where
+        E: From<StoreError>,
+    {
+        let enc = key.encode();
+        let _guard = self.stripe(&enc).lock();
+        let loaded = match self.get_loaded(key, &enc, true)? {
+            Some(l) => l,
+            None => LoadedDoc::new(
+                Automerge::new().with_actor(self.actor.clone()),
+                DocMeta::default(),
+            ),
+        };
+        let mut state = loaded.state.write();
+        let existed = !state.meta.heads.is_empty();
+        let before = state.doc.get_heads();
+        let was_live = existed && !state.meta.deleted;
+        let meta_in = if existed {
+            Some(state.meta.clone())
+        } else {
+            None
+        };
+
+        let outcome = contained(&key.to_string(), || f(&mut state.doc, meta_in.as_ref()));
+        let value = match outcome {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                if state.doc.get_heads() != before {
+                    drop(state);
+                    self.cache.invalidate(&enc);
+                }
+                return Err(e);
+            }
+            Err(panic) => {
+                drop(state);
+                self.cache.invalidate(&enc);
+                return Err(E::from(StoreError::Doc(panic)));
+            }
+        };
+
+        let new_changes = state.doc.get_changes(&before);
+        if new_changes.is_empty() {
+            let meta = state.meta.clone();
+            return Ok((
+                value,
+                Committed {
+                    meta,
+                    changed: false,
+                    created: false,
+                },
+            ));
+        }
+        match self.commit(key, &enc, &mut state, new_changes, was_live) {
+            Ok(meta) => {
+                let created = !was_live && !meta.deleted;
+                loaded.reweigh(meta.stored_len());
+                drop(state);
+                self.cache.insert(enc, loaded);
+                Ok((
+                    value,
+                    Committed {
+                        meta,
+                        changed: true,
+                        created,
+                    },
+                ))
+            }
+            Err(e) => {
+                // The in-memory document is ahead of the disk: drop it and reload next time.
+                drop(state);
+                self.cache.invalidate(&enc);
+                Err(E::from(e))
+            }
+        }
+    }
+
+    /// Writes the batch for one commit. On success `state.meta` is the new metadata.
+    fn commit(
+        &self,
+        key: &DocKey,
+        enc: &[u8],
+        state: &mut DocState,
+        changes: Vec<automerge::Change>,
+        was_live: bool,
+    ) -> Result<DocMeta, StoreError> {
+        let mut meta = state.meta.clone();
+        let mut batch = WriteBatch::default();
+        let changes_cf = self.cf(cfs::CHANGES)?;
+        for change in changes {
+            let bytes = change.raw_bytes();
+            meta.incr_len += bytes.len() as u64;
+            batch.put_cf(changes_cf, key.change_key(meta.next_seq), bytes);
+            meta.next_seq += 1;
+        }
+        let doc = &state.doc;
+        let deleted = contained("tombstone check", || tombstone::is_deleted(doc, None))?;
+        meta.deleted = deleted;
+        meta.heads = doc.get_heads().iter().map(|h| h.0).collect();
+        meta.updated_ms = now_ms();
+
+        if meta.incr_len > meta.snapshot_len.max(self.options.compact_min_bytes) {
+            let snapshot = contained("snapshot", || doc.save())?;
+            batch.put_cf(self.cf(cfs::SNAPSHOTS)?, enc, &snapshot);
+            let prefix = key.changes_prefix();
+            batch.delete_range_cf(changes_cf, &prefix, &keys::prefix_end(&prefix));
+            meta.snapshot_len = snapshot.len() as u64;
+            meta.incr_len = 0;
+            self.metrics.compactions.inc();
+        }
+
+        let delta = i64::from(!deleted) - i64::from(was_live);
+        if delta != 0 {
+            batch.merge_cf(
+                self.cf(cfs::COUNTS)?,
+                key.collection().as_bytes(),
+                delta.to_le_bytes(),
+            );
+        }
+
+        let feed_cf = self.cf(cfs::FEED)?;
+        let seq = self.feed.begin();
+        if let Some(old) = meta.feed_seq {
+            batch.delete_cf(feed_cf, old.to_be_bytes());
+        }
+        meta.feed_seq = Some(seq);
+        let entry = FeedEntry {
+            collection: key.collection().to_string(),
+            id: key.id().to_string(),
+            heads: meta.heads.clone(),
+            deleted,
+        };
+        let result = (|| {
+            batch.put_cf(feed_cf, seq.to_be_bytes(), records::encode(&entry)?);
+            batch.put_cf(self.cf(cfs::META)?, enc, records::encode(&meta)?);
+            let mut wo = WriteOptions::default();
+            wo.set_sync(self.options.sync_writes);
+            self.db.write_opt(batch, &wo)?;
+            Ok::<_, StoreError>(())
+        })();
+        self.feed.finish(seq);
+        result?;
+        self.metrics.commits.inc();
+        state.meta = meta.clone();
+        Ok(meta)
+    }
+
+    /// Documents of a collection in id order, after `after`, at most `limit` (tombstones too).
+    pub fn list(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, DocMeta)>, StoreError> {
+        keys::validate_collection(collection)?;
+        let prefix = keys::collection_prefix(collection);
+        let start = match after {
+            Some(a) => {
+                keys::validate_id(a)?;
+                let mut s = prefix.clone();
+                s.extend_from_slice(a.as_bytes());
+                s.push(0); // strictly after `a`
+                s
+            }
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        let mut iter = self.db.raw_iterator_cf(self.cf(cfs::META)?);
+        iter.seek(&start);
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            out.push((id, records::decode("document metadata", v)?));
+            iter.next();
+        }
+        iter.status()?;
+        Ok(out)
+    }
+
+    /// Every collection and its number of live documents.
+    pub fn collections(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(cfs::COUNTS)?, IteratorMode::Start)
+        {
+            let (k, v) = item?;
+            let n = <[u8; 8]>::try_from(v.as_ref())
+                .map(i64::from_le_bytes)
+                .unwrap_or(0);
+            out.push((String::from_utf8_lossy(&k).into_owned(), n));
+        }
+        Ok(out)
+    }
+
+    /// Feed entries after `since`, up to the watermark; at most `limit` matching `collection`.
+    /// Returns them with the last sequence number examined (the cursor to resume from).
+    pub fn feed_page(
+        &self,
+        since: u64,
+        limit: usize,
+        collection: Option<&str>,
+    ) -> Result<(Vec<(u64, FeedEntry)>, u64), StoreError> {
+        let upto = self.feed.watermark();
+        let mut out = Vec::new();
+        let mut last = since.min(upto);
+        let mut iter = self.db.raw_iterator_cf(self.cf(cfs::FEED)?);
+        iter.seek(since.saturating_add(1).to_be_bytes());
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            let seq = decode_seq(k)?;
+            if seq > upto || out.len() >= limit {
+                break;
+            }
+            last = seq;
+            let entry: FeedEntry = records::decode("feed entry", v)?;
+            if collection.is_none_or(|c| c == entry.collection) {
+                out.push((seq, entry));
+            }
+            iter.next();
+        }
+        iter.status()?;
+        if out.len() < limit {
+            // Nothing more up to the watermark: resume from there.
+            last = upto.max(last);
+        }
+        Ok((out, last))
+    }
+
+    pub fn feed_watermark(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.feed.subscribe()
+    }
+
+    /// Gauges for `/metrics`: (cache bytes, cached docs, store bytes, WAL syncs).
+    pub fn stats(&self) -> StoreStats {
+        let mut disk = 0;
+        for name in cfs::ALL {
+            if let Ok(cf) = self.cf(name) {
+                for prop in [
+                    "rocksdb.total-sst-files-size",
+                    "rocksdb.cur-size-all-mem-tables",
+                ] {
+                    disk += self
+                        .db
+                        .property_int_value_cf(cf, prop)
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0);
+                }
+            }
+        }
+        StoreStats {
+            cache_bytes: self.cache.weighted_size(),
+            cache_docs: self.cache.entry_count(),
+            store_bytes: disk,
+            wal_syncs: self
+                .db_opts
+                .get_ticker_count(rocksdb::statistics::Ticker::WalFileSynced),
+        }
+    }
+
+    /// Test hook: drops every cached document so the next access loads from disk.
+    pub fn clear_cache(&self) {
+        self.cache.clear();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct StoreStats {
+    pub cache_bytes: u64,
+    pub cache_docs: u64,
+    pub store_bytes: u64,
+    pub wal_syncs: u64,
+}
+
+fn decode_seq(k: &[u8]) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(k)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt("feed key".into()))
+}

@@ -1,0 +1,260 @@
+//! Durability: graceful restarts, `kill -9` of a real process under write load, and a corrupted
+//! document record that must stay contained to that document.
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use common::{client, NodeProcess, TestNode};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+#[tokio::test]
+async fn restart_keeps_every_document_and_the_node_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = client();
+    let node = TestNode::start(dir.path()).await;
+    let id1: Value = http
+        .get(node.url("/v1/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for i in 0..50 {
+        let r = http
+            .put(node.url(&format!("/v1/collections/r/docs/d{i}")))
+            .header("content-type", "application/json")
+            .body(json!({"i": i, "s": format!("text {i}")}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    // Enough edits to one document to force snapshot compaction.
+    for i in 0..300 {
+        let r = http
+            .patch(node.url("/v1/collections/r/docs/d0"))
+            .header("content-type", "application/json")
+            .body(json!({"n": i, "pad": "y".repeat(100)}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    node.stop().await;
+
+    let node = TestNode::start(dir.path()).await;
+    let id2: Value = http
+        .get(node.url("/v1/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(id1["node_id"], id2["node_id"]);
+    for i in 1..50 {
+        let v: Value = http
+            .get(node.url(&format!("/v1/collections/r/docs/d{i}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v, json!({"i": i, "s": format!("text {i}")}));
+    }
+    let v: Value = http
+        .get(node.url("/v1/collections/r/docs/d0"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["n"], 299);
+    let m = http
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("concord_cache_misses_total"), "{m}");
+    let feed: Value = http
+        .get(node.url("/v1/changes?limit=1000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(feed["results"].as_array().unwrap().len(), 50);
+    node.stop().await;
+}
+
+/// Writers log every acknowledged write; the node is killed with SIGKILL in the middle; after a
+/// restart every acknowledged write is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3 {
+        let proc_ = NodeProcess::start(dir.path()).await;
+        let url = proc_.url.clone();
+        // acknowledged[(doc, writer)] = highest acknowledged value
+        let acked: Arc<Mutex<HashMap<(usize, usize), i64>>> = Arc::default();
+        let mut writers = Vec::new();
+        for w in 0..8usize {
+            let acked = acked.clone();
+            let url = url.clone();
+            writers.push(tokio::spawn(async move {
+                let http = client();
+                for n in 0..10_000i64 {
+                    let doc = (n as usize) % 5;
+                    let body = json!({format!("w{w}"): n, "round": round});
+                    let r = http
+                        .patch(format!("{url}/v1/collections/crash/docs/doc{doc}"))
+                        .header("content-type", "application/json")
+                        .body(body.to_string())
+                        .send()
+                        .await;
+                    match r {
+                        Ok(resp) if resp.status() == 200 => {
+                            acked.lock().await.insert((doc, w), n);
+                        }
+                        Ok(resp) if resp.status() == 404 => {
+                            // First write to the document: create it.
+                            let r = http
+                                .put(format!("{url}/v1/collections/crash/docs/doc{doc}"))
+                                .header("content-type", "application/json")
+                                .body(body.to_string())
+                                .send()
+                                .await;
+                            if matches!(r, Ok(ref resp) if resp.status().is_success()) {
+                                acked.lock().await.insert((doc, w), n);
+                            }
+                        }
+                        _ => return, // the node is gone
+                    }
+                }
+            }));
+        }
+        // Kill once a fair number of writes were acknowledged.
+        common::poll_until(
+            "writes acknowledged",
+            std::time::Duration::from_secs(60),
+            || {
+                let acked = acked.clone();
+                async move { acked.lock().await.values().filter(|n| **n >= 20).count() >= 20 }
+            },
+        )
+        .await;
+        proc_.kill9();
+        for w in writers {
+            w.await.unwrap();
+        }
+        let acked = acked.lock().await.clone();
+        assert!(!acked.is_empty());
+
+        let proc_ = NodeProcess::start(dir.path()).await;
+        let http = client();
+        for ((doc, w), n) in &acked {
+            let v: Value = http
+                .get(proc_.url(&format!("/v1/collections/crash/docs/doc{doc}")))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let got = v[format!("w{w}")].as_i64().unwrap_or(-1);
+            // Later writes to the same field may have landed unacknowledged; never fewer.
+            assert!(
+                got >= *n,
+                "round {round}: doc{doc}.w{w} = {got}, but {n} was acknowledged"
+            );
+        }
+        let status = proc_.terminate();
+        assert!(status.success(), "graceful stop after recovery: {status:?}");
+    }
+}
+
+#[tokio::test]
+async fn corrupt_document_is_contained() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = client();
+    let node = TestNode::start_with(dir.path(), |c| c.compact_min_bytes = 1 << 30).await;
+    for id in ["good", "bad"] {
+        let r = http
+            .put(node.url(&format!("/v1/collections/c/docs/{id}")))
+            .header("content-type", "application/json")
+            .body(json!({"v": id}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    node.stop().await;
+
+    // Overwrite the stored change of `bad` with garbage, as a disk fault might.
+    {
+        let cfs = concord::store::cfs::ALL;
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+        let changes = db.cf_handle(concord::store::cfs::CHANGES).unwrap();
+        let key = concord::store::DocKey::new("c", "bad")
+            .unwrap()
+            .change_key(0);
+        assert!(db.get_cf(changes, &key).unwrap().is_some());
+        db.put_cf(changes, &key, b"\x85\x6f\x4a\x83garbage-not-automerge")
+            .unwrap();
+    }
+
+    let node = TestNode::start(dir.path()).await;
+    let r = http
+        .get(node.url("/v1/collections/c/docs/bad"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["type"].as_str().unwrap().ends_with("document-corrupt"),
+        "{v}"
+    );
+    let r = http
+        .patch(node.url("/v1/collections/c/docs/bad"))
+        .header("content-type", "application/json")
+        .body("{\"x\":1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        500,
+        "writes to the corrupt document fail too, without a crash"
+    );
+    // Everything else keeps working.
+    let v: Value = http
+        .get(node.url("/v1/collections/c/docs/good"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"v": "good"}));
+    let r = http
+        .put(node.url("/v1/collections/c/docs/new"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    node.stop().await;
+}
