@@ -20,6 +20,11 @@ impl Condition {
         let Some(raw) = headers.get(&name) else {
             return Ok(None);
         };
+        let name = if name == axum::http::header::IF_MATCH {
+            "If-Match"
+        } else {
+            "If-None-Match"
+        };
         let raw = raw
             .to_str()
             .map_err(|_| ApiError::BadRequest(format!("{name} is not valid ASCII")))?;
