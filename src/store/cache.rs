@@ -1,8 +1,5 @@
-//! The bounded cache of loaded documents, weighed in (estimated) bytes.
-//!
-//! An Automerge document in memory is several times larger than its saved bytes; the weight is
-//! an estimate from the stored size so the cache bound tracks real memory roughly without
-//! walking the document.
+//! The bounded cache of loaded documents, weighed by the heap each one holds (measured, see
+//! [`super::memory`]).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -11,10 +8,6 @@ use automerge::Automerge;
 use parking_lot::RwLock;
 
 use super::records::DocMeta;
-
-/// In-memory bytes per stored byte, and the fixed cost of an (even tiny) document.
-const MEMORY_PER_STORED_BYTE: u64 = 6;
-const MEMORY_PER_DOC: u64 = 2048;
 
 /// A loaded document and its metadata, behind a lock: readers share it, the (single) writer of the
 /// document holds it exclusively from applying a change until the change is durable, so no reader
@@ -30,22 +23,23 @@ pub struct DocState {
 }
 
 impl LoadedDoc {
-    pub fn new(doc: Automerge, meta: DocMeta) -> Arc<Self> {
+    /// `heap` is the measured memory the document holds.
+    pub fn new(doc: Automerge, meta: DocMeta, heap: i64) -> Arc<Self> {
         let loaded = Arc::new(LoadedDoc {
             state: RwLock::new(DocState { doc, meta }),
             weight: AtomicU32::new(0),
         });
-        let len = loaded.state.read().meta.stored_len();
-        loaded.reweigh(len);
+        loaded.set_heap(heap);
         loaded
     }
 
-    pub fn reweigh(&self, stored_len: u64) {
-        let w = stored_len
-            .saturating_mul(MEMORY_PER_STORED_BYTE)
-            .saturating_add(MEMORY_PER_DOC);
-        self.weight
-            .store(u32::try_from(w).unwrap_or(u32::MAX), Ordering::Relaxed);
+    pub fn heap(&self) -> i64 {
+        i64::from(self.weight.load(Ordering::Relaxed))
+    }
+
+    pub fn set_heap(&self, heap: i64) {
+        let w = heap.clamp(1024, i64::from(u32::MAX));
+        self.weight.store(w as u32, Ordering::Relaxed);
     }
 }
 

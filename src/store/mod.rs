@@ -18,6 +18,7 @@ pub mod cache;
 pub mod error;
 pub mod feed;
 pub mod keys;
+pub mod memory;
 pub mod migrate;
 pub mod records;
 
@@ -236,6 +237,7 @@ impl Store {
         iter.status()?;
         let actor = self.actor.clone();
         let what = key.to_string();
+        let meter = memory::Meter::start();
         let doc = contained(&what, || -> Result<Automerge, DocError> {
             let mut doc = match &snapshot {
                 Some(s) => {
@@ -258,7 +260,7 @@ impl Store {
             ))
             .into());
         }
-        Ok(LoadedDoc::new(doc, meta))
+        Ok(LoadedDoc::new(doc, meta, meter.retained()))
     }
 
     /// The cached document, loading it if needed; `None` when it does not exist. Takes the
@@ -332,10 +334,11 @@ impl Store {
         let _guard = self.stripe(&enc).lock();
         let loaded = match self.get_loaded(key, &enc, true)? {
             Some(l) => l,
-            None => LoadedDoc::new(
-                Automerge::new().with_actor(self.actor.clone()),
-                DocMeta::default(),
-            ),
+            None => {
+                let meter = memory::Meter::start();
+                let doc = Automerge::new().with_actor(self.actor.clone());
+                LoadedDoc::new(doc, DocMeta::default(), meter.retained())
+            }
         };
         let mut state = loaded.state.write();
         let existed = !state.meta.heads.is_empty();
@@ -347,7 +350,9 @@ impl Store {
             None
         };
 
+        let meter = memory::Meter::start();
         let outcome = contained(&key.to_string(), || f(&mut state.doc, meta_in.as_ref()));
+        let grown = meter.retained();
         let value = match outcome {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
@@ -379,7 +384,7 @@ impl Store {
         match self.commit(key, &enc, &mut state, new_changes, was_live) {
             Ok(meta) => {
                 let created = !was_live && !meta.deleted;
-                loaded.reweigh(meta.stored_len());
+                loaded.set_heap(loaded.heap() + grown);
                 drop(state);
                 self.cache.insert(enc, loaded);
                 Ok((
@@ -531,13 +536,17 @@ impl Store {
         let upto = self.feed.watermark();
         let mut out = Vec::new();
         let mut last = since.min(upto);
+        // A collection filter may skip many entries: bound the work of one page.
+        let max_scan = limit.saturating_mul(10).max(10_000);
+        let mut scanned = 0;
         let mut iter = self.db.raw_iterator_cf(self.cf(cfs::FEED)?);
         iter.seek(since.saturating_add(1).to_be_bytes());
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
             let seq = decode_seq(k)?;
-            if seq > upto || out.len() >= limit {
+            if seq > upto || out.len() >= limit || scanned >= max_scan {
                 break;
             }
+            scanned += 1;
             last = seq;
             let entry: FeedEntry = records::decode("feed entry", v)?;
             if collection.is_none_or(|c| c == entry.collection) {
@@ -546,7 +555,7 @@ impl Store {
             iter.next();
         }
         iter.status()?;
-        if out.len() < limit {
+        if out.len() < limit && scanned < max_scan {
             // Nothing more up to the watermark: resume from there.
             last = upto.max(last);
         }
