@@ -8,13 +8,22 @@
 //! | --- | --- |
 //! | 1 | column families `meta`, `snapshots`, `changes`, `feed` |
 //! | 2 | column family `counts`: live documents per collection, kept by a merge operator |
+//! | 3 | column families `digest` (anti-entropy hash tree, XOR merge operator) and `buckets` |
 
 mod m0002_collection_counts;
+mod m0003_digest;
 
 use super::Migration;
 
-pub(super) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 2,
-    name: "collection_counts",
-    run: m0002_collection_counts::run,
-}];
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 2,
+        name: "collection_counts",
+        run: m0002_collection_counts::run,
+    },
+    Migration {
+        version: 3,
+        name: "digest",
+        run: m0003_digest::run,
+    },
+];

@@ -52,6 +52,21 @@ pub struct Config {
     pub compact_min_bytes: u64,
     /// Most operations one `ops` or bulk request may carry. Default 1000.
     pub max_batch: usize,
+    /// Seed peers (`host:port` of their API); the rest of the cluster is learned from them.
+    /// Default: none (a single node, or a seed for others).
+    pub peers: Vec<String>,
+    /// The `host:port` other nodes reach this node's API at. Default: the listen address.
+    pub advertise: Option<String>,
+    /// Shared secret every node of the cluster presents on peer requests. Required with `peers`.
+    /// Default: none (peer endpoints refuse every request).
+    pub cluster_secret: Option<String>,
+    /// Mean time between anti-entropy rounds with each peer, in ms (jittered ±50%). Default 2000.
+    pub anti_entropy_interval_ms: u64,
+    /// Changes waiting to be pushed to one peer; beyond it, pushes are dropped and anti-entropy
+    /// repairs. Default 10000.
+    pub push_queue: usize,
+    /// Source IP for connections to peers (multi-homed hosts, tests). Default: chosen by the OS.
+    pub peer_bind_ip: Option<std::net::IpAddr>,
 }
 
 impl Default for Config {
@@ -66,6 +81,12 @@ impl Default for Config {
             request_timeout_secs: 30,
             compact_min_bytes: 16 << 10,
             max_batch: 1000,
+            peers: Vec::new(),
+            advertise: None,
+            cluster_secret: None,
+            anti_entropy_interval_ms: 2000,
+            push_queue: 10_000,
+            peer_bind_ip: None,
         }
     }
 }
@@ -97,6 +118,18 @@ impl Config {
         }
         if self.cache_bytes < 1 << 20 {
             return invalid("cache_bytes must be at least 1048576 (1 MiB)");
+        }
+        if !self.peers.is_empty() && self.cluster_secret.as_deref().is_none_or(str::is_empty) {
+            return invalid("cluster_secret is required when peers are configured");
+        }
+        if self.cluster_secret.as_deref().is_some_and(|s| s.len() < 16) {
+            return invalid("cluster_secret must be at least 16 characters");
+        }
+        if self.anti_entropy_interval_ms < 10 {
+            return invalid("anti_entropy_interval_ms must be at least 10");
+        }
+        if self.push_queue == 0 {
+            return invalid("push_queue must be at least 1");
         }
         Ok(())
     }

@@ -13,6 +13,8 @@
 //!       │
 //!       ▼
 //!   doc/      the Automerge domain: JSON ⇄ Automerge, writes, ops, tombstones, history
+//!
+//!   replication/  membership, eager push and anti-entropy between nodes; uses store and doc
 //! ```
 //!
 //! - [`config`]: the one configuration struct (file, env, flags), validated at start.
@@ -20,6 +22,7 @@
 //! - [`api`]: the REST API (contract: `openapi.yaml`).
 //! - [`store`]: durable storage of documents, the changes feed and collection counts.
 //! - [`doc`]: pure document logic; knows neither HTTP nor RocksDB.
+//! - [`replication`]: peers, eager push, anti-entropy (digest tree + Automerge sync).
 //! - [`metrics`]: the node's Prometheus registry.
 //!
 //! Dependencies point one way: `api` → `store` → `doc`. There are no globals except the memory
@@ -33,6 +36,7 @@ pub mod api;
 pub mod config;
 pub mod doc;
 pub mod metrics;
+pub mod replication;
 pub mod server;
 pub mod store;
 

@@ -21,7 +21,25 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Run a local N-node cluster (one process per node) until Ctrl-C.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Args)]
+struct ClusterArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u16,
+    /// Folder for the nodes' data directories.
+    #[arg(long, default_value = "./concord-cluster")]
+    dir: PathBuf,
+    /// Port of the first node; the others follow.
+    #[arg(long, default_value_t = 7070)]
+    base_port: u16,
+    /// Cluster secret [default: generated, kept in DIR/cluster-secret]
+    #[arg(long, env = "CONCORD_CLUSTER_SECRET")]
+    cluster_secret: Option<String>,
 }
 
 /// Flags override `CONCORD_*` environment variables, which override the config file.
@@ -57,6 +75,24 @@ struct ServeArgs {
     /// Most operations or documents per ops/bulk request [default: 1000]
     #[arg(long, env = "CONCORD_MAX_BATCH")]
     max_batch: Option<usize>,
+    /// Seed peers, comma-separated host:port [default: none]
+    #[arg(long, env = "CONCORD_PEERS", value_delimiter = ',')]
+    peers: Option<Vec<String>>,
+    /// Address peers reach this node at [default: the listen address]
+    #[arg(long, env = "CONCORD_ADVERTISE")]
+    advertise: Option<String>,
+    /// Shared cluster secret, at least 16 characters [required with --peers]
+    #[arg(long, env = "CONCORD_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    /// Mean anti-entropy interval in ms [default: 2000]
+    #[arg(long, env = "CONCORD_ANTI_ENTROPY_INTERVAL_MS")]
+    anti_entropy_interval_ms: Option<u64>,
+    /// Per-peer push queue length [default: 10000]
+    #[arg(long, env = "CONCORD_PUSH_QUEUE")]
+    push_queue: Option<usize>,
+    /// Source IP for connections to peers [default: chosen by the OS]
+    #[arg(long, env = "CONCORD_PEER_BIND_IP")]
+    peer_bind_ip: Option<std::net::IpAddr>,
 }
 
 impl ServeArgs {
@@ -127,13 +163,82 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let config = args.into_config()?;
+            let config = (*args).into_config()?;
             init_logging(&config);
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
             concord::run(listener, config, shutdown_signal()).await?;
         }
+        Command::Cluster(args) => cluster(args).await?,
+    }
+    Ok(())
+}
+
+/// `concord cluster`: N `concord serve` processes on consecutive ports, each seeded with the
+/// others, sharing one secret; all stopped cleanly (SIGTERM, then wait) on Ctrl-C.
+async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.nodes >= 1, "--nodes must be at least 1");
+    std::fs::create_dir_all(&args.dir)
+        .with_context(|| format!("cannot create {}", args.dir.display()))?;
+    let secret_file = args.dir.join("cluster-secret");
+    let secret = match args.cluster_secret {
+        Some(s) => s,
+        None => match std::fs::read_to_string(&secret_file) {
+            Ok(s) => s.trim().to_string(),
+            Err(_) => {
+                let s = format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                );
+                std::fs::write(&secret_file, &s).context("cannot write the cluster secret")?;
+                s
+            }
+        },
+    };
+    let exe = std::env::current_exe().context("cannot find the concord executable")?;
+    let addrs: Vec<String> = (0..args.nodes)
+        .map(|i| format!("127.0.0.1:{}", args.base_port + i))
+        .collect();
+    let mut children = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let data = args.dir.join(format!("node{i}"));
+        let peers: Vec<&str> = addrs
+            .iter()
+            .filter(|a| *a != addr)
+            .map(String::as_str)
+            .collect();
+        let mut cmd = tokio::process::Command::new(&exe);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg(addr)
+            .arg("--data-dir")
+            .arg(&data);
+        if !peers.is_empty() {
+            cmd.arg("--peers").arg(peers.join(","));
+        }
+        cmd.env("CONCORD_CLUSTER_SECRET", &secret)
+            .kill_on_drop(true);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start node {i}"))?;
+        println!("node{i}: http://{addr}  (data: {})", data.display());
+        children.push(child);
+    }
+    println!("cluster of {} running; Ctrl-C stops every node", args.nodes);
+    shutdown_signal().await;
+    for c in &children {
+        if let Some(pid) = c.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    for (i, mut c) in children.into_iter().enumerate() {
+        let status = c.wait().await?;
+        println!("node{i} stopped: {status}");
     }
     Ok(())
 }

@@ -22,6 +22,11 @@ pub struct HttpLabels {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: String,
+}
+
 type HistogramFamily = Family<HttpLabels, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -32,6 +37,13 @@ pub struct Metrics {
     pub compactions: Counter,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
+    pub ae_rounds: Family<PeerLabels, Counter>,
+    pub ae_docs_repaired: Family<PeerLabels, Counter>,
+    pub ae_bytes_sent: Family<PeerLabels, Counter>,
+    pub ae_bytes_received: Family<PeerLabels, Counter>,
+    pub push_changes: Family<PeerLabels, Counter>,
+    pub push_bytes: Family<PeerLabels, Counter>,
+    pub push_dropped: Counter,
     wal_syncs: Counter,
     wal_syncs_seen: AtomicU64,
     cache_bytes: Gauge,
@@ -56,6 +68,13 @@ impl Metrics {
             compactions: Counter::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
+            ae_rounds: Family::default(),
+            ae_docs_repaired: Family::default(),
+            ae_bytes_sent: Family::default(),
+            ae_bytes_received: Family::default(),
+            push_changes: Family::default(),
+            push_bytes: Family::default(),
+            push_dropped: Counter::default(),
             wal_syncs: Counter::default(),
             wal_syncs_seen: AtomicU64::new(0),
             cache_bytes: Gauge::default(),
@@ -108,6 +127,41 @@ impl Metrics {
             "store_bytes",
             "Bytes in RocksDB files and memtables",
             m.store_bytes.clone(),
+        );
+        registry.register(
+            "anti_entropy_rounds",
+            "Completed anti-entropy rounds, by peer",
+            m.ae_rounds.clone(),
+        );
+        registry.register(
+            "anti_entropy_docs_repaired",
+            "Documents reconciled by anti-entropy, by peer",
+            m.ae_docs_repaired.clone(),
+        );
+        registry.register(
+            "anti_entropy_bytes_sent",
+            "Anti-entropy request bytes, by peer",
+            m.ae_bytes_sent.clone(),
+        );
+        registry.register(
+            "anti_entropy_bytes_received",
+            "Anti-entropy response bytes, by peer",
+            m.ae_bytes_received.clone(),
+        );
+        registry.register(
+            "push_changes",
+            "Changes pushed eagerly, by peer",
+            m.push_changes.clone(),
+        );
+        registry.register(
+            "push_bytes",
+            "Eager push request bytes, by peer",
+            m.push_bytes.clone(),
+        );
+        registry.register(
+            "push_dropped",
+            "Changes not pushed (queue full, lagging or failed); anti-entropy repairs them",
+            m.push_dropped.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

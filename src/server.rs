@@ -14,6 +14,9 @@ use tokio_util::sync::CancellationToken;
 use crate::api::problem::ApiError;
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
+use crate::replication::anti_entropy::SyncSessions;
+use crate::replication::client::{PeerClient, PeerError};
+use crate::replication::membership::Membership;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Error)]
@@ -26,6 +29,8 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("peer client: {0}")]
+    Peer(#[from] PeerError),
 }
 
 /// Everything a request handler needs: configuration, storage, metrics and the shutdown signal.
@@ -33,6 +38,9 @@ pub struct Node {
     pub config: Config,
     pub store: Arc<Store>,
     pub metrics: Arc<Metrics>,
+    pub membership: Arc<Membership>,
+    pub peer_client: PeerClient,
+    pub sync_sessions: SyncSessions,
     /// Cancelled when the node starts shutting down, so long-lived streams end and let the
     /// graceful shutdown finish.
     pub shutdown: CancellationToken,
@@ -51,7 +59,8 @@ impl Node {
 }
 
 /// Opens the store and builds the node (separate from [`run`] for tools and benchmarks).
-pub async fn open_node(config: Config) -> Result<Arc<Node>, ServerError> {
+/// `advertise` is the address peers reach this node at.
+pub async fn open_node(config: Config, advertise: String) -> Result<Arc<Node>, ServerError> {
     config.validate()?;
     let metrics = Metrics::new();
     let path = config.data_dir.clone();
@@ -65,10 +74,20 @@ pub async fn open_node(config: Config) -> Result<Arc<Node>, ServerError> {
             path: path.display().to_string(),
             source,
         })?;
+    let membership = Membership::new(
+        advertise,
+        store.node_id().to_string(),
+        &config.peers,
+        std::time::Duration::from_millis(config.anti_entropy_interval_ms),
+    );
+    let peer_client = PeerClient::new(config.cluster_secret.clone(), config.peer_bind_ip)?;
     Ok(Arc::new(Node {
         config,
         store: Arc::new(store),
         metrics,
+        membership: Arc::new(membership),
+        peer_client,
+        sync_sessions: SyncSessions::default(),
         shutdown: CancellationToken::new(),
     }))
 }
@@ -80,10 +99,12 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let node = open_node(config).await?;
     let addr = listener.local_addr()?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+    let node = open_node(config, advertise).await?;
     tracing::info!(%addr, node_id = %node.store.node_id(), data_dir = %node.config.data_dir.display(), "concord listening");
     let app = crate::api::router(node.clone());
+    let tasks = crate::replication::start(&node);
     let token = node.shutdown.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -92,6 +113,11 @@ pub async fn run(
             token.cancel();
         })
         .await?;
+    // Serving can also end on a listener error: stop the background tasks either way.
+    node.shutdown.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
     let store = node.store.clone();
     tokio::task::spawn_blocking(move || store.flush())
         .await?

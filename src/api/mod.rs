@@ -2,6 +2,7 @@
 //! `application/problem+json`. The contract is `openapi.yaml` at the repository root.
 
 pub mod changes;
+pub mod cluster;
 pub mod collections;
 pub mod conditional;
 pub mod docs;
@@ -56,6 +57,8 @@ pub fn router(node: Arc<Node>) -> Router {
             post(collections::bulk_read),
         )
         .route("/v1/changes", get(changes::changes))
+        .route("/v1/cluster", get(cluster::cluster))
+        .merge(peer_routes(node.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(node.config.max_body_bytes))
@@ -67,6 +70,23 @@ pub fn router(node: Arc<Node>) -> Router {
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(node)
+}
+
+/// Peer-to-peer endpoints: only the cluster secret opens them.
+fn peer_routes(node: Arc<Node>) -> Router<Arc<Node>> {
+    use crate::replication::{auth, endpoints as peer};
+    Router::new()
+        .route("/v1/peer/hello", post(peer::hello))
+        .route("/v1/peer/digest/level1", post(peer::level1))
+        .route("/v1/peer/digest/level2", post(peer::level2))
+        .route("/v1/peer/digest/docs", post(peer::bucket_docs))
+        .route("/v1/peer/changes", post(peer::changes))
+        .route("/v1/peer/pull", post(peer::pull))
+        .route("/v1/peer/sync", post(peer::sync))
+        .route_layer(axum::middleware::from_fn_with_state(
+            node,
+            auth::require_secret,
+        ))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

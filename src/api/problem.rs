@@ -22,6 +22,8 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidOperation(String),
     #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -67,6 +69,7 @@ impl ApiError {
                 "invalid-operation",
                 "The operation does not fit the document",
             ),
+            Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -6,15 +6,18 @@
 //! - `changes`: doc key 0x00 seq → one incremental Automerge change since the snapshot;
 //! - `feed`: feed seq → [`FeedEntry`], the latest entry of each changed document;
 //! - `counts`: collection → live documents (i64, kept by a merge operator);
+//! - `digest`: the anti-entropy hash tree (see [`digest`]);
+//! - `buckets`: digest bucket + doc key → heads, to expand a bucket into its documents;
 //! - `default`: node id and schema version.
 //!
-//! Every commit is one `WriteBatch` (changes, metadata, compaction, feed entry, count) written
+//! Every commit is one `WriteBatch` (changes, metadata, compaction, feed entry, count, digest) written
 //! with a synced WAL: acknowledged means durable, and a crash can never leave these disagreeing.
 //! Concurrent commits to different documents are grouped into shared fsyncs by RocksDB's write
 //! group leader. Commits to one document are serialised by a striped lock that is also held while
 //! a document is loaded from disk, so no stale copy can ever enter the cache.
 
 pub mod cache;
+pub mod digest;
 pub mod error;
 pub mod feed;
 pub mod keys;
@@ -49,7 +52,9 @@ pub mod cfs {
     pub const CHANGES: &str = "changes";
     pub const FEED: &str = "feed";
     pub const COUNTS: &str = "counts";
-    pub const ALL: [&str; 5] = [META, SNAPSHOTS, CHANGES, FEED, COUNTS];
+    pub const DIGEST: &str = "digest";
+    pub const BUCKETS: &str = "buckets";
+    pub const ALL: [&str; 7] = [META, SNAPSHOTS, CHANGES, FEED, COUNTS, DIGEST, BUCKETS];
 }
 
 const NODE_ID_KEY: &[u8] = b"node_id";
@@ -83,6 +88,24 @@ impl Default for StoreOptions {
     }
 }
 
+/// Where a commit's changes came from: local writes are pushed to peers, changes received from
+/// peers are not (their origin already pushes them, and anti-entropy repairs the rest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Local,
+    Peer,
+}
+
+/// A durable commit, as announced to subscribers (replication's eager push, live feeds).
+#[derive(Debug, Clone)]
+pub struct CommitEvent {
+    pub key: DocKey,
+    /// The new Automerge changes, in their binary encoding.
+    pub changes: Vec<Vec<u8>>,
+    pub heads: Vec<[u8; 32]>,
+    pub origin: Origin,
+}
+
 /// What a write did.
 #[derive(Debug, Clone)]
 pub struct Committed {
@@ -104,6 +127,7 @@ pub struct Store {
     actor: ActorId,
     options: StoreOptions,
     metrics: Arc<Metrics>,
+    events: tokio::sync::broadcast::Sender<Arc<CommitEvent>>,
 }
 
 fn counts_merge(
@@ -153,6 +177,9 @@ impl Store {
             if *name == cfs::COUNTS {
                 o.set_merge_operator_associative("i64_add", counts_merge);
             }
+            if *name == cfs::DIGEST {
+                o.set_merge_operator_associative("u64_xor", digest::xor_merge);
+            }
             ColumnFamilyDescriptor::new(*name, o)
         });
         let db = DB::open_cf_descriptors(&db_opts, path, descriptors)?;
@@ -185,7 +212,14 @@ impl Store {
             node_id,
             options,
             metrics,
+            events: tokio::sync::broadcast::Sender::new(8192),
         })
+    }
+
+    /// Every durable commit, in commit order per document. A subscriber that falls behind loses
+    /// events (it is told so) rather than slowing writers.
+    pub fn subscribe_commits(&self) -> tokio::sync::broadcast::Receiver<Arc<CommitEvent>> {
+        self.events.subscribe()
     }
 
     pub fn node_id(&self) -> Uuid {
@@ -330,6 +364,19 @@ impl Store {
     where
         E: From<StoreError>,
     {
+        self.write_from(Origin::Local, key, f)
+    }
+
+    /// [`Store::write`], recording where the changes came from.
+    pub fn write_from<R, E>(
+        &self,
+        origin: Origin,
+        key: &DocKey,
+        f: impl FnOnce(&mut Automerge, Option<&DocMeta>) -> Result<R, E>,
+    ) -> Result<(R, Committed), E>
+    where
+        E: From<StoreError>,
+    {
         let enc = key.encode();
         let _guard = self.stripe(&enc).lock();
         let loaded = match self.get_loaded(key, &enc, true)? {
@@ -381,7 +428,7 @@ impl Store {
                 },
             ));
         }
-        match self.commit(key, &enc, &mut state, new_changes, was_live) {
+        match self.commit(key, &enc, &mut state, new_changes, was_live, origin) {
             Ok(meta) => {
                 let created = !was_live && !meta.deleted;
                 loaded.set_heap(loaded.heap() + grown);
@@ -413,15 +460,19 @@ impl Store {
         state: &mut DocState,
         changes: Vec<automerge::Change>,
         was_live: bool,
+        origin: Origin,
     ) -> Result<DocMeta, StoreError> {
         let mut meta = state.meta.clone();
+        let old_heads = std::mem::take(&mut meta.heads);
         let mut batch = WriteBatch::default();
         let changes_cf = self.cf(cfs::CHANGES)?;
+        let mut raw = Vec::with_capacity(changes.len());
         for change in changes {
             let bytes = change.raw_bytes();
             meta.incr_len += bytes.len() as u64;
             batch.put_cf(changes_cf, key.change_key(meta.next_seq), bytes);
             meta.next_seq += 1;
+            raw.push(bytes.to_vec());
         }
         let doc = &state.doc;
         let deleted = contained("tombstone check", || tombstone::is_deleted(doc, None))?;
@@ -438,6 +489,18 @@ impl Store {
             meta.incr_len = 0;
             self.metrics.compactions.inc();
         }
+
+        let bucket = digest::bucket(enc);
+        let leaf_delta = digest::leaf(enc, &old_heads) ^ digest::leaf(enc, &meta.heads);
+        let digest_cf = self.cf(cfs::DIGEST)?;
+        for node in digest::tree_keys(bucket) {
+            batch.merge_cf(digest_cf, node, leaf_delta.to_le_bytes());
+        }
+        batch.put_cf(
+            self.cf(cfs::BUCKETS)?,
+            digest::bucket_entry_key(bucket, enc),
+            digest::encode_heads(&meta.heads),
+        );
 
         let delta = i64::from(!deleted) - i64::from(was_live);
         if delta != 0 {
@@ -472,6 +535,13 @@ impl Store {
         result?;
         self.metrics.commits.inc();
         state.meta = meta.clone();
+        // Nobody listening is fine (a single node); a lagging listener is told it lagged.
+        let _ = self.events.send(Arc::new(CommitEvent {
+            key: key.clone(),
+            changes: raw,
+            heads: meta.heads.clone(),
+            origin,
+        }));
         Ok(meta)
     }
 
@@ -566,6 +636,58 @@ impl Store {
         self.feed.subscribe()
     }
 
+    /// The digest's root.
+    pub fn digest_root(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(cfs::DIGEST)?, digest::ROOT_KEY)?
+            .map(|v| digest::decode_u64(&v))
+            .unwrap_or(0))
+    }
+
+    /// The 256 level-1 buckets.
+    pub fn digest_level1(&self) -> Result<Vec<u64>, StoreError> {
+        let cf = self.cf(cfs::DIGEST)?;
+        let keys: Vec<[u8; 2]> = (0..=255u8).map(digest::level1_key).collect();
+        self.db
+            .batched_multi_get_cf(cf, keys.iter(), true)
+            .into_iter()
+            .map(|r| Ok(r?.map(|v| digest::decode_u64(&v)).unwrap_or(0)))
+            .collect()
+    }
+
+    /// The 256 level-2 buckets under level-1 bucket `b0`.
+    pub fn digest_level2(&self, b0: u8) -> Result<Vec<u64>, StoreError> {
+        let cf = self.cf(cfs::DIGEST)?;
+        let keys: Vec<[u8; 3]> = (0..=255u8)
+            .map(|b1| digest::level2_key(u16::from_be_bytes([b0, b1])))
+            .collect();
+        self.db
+            .batched_multi_get_cf(cf, keys.iter(), true)
+            .into_iter()
+            .map(|r| Ok(r?.map(|v| digest::decode_u64(&v)).unwrap_or(0)))
+            .collect()
+    }
+
+    /// The documents of a level-2 bucket with their heads.
+    pub fn bucket_docs(&self, bucket: u16) -> Result<BucketDocs, StoreError> {
+        let prefix = bucket.to_be_bytes();
+        let mut out = Vec::new();
+        let mut iter = self.db.raw_iterator_cf(self.cf(cfs::BUCKETS)?);
+        iter.seek(prefix);
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if let Some(key) = DocKey::decode(&k[2..]) {
+                out.push((key, digest::decode_heads(v)));
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(out)
+    }
+
     /// Gauges for `/metrics`: (cache bytes, cached docs, store bytes, WAL syncs).
     pub fn stats(&self) -> StoreStats {
         let mut disk = 0;
@@ -599,6 +721,9 @@ impl Store {
         self.cache.clear();
     }
 }
+
+/// A digest bucket's documents and their heads.
+pub type BucketDocs = Vec<(DocKey, Vec<[u8; 32]>)>;
 
 #[derive(Debug, Clone, Copy)]
 pub struct StoreStats {

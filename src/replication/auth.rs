@@ -1,0 +1,35 @@
+//! Peer authentication: every peer request carries the cluster secret, compared in constant time.
+//! Client tokens (when they exist) are never accepted here, and the secret never leaves a node
+//! except in this header to its peers.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use crate::api::problem::ApiError;
+use crate::server::Node;
+
+pub const HEADER: &str = "concord-cluster-secret";
+
+pub async fn require_secret(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
+    let Some(secret) = node.config.cluster_secret.as_deref() else {
+        return ApiError::Unauthorized(
+            "this node has no cluster secret: it accepts no peers".into(),
+        )
+        .into_response();
+    };
+    let presented = req
+        .headers()
+        .get(HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or(b"");
+    if presented.ct_eq(secret.as_bytes()).into() {
+        next.run(req).await
+    } else {
+        tracing::warn!("peer request with a missing or wrong cluster secret refused");
+        ApiError::Unauthorized("missing or wrong cluster secret".into()).into_response()
+    }
+}

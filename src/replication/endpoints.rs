@@ -1,0 +1,238 @@
+//! The peer endpoints (`/v1/peer/...`), behind the cluster-secret check: hello and digest
+//! levels for anti-entropy, changes for pushes and repairs, pull and sync for reconciliation.
+
+use std::sync::Arc;
+
+use automerge::sync::SyncDoc;
+use automerge::{Change, ChangeHash};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::wire::*;
+use crate::api::problem::ApiError;
+use crate::server::Node;
+use crate::store::{DocKey, Origin, StoreError};
+
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    postcard::from_bytes(body)
+        .map_err(|e| ApiError::BadRequest(format!("undecodable peer message: {e}")))
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Response, ApiError> {
+    let bytes = postcard::to_stdvec(v).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE))],
+        bytes,
+    )
+        .into_response())
+}
+
+fn key(collection: &str, id: &str) -> Result<DocKey, ApiError> {
+    Ok(DocKey::new(collection, id)?)
+}
+
+/// `POST /v1/peer/hello`: learn the caller and its members; answer with the digest root.
+pub async fn hello(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+    let h: HelloV1 = decode(&body)?;
+    node.membership
+        .learn(h.members.into_iter().chain(std::iter::once(h.from)));
+    let n = node.clone();
+    let root = node.blocking(move || Ok(n.store.digest_root()?)).await?;
+    encode(&RootV1 {
+        node_id: node.membership.node_id().to_string(),
+        root,
+        members: node.membership.addresses(),
+    })
+}
+
+/// `POST /v1/peer/digest/level1`
+pub async fn level1(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+    let n = node.clone();
+    let buckets = node.blocking(move || Ok(n.store.digest_level1()?)).await?;
+    encode(&Level1V1 { buckets })
+}
+
+/// `POST /v1/peer/digest/level2`
+pub async fn level2(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: Level2RequestV1 = decode(&body)?;
+    let n = node.clone();
+    let levels = node
+        .blocking(move || {
+            req.b0
+                .into_iter()
+                .map(|b0| Ok((b0, n.store.digest_level2(b0)?)))
+                .collect::<Result<Vec<_>, ApiError>>()
+        })
+        .await?;
+    encode(&Level2V1 { levels })
+}
+
+/// `POST /v1/peer/digest/docs`: the documents (and heads) of level-2 buckets.
+pub async fn bucket_docs(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: BucketsRequestV1 = decode(&body)?;
+    let n = node.clone();
+    let docs = node
+        .blocking(move || {
+            let mut docs = Vec::new();
+            for b in req.buckets {
+                for (k, heads) in n.store.bucket_docs(b)? {
+                    docs.push(DocHeadsV1 {
+                        collection: k.collection().to_string(),
+                        id: k.id().to_string(),
+                        heads,
+                    });
+                }
+            }
+            Ok(docs)
+        })
+        .await?;
+    encode(&BucketsV1 { docs })
+}
+
+/// Documents applied at once by one request, so their fsyncs group.
+const APPLY_PARALLELISM: usize = 32;
+
+/// Applies changes from a peer to the local store (durably, idempotently: Automerge ignores
+/// changes it has, and queues changes whose dependencies have not arrived yet).
+pub async fn apply_changes(node: &Arc<Node>, docs: Vec<DocChangesV1>) -> Result<u64, ApiError> {
+    let mut parsed = Vec::with_capacity(docs.len());
+    for d in docs {
+        let k = key(&d.collection, &d.id)?;
+        let changes = d
+            .changes
+            .iter()
+            .map(|b| Change::try_from(b.as_slice()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::BadRequest(format!("{k}: invalid change: {e}")))?;
+        parsed.push((k, changes));
+    }
+    let results: Vec<Result<(), ApiError>> = futures::stream::iter(parsed)
+        .map(|(k, changes)| {
+            let n = node.clone();
+            async move {
+                n.clone()
+                    .blocking(move || {
+                        n.store
+                            .write_from::<_, ApiError>(Origin::Peer, &k, |doc, _| {
+                                doc.apply_changes(changes).map_err(|e| {
+                                    ApiError::BadRequest(format!("{k}: changes rejected: {e}"))
+                                })
+                            })
+                            .map(|_| ())
+                    })
+                    .await
+            }
+        })
+        .buffer_unordered(APPLY_PARALLELISM)
+        .collect()
+        .await;
+    let mut applied = 0;
+    for r in results {
+        r?;
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+/// `POST /v1/peer/changes`
+pub async fn changes(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: ChangesV1 = decode(&body)?;
+    apply_changes(&node, req.docs).await?;
+    encode(&())
+}
+
+/// The changes of `key` after `heads`, if this node knows every one of `heads`.
+pub fn changes_after(
+    node: &Node,
+    key: &DocKey,
+    heads: &[[u8; 32]],
+) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+    let hs: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
+    Ok(node
+        .store
+        .read(key, |doc, _| {
+            if hs.iter().all(|h| doc.get_change_meta_by_hash(h).is_some()) {
+                Some(
+                    doc.get_changes(&hs)
+                        .into_iter()
+                        .map(|c| c.raw_bytes().to_vec())
+                        .collect(),
+                )
+            } else {
+                None
+            }
+        })?
+        .unwrap_or_else(|| {
+            if hs.is_empty() {
+                Some(Vec::new())
+            } else {
+                None
+            }
+        }))
+}
+
+/// `POST /v1/peer/pull`
+pub async fn pull(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: PullV1 = decode(&body)?;
+    let n = node.clone();
+    let resp = node
+        .blocking(move || {
+            let mut resp = PullResponseV1::default();
+            for d in req.docs {
+                let k = key(&d.collection, &d.id)?;
+                match changes_after(&n, &k, &d.heads)? {
+                    Some(changes) => resp.docs.push(DocChangesV1 {
+                        collection: d.collection,
+                        id: d.id,
+                        changes,
+                    }),
+                    None => resp.concurrent.push((d.collection, d.id)),
+                }
+            }
+            Ok(resp)
+        })
+        .await?;
+    encode(&resp)
+}
+
+/// `POST /v1/peer/sync`: one step of the Automerge sync protocol for each document, in a session
+/// the caller drives; this side's sync states live in memory for the session.
+pub async fn sync(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: SyncV1 = decode(&body)?;
+    let session = req.session;
+    let n = node.clone();
+    let docs = node
+        .blocking(move || {
+            let mut out = Vec::new();
+            for d in req.docs {
+                let k = key(&d.collection, &d.id)?;
+                let msg = automerge::sync::Message::decode(&d.message)
+                    .map_err(|e| ApiError::BadRequest(format!("{k}: invalid sync message: {e}")))?;
+                let state = n.sync_sessions.state(session, &k);
+                let (reply, _) =
+                    n.store
+                        .write_from::<_, ApiError>(Origin::Peer, &k, |doc, _| {
+                            let mut st = state.lock();
+                            doc.receive_sync_message(&mut st, msg).map_err(|e| {
+                                ApiError::BadRequest(format!("{k}: sync message rejected: {e}"))
+                            })?;
+                            Ok(doc.generate_sync_message(&mut st))
+                        })?;
+                if let Some(m) = reply {
+                    out.push(DocMessageV1 {
+                        collection: d.collection,
+                        id: d.id,
+                        message: m.encode(),
+                    });
+                }
+            }
+            Ok(out)
+        })
+        .await?;
+    encode(&SyncV1 { session, docs })
+}

@@ -1,0 +1,220 @@
+//! Cluster membership: the peers this node knows, and whether they answer.
+//!
+//! Membership starts from the configured seeds and spreads by gossip piggybacked on anti-entropy:
+//! each round opens with a hello that carries the sender's member list, and the answer carries the
+//! responder's, so a node started with one seed learns the whole cluster within a few rounds. A
+//! peer that fails is marked down and retried with exponential backoff (capped); it is never
+//! forgotten, and `/v1/cluster` reports it.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::store::now_ms;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    /// Known (a seed or gossiped) but not contacted yet.
+    Unknown,
+    Up,
+    Down,
+}
+
+/// What one anti-entropy round repaired.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RepairReport {
+    /// When the round ended (ms since the epoch).
+    pub at_ms: u64,
+    /// Documents that differed and were reconciled.
+    pub docs: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub millis: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    pub address: String,
+    pub node_id: Option<String>,
+    pub state: PeerState,
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    /// Last successful request to this peer (ms since the epoch).
+    pub last_seen_ms: Option<u64>,
+    /// Last completed anti-entropy round with this peer (ms since the epoch).
+    pub last_sync_ms: Option<u64>,
+    /// The last round that repaired anything.
+    pub last_repair: Option<RepairReport>,
+    #[serde(skip)]
+    next_attempt: Option<Instant>,
+}
+
+pub struct Membership {
+    me: String,
+    node_id: String,
+    base_backoff: Duration,
+    peers: Mutex<BTreeMap<String, PeerInfo>>,
+}
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+impl Membership {
+    pub fn new(me: String, node_id: String, seeds: &[String], base_backoff: Duration) -> Self {
+        let m = Membership {
+            me,
+            node_id,
+            base_backoff,
+            peers: Mutex::new(BTreeMap::new()),
+        };
+        m.learn(seeds.iter().cloned());
+        m
+    }
+
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// Adds addresses not known yet; returns how many were new.
+    pub fn learn(&self, addrs: impl IntoIterator<Item = String>) -> usize {
+        let mut peers = self.peers.lock();
+        let mut added = 0;
+        for a in addrs {
+            let a = a.trim().to_string();
+            if a.is_empty() || a == self.me || peers.contains_key(&a) {
+                continue;
+            }
+            peers.insert(
+                a.clone(),
+                PeerInfo {
+                    address: a,
+                    node_id: None,
+                    state: PeerState::Unknown,
+                    consecutive_failures: 0,
+                    last_error: None,
+                    last_seen_ms: None,
+                    last_sync_ms: None,
+                    last_repair: None,
+                    next_attempt: None,
+                },
+            );
+            added += 1;
+        }
+        added
+    }
+
+    /// An address that turned out to be this node itself (another name for it).
+    pub fn forget_self_alias(&self, addr: &str) {
+        self.peers.lock().remove(addr);
+    }
+
+    /// Every address this node knows, itself included: what it gossips.
+    pub fn addresses(&self) -> Vec<String> {
+        let peers = self.peers.lock();
+        std::iter::once(self.me.clone())
+            .chain(peers.keys().cloned())
+            .collect()
+    }
+
+    pub fn snapshot(&self) -> Vec<PeerInfo> {
+        self.peers.lock().values().cloned().collect()
+    }
+
+    /// Peers to push to: all but those known to be down.
+    pub fn pushable(&self) -> Vec<String> {
+        self.peers
+            .lock()
+            .values()
+            .filter(|p| p.state != PeerState::Down)
+            .map(|p| p.address.clone())
+            .collect()
+    }
+
+    /// Peers whose backoff (if any) has expired.
+    pub fn due(&self, now: Instant) -> Vec<String> {
+        self.peers
+            .lock()
+            .values()
+            .filter(|p| p.next_attempt.is_none_or(|t| t <= now))
+            .map(|p| p.address.clone())
+            .collect()
+    }
+
+    pub fn record_success(&self, addr: &str, node_id: Option<&str>) {
+        if let Some(p) = self.peers.lock().get_mut(addr) {
+            if p.state != PeerState::Up {
+                tracing::info!(peer = addr, "peer is up");
+            }
+            p.state = PeerState::Up;
+            p.consecutive_failures = 0;
+            p.next_attempt = None;
+            p.last_error = None;
+            p.last_seen_ms = Some(now_ms());
+            if let Some(id) = node_id {
+                p.node_id = Some(id.to_string());
+            }
+        }
+    }
+
+    pub fn record_failure(&self, addr: &str, error: &str) {
+        if let Some(p) = self.peers.lock().get_mut(addr) {
+            if p.state != PeerState::Down {
+                tracing::warn!(peer = addr, error, "peer is down");
+            }
+            p.state = PeerState::Down;
+            p.consecutive_failures = p.consecutive_failures.saturating_add(1);
+            p.last_error = Some(error.to_string());
+            let exp = p.consecutive_failures.saturating_sub(1).min(16);
+            let wait = self.base_backoff.saturating_mul(1 << exp).min(MAX_BACKOFF);
+            p.next_attempt = Some(Instant::now() + wait);
+        }
+    }
+
+    pub fn record_sync(&self, addr: &str, report: RepairReport) {
+        if let Some(p) = self.peers.lock().get_mut(addr) {
+            p.last_sync_ms = Some(report.at_ms);
+            if report.docs > 0 {
+                p.last_repair = Some(report);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn learns_gossip_and_backs_off() {
+        let m = Membership::new(
+            "me:1".into(),
+            "id".into(),
+            &["a:1".into(), "me:1".into()],
+            Duration::from_millis(100),
+        );
+        assert_eq!(m.addresses(), vec!["me:1", "a:1"]);
+        assert_eq!(m.learn(["b:1".to_string(), "a:1".to_string()]), 1);
+        m.record_failure("a:1", "refused");
+        m.record_failure("a:1", "refused");
+        let now = Instant::now();
+        assert_eq!(m.due(now), vec!["b:1"], "a is backing off");
+        assert!(m
+            .due(now + Duration::from_millis(250))
+            .contains(&"a:1".to_string()));
+        assert_eq!(m.pushable(), vec!["b:1"]);
+        m.record_success("a:1", Some("x"));
+        let a = m
+            .snapshot()
+            .into_iter()
+            .find(|p| p.address == "a:1")
+            .unwrap();
+        assert_eq!(a.state, PeerState::Up);
+        assert_eq!(a.consecutive_failures, 0);
+    }
+}

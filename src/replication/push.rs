@@ -1,0 +1,105 @@
+//! Eager push: every local commit goes to every peer that is not known to be down, at once.
+//!
+//! A dispatcher takes commits from the store's broadcast and puts them on one bounded queue per
+//! peer; a sender per peer drains its queue in batches. Nothing here can block a writer: a full
+//! queue drops the push (counted), a failed send drops the batch and marks the peer down, and in
+//! both cases anti-entropy repairs the difference later.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::wire::{ChangesV1, DocChangesV1};
+use crate::server::Node;
+use crate::store::{CommitEvent, Origin};
+
+/// Most changes in one push request, and most bytes.
+const BATCH_CHANGES: usize = 512;
+const BATCH_BYTES: usize = 2 << 20;
+
+pub async fn run(node: Arc<Node>) {
+    let mut commits = node.store.subscribe_commits();
+    let mut queues: HashMap<String, mpsc::Sender<Arc<CommitEvent>>> = HashMap::new();
+    loop {
+        let event = tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            e = commits.recv() => e,
+        };
+        let event = match event {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                node.metrics.push_dropped.inc_by(n);
+                continue;
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        };
+        if event.origin != Origin::Local {
+            continue;
+        }
+        for peer in node.membership.pushable() {
+            let queue = queues.entry(peer.clone()).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(node.config.push_queue);
+                tokio::spawn(sender(node.clone(), peer.clone(), rx));
+                tx
+            });
+            if queue.try_send(event.clone()).is_err() {
+                node.metrics.push_dropped.inc();
+            }
+        }
+    }
+}
+
+async fn sender(node: Arc<Node>, peer: String, mut rx: mpsc::Receiver<Arc<CommitEvent>>) {
+    loop {
+        let first = tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            e = rx.recv() => match e { Some(e) => e, None => return },
+        };
+        let mut batch = vec![first];
+        let mut count = batch[0].changes.len();
+        let mut bytes: usize = batch[0].changes.iter().map(Vec::len).sum();
+        while count < BATCH_CHANGES && bytes < BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(e) => {
+                    count += e.changes.len();
+                    bytes += e.changes.iter().map(Vec::len).sum::<usize>();
+                    batch.push(e);
+                }
+                Err(_) => break,
+            }
+        }
+        let msg = ChangesV1 {
+            docs: batch
+                .iter()
+                .map(|e| DocChangesV1 {
+                    collection: e.key.collection().to_string(),
+                    id: e.key.id().to_string(),
+                    changes: e.changes.clone(),
+                })
+                .collect(),
+        };
+        match node
+            .peer_client
+            .call::<_, ()>(&peer, "/v1/peer/changes", &msg)
+            .await
+        {
+            Ok(x) => {
+                node.membership.record_success(&peer, None);
+                let labels = crate::metrics::PeerLabels { peer: peer.clone() };
+                node.metrics
+                    .push_changes
+                    .get_or_create(&labels)
+                    .inc_by(count as u64);
+                node.metrics
+                    .push_bytes
+                    .get_or_create(&labels)
+                    .inc_by(x.sent);
+            }
+            Err(e) => {
+                node.metrics.push_dropped.inc_by(count as u64);
+                node.membership.record_failure(&peer, &e.to_string());
+            }
+        }
+    }
+}
