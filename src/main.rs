@@ -113,8 +113,20 @@ impl ServeArgs {
             max_body_bytes,
             request_timeout_secs,
             compact_min_bytes,
-            max_batch
+            max_batch,
+            peers,
+            anti_entropy_interval_ms,
+            push_queue
         );
+        if self.advertise.is_some() {
+            c.advertise = self.advertise;
+        }
+        if self.cluster_secret.is_some() {
+            c.cluster_secret = self.cluster_secret;
+        }
+        if self.peer_bind_ip.is_some() {
+            c.peer_bind_ip = self.peer_bind_ip;
+        }
         c.validate()?;
         Ok(c)
     }

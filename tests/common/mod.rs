@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -114,7 +116,10 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub async fn start(data_dir: &Path) -> Self {
-        let port = free_port();
+        Self::start_with(data_dir, free_port(), &[]).await
+    }
+
+    pub async fn start_with(data_dir: &Path, port: u16, extra: &[String]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_concord"))
             .args([
                 "serve",
@@ -123,6 +128,7 @@ impl NodeProcess {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
             .env("CONCORD_LOG_LEVEL", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -1,0 +1,689 @@
+//! Multi-node replication: convergence after random concurrent writes, peer authentication,
+//! partitions made by fault-injecting TCP proxies, an empty node joining, a randomized schedule
+//! of writes/partitions/heals/restarts (seeded, printed, rerunnable with CONCORD_TEST_SEED), and
+//! real processes killed with `kill -9` during replication.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::Duration;
+
+use common::proxy::Proxy;
+use common::{client, poll_until, NodeProcess, TestNode};
+use serde_json::{json, Value};
+
+const SECRET: &str = "test-cluster-secret-0123456789";
+const CONVERGE: Duration = Duration::from_secs(60);
+
+struct Member {
+    node: Option<TestNode>,
+    proxy: Proxy,
+    ip: IpAddr,
+    dir: tempfile::TempDir,
+    seeds: Vec<String>,
+}
+
+struct Cluster {
+    m: Vec<Member>,
+    http: reqwest::Client,
+}
+
+impl Cluster {
+    /// `n` nodes; node `i` is seeded with the nodes `seeds(i)`. Peer traffic to node `i` goes
+    /// through its proxy and leaves node `i` from 127.0.0.(10 + i).
+    async fn start(n: usize, seeds: impl Fn(usize) -> Vec<usize>) -> Cluster {
+        let mut proxies = Vec::new();
+        for _ in 0..n {
+            proxies.push(Proxy::start().await);
+        }
+        let addrs: Vec<String> = proxies.iter().map(|p| p.addr.to_string()).collect();
+        let mut m = Vec::new();
+        for (i, proxy) in proxies.into_iter().enumerate() {
+            m.push(Member {
+                node: None,
+                proxy,
+                ip: format!("127.0.0.{}", 10 + i).parse().unwrap(),
+                dir: tempfile::tempdir().unwrap(),
+                seeds: seeds(i).into_iter().map(|j| addrs[j].clone()).collect(),
+            });
+        }
+        let mut c = Cluster { m, http: client() };
+        for i in 0..n {
+            c.start_node(i).await;
+        }
+        c
+    }
+
+    async fn start_node(&mut self, i: usize) {
+        let mem = &mut self.m[i];
+        let (advertise, ip, seeds) = (mem.proxy.addr.to_string(), mem.ip, mem.seeds.clone());
+        let node = TestNode::start_with(mem.dir.path(), move |c| {
+            c.cluster_secret = Some(SECRET.into());
+            c.peers = seeds;
+            c.advertise = Some(advertise);
+            c.peer_bind_ip = Some(ip);
+            c.anti_entropy_interval_ms = 100;
+        })
+        .await;
+        mem.proxy
+            .set_target(node.url.trim_start_matches("http://").parse().unwrap());
+        mem.node = Some(node);
+    }
+
+    async fn stop_node(&mut self, i: usize) {
+        if let Some(n) = self.m[i].node.take() {
+            n.stop().await;
+        }
+    }
+
+    fn url(&self, i: usize, path: &str) -> String {
+        self.m[i].node.as_ref().expect("node running").url(path)
+    }
+
+    fn running(&self) -> Vec<usize> {
+        (0..self.m.len())
+            .filter(|i| self.m[*i].node.is_some())
+            .collect()
+    }
+
+    /// Cuts every link between nodes of different groups.
+    fn partition(&self, groups: &[&[usize]]) {
+        for (ga, a_nodes) in groups.iter().enumerate() {
+            for (gb, b_nodes) in groups.iter().enumerate() {
+                if ga == gb {
+                    continue;
+                }
+                for &a in a_nodes.iter() {
+                    for &b in b_nodes.iter() {
+                        self.m[b].proxy.block(self.m[a].ip);
+                    }
+                }
+            }
+        }
+    }
+
+    fn heal(&self) {
+        for mem in &self.m {
+            mem.proxy.unblock_all();
+        }
+    }
+
+    /// id → (version, deleted) on node `i`.
+    async fn listing(&self, i: usize, collection: &str) -> BTreeMap<String, (String, bool)> {
+        let v: Value = self
+            .http
+            .get(self.url(
+                i,
+                &format!("/v1/collections/{collection}/docs?include_deleted=true&limit=1000"),
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["id"].as_str().unwrap().to_string(),
+                    (
+                        d["version"].as_str().unwrap().to_string(),
+                        d["deleted"].as_bool().unwrap(),
+                    ),
+                )
+            })
+            .collect()
+    }
+
+    async fn converged(&self, collection: &str) -> bool {
+        let nodes = self.running();
+        let first = self.listing(nodes[0], collection).await;
+        for &i in &nodes[1..] {
+            if self.listing(i, collection).await != first {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn wait_converged(&self, collection: &str) {
+        let start = std::time::Instant::now();
+        poll_until(&format!("{collection} converged"), CONVERGE, || {
+            self.converged(collection)
+        })
+        .await;
+        eprintln!(
+            "{collection}: converged {:?} after the last fault",
+            start.elapsed()
+        );
+        // Same versions must mean the same bodies.
+        let nodes = self.running();
+        for (id, (_, deleted)) in self.listing(nodes[0], collection).await {
+            if deleted {
+                continue;
+            }
+            let mut bodies = Vec::new();
+            for &i in &nodes {
+                bodies.push(self.get(i, collection, &id).await.1);
+            }
+            assert!(bodies.windows(2).all(|w| w[0] == w[1]), "{id}: {bodies:?}");
+        }
+    }
+
+    async fn get(&self, i: usize, collection: &str, id: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(self.url(i, &format!("/v1/collections/{collection}/docs/{id}")))
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn send(&self, i: usize, method: reqwest::Method, path: &str, body: Value) -> u16 {
+        let r = self
+            .http
+            .request(method, self.url(i, path))
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await;
+        r.map(|r| r.status().as_u16()).unwrap_or(0)
+    }
+}
+
+/// Everything the writers were told succeeded.
+#[derive(Default)]
+struct Acked {
+    increments: HashMap<String, i64>,
+    fields: HashMap<(String, String), i64>,
+}
+
+/// One random write to a random running node; records it when acknowledged.
+async fn random_write(c: &Cluster, rng: &mut u64, acked: &mut Acked, tag: &str, n: i64) {
+    let nodes = c.running();
+    let i = nodes[(next(rng) % nodes.len() as u64) as usize];
+    let doc = format!("d{}", next(rng) % 8);
+    match next(rng) % 5 {
+        0 | 1 => {
+            // One writer node per field, so acknowledged writes to a field are causally ordered.
+            let field = format!("{tag}_{i}_{}", next(rng) % 4);
+            let body = json!({ &field: n });
+            let mut s = c
+                .send(
+                    i,
+                    reqwest::Method::PATCH,
+                    &format!("/v1/collections/w/docs/{doc}"),
+                    body.clone(),
+                )
+                .await;
+            if s == 404 {
+                s = c
+                    .send(
+                        i,
+                        reqwest::Method::POST,
+                        &format!("/v1/collections/w/docs/{doc}/ops"),
+                        json!({"ops": [{"op": "set", "path": format!("/{field}"), "value": n}]}),
+                    )
+                    .await;
+                if s == 404 {
+                    s = c
+                        .send(
+                            i,
+                            reqwest::Method::PUT,
+                            &format!("/v1/collections/w/docs/{doc}"),
+                            body,
+                        )
+                        .await;
+                }
+            }
+            if s == 200 || s == 201 {
+                acked.fields.insert((doc, field), n);
+            }
+        }
+        2 | 3 => {
+            let counter = format!("c{}", next(rng) % 3);
+            let s = c
+                .send(
+                    i,
+                    reqwest::Method::POST,
+                    &format!("/v1/collections/k/docs/{counter}/ops"),
+                    json!({"ops": [{"op": "increment", "path": "/n"}]}),
+                )
+                .await;
+            if s == 200 {
+                *acked.increments.entry(counter).or_default() += 1;
+            }
+        }
+        _ => {
+            // Text edits and deletes/re-creates on their own documents.
+            let t = format!("t{}", next(rng) % 3);
+            if next(rng).is_multiple_of(4) {
+                c.send(
+                    i,
+                    reqwest::Method::DELETE,
+                    &format!("/v1/collections/x/docs/{t}"),
+                    Value::Null,
+                )
+                .await;
+            } else {
+                let s = c
+                    .send(
+                        i,
+                        reqwest::Method::POST,
+                        &format!("/v1/collections/x/docs/{t}/ops"),
+                        json!({"ops": [{"op": "splice", "path": "/s", "index": 0, "insert": tag}]}),
+                    )
+                    .await;
+                if s == 404 {
+                    c.send(
+                        i,
+                        reqwest::Method::PUT,
+                        &format!("/v1/collections/x/docs/{t}"),
+                        json!({"s": tag}),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
+
+fn next(s: &mut u64) -> u64 {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    *s
+}
+
+/// Counters must equal the sum of acknowledged increments; acknowledged fields must be present
+/// unless a later acknowledged write to the same field replaced them.
+async fn check_acked(c: &Cluster, acked: &Acked) {
+    for &i in &c.running() {
+        for (counter, n) in &acked.increments {
+            let (_, v) = c.get(i, "k", counter).await;
+            assert_eq!(
+                v["n"].as_i64(),
+                Some(*n),
+                "node {i}: counter {counter} lost increments: {v}"
+            );
+        }
+        for ((doc, field), n) in &acked.fields {
+            let (_, v) = c.get(i, "w", doc).await;
+            let got = v[field].as_i64().unwrap_or(-1);
+            assert!(
+                got >= *n,
+                "node {i}: {doc}.{field} = {got}, acknowledged {n}"
+            );
+        }
+    }
+}
+
+async fn create_counters(c: &Cluster) {
+    for k in 0..3 {
+        let s = c
+            .send(
+                0,
+                reqwest::Method::PUT,
+                &format!("/v1/collections/k/docs/c{k}"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(s, 201);
+        let s = c
+            .send(
+                0,
+                reqwest::Method::POST,
+                &format!("/v1/collections/k/docs/c{k}/ops"),
+                json!({"ops": [{"op": "counter", "path": "/n"}]}),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    c.wait_converged("k").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_concurrent_writes_converge_and_membership_spreads() {
+    // A chain of seeds: 0 ← 1 ← 2. Node 2 must learn node 0 through node 1.
+    let c = Cluster::start(3, |i| if i == 0 { vec![] } else { vec![i - 1] }).await;
+    create_counters(&c).await;
+    let mut acked = Acked::default();
+    let mut rng = 0x2545F4914F6CDD1Du64;
+    for n in 0..300 {
+        random_write(&c, &mut rng, &mut acked, &format!("w{}", n % 3), n).await;
+    }
+    for coll in ["w", "k", "x"] {
+        c.wait_converged(coll).await;
+    }
+    check_acked(&c, &acked).await;
+
+    let addr0 = c.m[0].proxy.addr.to_string();
+    poll_until("node 2 learns node 0 by gossip", CONVERGE, || async {
+        let v: Value = c
+            .http
+            .get(c.url(2, "/v1/cluster"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["address"] == addr0.as_str() && m["state"] == "up")
+    })
+    .await;
+    let m = c
+        .http
+        .get(c.url(0, "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("concord_anti_entropy_rounds_total"), "{m}");
+    assert!(m.contains("concord_push_changes_total"));
+}
+
+#[tokio::test]
+async fn peer_endpoints_refuse_without_the_cluster_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start_with(dir.path(), |c| c.cluster_secret = Some(SECRET.into())).await;
+    let http = client();
+    // A well-formed push that would create a document.
+    let mut doc = automerge::Automerge::new();
+    concord::doc::write::apply(
+        &mut doc,
+        &concord::doc::write::Write::Replace(json!({"a": 1}).as_object().unwrap().clone()),
+        1,
+    )
+    .unwrap();
+    let changes: Vec<Vec<u8>> = doc
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    let body = postcard::to_stdvec(&concord::replication::wire::ChangesV1 {
+        docs: vec![concord::replication::wire::DocChangesV1 {
+            collection: "c".into(),
+            id: "d".into(),
+            changes,
+        }],
+    })
+    .unwrap();
+    for secret in [None, Some("wrong-secret-wrong-secret"), Some("")] {
+        let mut r = http.post(node.url("/v1/peer/changes")).body(body.clone());
+        if let Some(s) = secret {
+            r = r.header("concord-cluster-secret", s);
+        }
+        let r = r.send().await.unwrap();
+        assert_eq!(r.status(), 401, "secret {secret:?}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+    }
+    let v: Value = http
+        .get(node.url("/v1/collections"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["collections"], json!([]), "no data moved");
+    // A client-shaped request with the right secret but garbage is a 400, not a crash.
+    let r = http
+        .post(node.url("/v1/peer/changes"))
+        .header("concord-cluster-secret", SECRET)
+        .body("garbage")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http
+        .post(node.url("/v1/peer/changes"))
+        .header("concord-cluster-secret", SECRET)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = http
+        .get(node.url("/v1/collections/c/docs/d"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"a": 1}));
+    node.stop().await;
+
+    // A node without a secret accepts no peer at all.
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let r = http
+        .post(node.url("/v1/peer/hello"))
+        .header("concord-cluster-secret", SECRET)
+        .body(vec![])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partition_then_heal_loses_no_acknowledged_write() {
+    let c = Cluster::start(3, |i| (0..3).filter(|j| *j != i).collect()).await;
+    create_counters(&c).await;
+    c.partition(&[&[0], &[1, 2]]);
+    let mut acked = Acked::default();
+    let mut rng = 0x9E3779B97F4A7C15u64;
+    for n in 0..200 {
+        random_write(&c, &mut rng, &mut acked, &format!("p{}", n % 2), n).await;
+    }
+    // While cut off, node 0 and node 1 disagree (both sides took writes).
+    assert!(
+        !c.converged("k").await || !c.converged("w").await,
+        "the partition did not hold"
+    );
+    c.heal();
+    for coll in ["w", "k", "x"] {
+        c.wait_converged(coll).await;
+    }
+    check_acked(&c, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_empty_node_joins_and_receives_everything() {
+    let mut c = Cluster::start(3, |i| match i {
+        0 => vec![],
+        1 => vec![0],
+        _ => vec![0],
+    })
+    .await;
+    c.stop_node(2).await;
+    for i in 0..150 {
+        let s = c
+            .send(
+                i % 2,
+                reqwest::Method::PUT,
+                &format!("/v1/collections/j/docs/d{i}"),
+                json!({"i": i}),
+            )
+            .await;
+        assert_eq!(s, 201);
+    }
+    c.send(
+        0,
+        reqwest::Method::DELETE,
+        "/v1/collections/j/docs/d0",
+        Value::Null,
+    )
+    .await;
+    c.wait_converged("j").await;
+    c.start_node(2).await;
+    c.wait_converged("j").await;
+    assert_eq!(c.listing(2, "j").await.len(), 150, "tombstones included");
+    assert_eq!(c.get(2, "j", "d7").await.1, json!({"i": 7}));
+    assert_eq!(c.get(2, "j", "d0").await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn randomized_schedule_of_faults_converges() {
+    let seed: u64 = std::env::var("CONCORD_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("randomized schedule seed: {seed} (rerun with CONCORD_TEST_SEED={seed})");
+    let mut rng = seed;
+    let mut c = Cluster::start(3, |i| (0..3).filter(|j| *j != i).collect()).await;
+    create_counters(&c).await;
+    let mut acked = Acked::default();
+    for step in 0..12 {
+        match next(&mut rng) % 4 {
+            0 => {
+                let lone = (next(&mut rng) % 3) as usize;
+                let rest: Vec<usize> = (0..3).filter(|j| *j != lone).collect();
+                eprintln!("step {step}: partition {lone} | {rest:?}");
+                c.partition(&[&[lone], &rest]);
+            }
+            1 => {
+                eprintln!("step {step}: heal");
+                c.heal();
+            }
+            2 if c.running().len() == 3 => {
+                let victim = (next(&mut rng) % 3) as usize;
+                eprintln!("step {step}: restart node {victim}");
+                c.stop_node(victim).await;
+                for n in 0..10 {
+                    random_write(
+                        &c,
+                        &mut rng,
+                        &mut acked,
+                        &format!("r{step}"),
+                        1000 * step + n,
+                    )
+                    .await;
+                }
+                c.start_node(victim).await;
+            }
+            _ => {}
+        }
+        for n in 0..25 {
+            random_write(
+                &c,
+                &mut rng,
+                &mut acked,
+                &format!("s{}", step % 3),
+                100 * step + n,
+            )
+            .await;
+        }
+    }
+    c.heal();
+    for coll in ["w", "k", "x"] {
+        c.wait_converged(coll).await;
+    }
+    check_acked(&c, &acked).await;
+}
+
+/// Real processes: one is killed with SIGKILL while the others keep taking writes; it restarts
+/// on the same data directory and port and converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_replication_then_restart_converges() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let args = |i: usize| -> Vec<String> {
+        let peers: Vec<String> = (0..3)
+            .filter(|j| *j != i)
+            .map(|j| format!("127.0.0.1:{}", ports[j]))
+            .collect();
+        vec![
+            "--peers".into(),
+            peers.join(","),
+            "--cluster-secret".into(),
+            SECRET.into(),
+            "--anti-entropy-interval-ms".into(),
+            "200".into(),
+        ]
+    };
+    let mut procs: Vec<Option<NodeProcess>> = Vec::new();
+    for i in 0..3 {
+        procs.push(Some(
+            NodeProcess::start_with(dirs[i].path(), ports[i], &args(i)).await,
+        ));
+    }
+    let http = client();
+    let url = |i: usize, p: &str| format!("http://127.0.0.1:{}{}", ports[i], p);
+    let mut acked = 0;
+    for n in 0..400 {
+        if n == 150 {
+            procs[2].take().unwrap().kill9();
+        }
+        if n == 300 {
+            procs[2] = Some(NodeProcess::start_with(dirs[2].path(), ports[2], &args(2)).await);
+        }
+        let i = if procs[2].is_some() { n % 3 } else { n % 2 };
+        let r = http
+            .put(url(i, &format!("/v1/collections/kp/docs/d{}", n % 60)))
+            .header("content-type", "application/json")
+            .body(json!({ format!("v{n}"): n }).to_string())
+            .send()
+            .await;
+        if matches!(r, Ok(ref r) if r.status().is_success()) {
+            acked += 1;
+        }
+    }
+    assert!(acked >= 390, "writes to live nodes succeed ({acked})");
+    let listing = |i: usize| {
+        let http = http.clone();
+        let u = url(i, "/v1/collections/kp/docs?include_deleted=true&limit=1000");
+        async move {
+            let v: Value = http.get(u).send().await.unwrap().json().await.unwrap();
+            v["docs"].clone()
+        }
+    };
+    let deadline = std::time::Instant::now() + CONVERGE;
+    loop {
+        let a = listing(0).await;
+        if a.as_array().map(|d| d.len() == 60).unwrap_or(false)
+            && a == listing(1).await
+            && a == listing(2).await
+        {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            for i in 0..3 {
+                let v: Value = http
+                    .get(url(i, "/v1/cluster"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                eprintln!(
+                    "node {i}: {} docs; cluster {v}",
+                    listing(i).await.as_array().map(|d| d.len()).unwrap_or(0)
+                );
+            }
+            panic!("processes did not converge");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
