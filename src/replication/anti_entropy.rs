@@ -174,9 +174,13 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| PeerError::Unreachable(format!("local store: {e}")))
 }
 
-fn differing(a: &[u64], b: &[u64]) -> Vec<usize> {
-    (0..a.len().max(b.len()))
-        .filter(|i| a.get(*i).copied().unwrap_or(0) != b.get(*i).copied().unwrap_or(0))
+/// Indexes where my tree nodes and the peer's (as sent) differ.
+fn differing(mine: &[u64], theirs: &[BucketHashV1]) -> Vec<usize> {
+    (0..mine.len().max(theirs.len()))
+        .filter(|i| {
+            let m = mine.get(*i).copied().map(bucket_hash).unwrap_or([0; 4]);
+            m != theirs.get(*i).copied().unwrap_or([0; 4])
+        })
         .collect()
 }
 
@@ -223,106 +227,102 @@ async fn reconcile(node: &Arc<Node>, peer: &str, t: &mut Tally) -> Result<(), Pe
                 .map(|b1| u16::from_be_bytes([b0, b1 as u8])),
         );
     }
-    // Documents of differing buckets, both sides.
-    let mut their_docs: HashMap<(String, String), Vec<[u8; 32]>> = HashMap::new();
+    // Documents (by leaf) of differing buckets, both sides.
+    let mut their_docs: HashMap<(String, String), u64> = HashMap::new();
     for chunk in buckets.chunks(2048) {
+        let req = BucketsRequestV1 {
+            buckets: chunk.to_vec(),
+        };
         let resp: BucketsV1 = t.add(
             node.peer_client
-                .call(
-                    peer,
-                    "/v1/peer/digest/docs",
-                    &BucketsRequestV1 {
-                        buckets: chunk.to_vec(),
-                    },
-                )
+                .call(peer, "/v1/peer/digest/docs", &req)
                 .await?,
         );
         for d in resp.docs {
-            their_docs.insert((d.collection, d.id), d.heads);
+            their_docs.insert((d.collection, d.id), d.leaf);
         }
     }
     let n = node.clone();
-    let my_docs = blocking(node, move || {
-        let mut out = HashMap::new();
+    let mut differ: Vec<DocHeadsV1> = blocking(node, move || {
+        let mut out = Vec::new();
         for b in buckets {
             for (k, heads) in n.store.bucket_docs(b)? {
-                out.insert((k.collection().to_string(), k.id().to_string()), heads);
+                let leaf = crate::store::digest::leaf(&k.encode(), &heads);
+                let id = (k.collection().to_string(), k.id().to_string());
+                if their_docs.remove(&id) != Some(leaf) {
+                    out.push(DocHeadsV1 {
+                        collection: id.0,
+                        id: id.1,
+                        heads,
+                    });
+                }
             }
         }
+        // Documents only the peer has.
+        out.extend(their_docs.into_keys().map(|(collection, id)| DocHeadsV1 {
+            collection,
+            id,
+            heads: Vec::new(),
+        }));
         Ok(out)
     })
     .await?;
+    differ.sort_by(|a, b| (&a.collection, &a.id).cmp(&(&b.collection, &b.id)));
+    t.docs += differ.len() as u64;
 
-    // Classify: push what the peer lacks, pull what we lack.
-    let mut keys: Vec<(String, String)> =
-        their_docs.keys().chain(my_docs.keys()).cloned().collect();
-    keys.sort();
-    keys.dedup();
-    let n = node.clone();
-    let their = their_docs;
-    let (to_push, to_pull) = blocking(node, move || {
-        let mut push = Vec::new();
-        let mut pull = Vec::new();
-        for (c, i) in keys {
-            let theirs = their
-                .get(&(c.clone(), i.clone()))
-                .cloned()
-                .unwrap_or_default();
-            let mine = my_docs
-                .get(&(c.clone(), i.clone()))
-                .cloned()
-                .unwrap_or_default();
-            if theirs == mine {
-                continue;
+    // Pull: the peer sends what we lack when it knows all our heads, and tells us its heads.
+    let mut answers = Vec::new();
+    for chunk in differ.chunks(DOCS_PER_REQUEST) {
+        let req = PullV1 {
+            docs: chunk.to_vec(),
+        };
+        let resp: PullResponseV1 = t.add(node.peer_client.call(peer, "/v1/peer/pull", &req).await?);
+        let mut pulled = Vec::new();
+        for d in resp.docs {
+            match d.changes {
+                Some(changes) if !changes.is_empty() => pulled.push(DocChangesV1 {
+                    collection: d.collection,
+                    id: d.id,
+                    changes,
+                }),
+                // It has everything we have: nothing for it from us.
+                Some(_) => {}
+                None => answers.push(d),
             }
-            let Ok(key) = DocKey::new(&c, &i) else {
+        }
+        apply_changes(node, pulled)
+            .await
+            .map_err(|e| PeerError::Decode(format!("applying pulled changes: {e}")))?;
+    }
+
+    // Push where the peer is behind (we know all its heads); sync where both sides moved.
+    let n = node.clone();
+    let (to_push, concurrent) = blocking(node, move || {
+        let mut push = Vec::new();
+        let mut concurrent = Vec::new();
+        for d in answers {
+            let Ok(key) = DocKey::new(&d.collection, &d.id) else {
                 continue;
             };
-            match changes_after(&n, &key, &theirs)? {
-                // We know everything they have: send what they lack.
+            match changes_after(&n, &key, &d.heads)?.1 {
                 Some(changes) if !changes.is_empty() => push.push(DocChangesV1 {
-                    collection: c,
-                    id: i,
+                    collection: d.collection,
+                    id: d.id,
                     changes,
                 }),
                 Some(_) => {}
-                // They have changes we lack (and maybe we have some they lack).
-                None => pull.push(DocHeadsV1 {
-                    collection: c,
-                    id: i,
-                    heads: mine,
-                }),
+                None => concurrent.push((d.collection, d.id)),
             }
         }
-        Ok((push, pull))
+        Ok((push, concurrent))
     })
     .await?;
-
-    t.docs += (to_push.len() + to_pull.len()) as u64;
     for chunk in chunk_changes(to_push) {
         t.add(
             node.peer_client
                 .call::<_, ()>(peer, "/v1/peer/changes", &ChangesV1 { docs: chunk })
                 .await?,
         );
-    }
-    let mut concurrent = Vec::new();
-    for chunk in to_pull.chunks(DOCS_PER_REQUEST) {
-        let resp: PullResponseV1 = t.add(
-            node.peer_client
-                .call(
-                    peer,
-                    "/v1/peer/pull",
-                    &PullV1 {
-                        docs: chunk.to_vec(),
-                    },
-                )
-                .await?,
-        );
-        apply_changes(node, resp.docs)
-            .await
-            .map_err(|e| PeerError::Decode(format!("applying pulled changes: {e}")))?;
-        concurrent.extend(resp.concurrent);
     }
     for chunk in concurrent.chunks(DOCS_PER_REQUEST) {
         sync_session(node, peer, chunk, t).await?;

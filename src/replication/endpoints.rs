@@ -54,7 +54,9 @@ pub async fn hello(State(node): State<Arc<Node>>, body: Bytes) -> Result<Respons
 pub async fn level1(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
     let n = node.clone();
     let buckets = node.blocking(move || Ok(n.store.digest_level1()?)).await?;
-    encode(&Level1V1 { buckets })
+    encode(&Level1V1 {
+        buckets: buckets.into_iter().map(bucket_hash).collect(),
+    })
 }
 
 /// `POST /v1/peer/digest/level2`
@@ -65,7 +67,10 @@ pub async fn level2(State(node): State<Arc<Node>>, body: Bytes) -> Result<Respon
         .blocking(move || {
             req.b0
                 .into_iter()
-                .map(|b0| Ok((b0, n.store.digest_level2(b0)?)))
+                .map(|b0| {
+                    let level = n.store.digest_level2(b0)?;
+                    Ok((b0, level.into_iter().map(bucket_hash).collect()))
+                })
                 .collect::<Result<Vec<_>, ApiError>>()
         })
         .await?;
@@ -81,10 +86,10 @@ pub async fn bucket_docs(State(node): State<Arc<Node>>, body: Bytes) -> Result<R
             let mut docs = Vec::new();
             for b in req.buckets {
                 for (k, heads) in n.store.bucket_docs(b)? {
-                    docs.push(DocHeadsV1 {
+                    docs.push(DocLeafV1 {
+                        leaf: crate::store::digest::leaf(&k.encode(), &heads),
                         collection: k.collection().to_string(),
                         id: k.id().to_string(),
-                        heads,
                     });
                 }
             }
@@ -95,7 +100,7 @@ pub async fn bucket_docs(State(node): State<Arc<Node>>, body: Bytes) -> Result<R
 }
 
 /// Documents applied at once by one request, so their fsyncs group.
-const APPLY_PARALLELISM: usize = 32;
+const APPLY_PARALLELISM: usize = 64;
 
 /// Applies changes from a peer to the local store (durably, idempotently: Automerge ignores
 /// changes it has, and queues changes whose dependencies have not arrived yet).
@@ -146,17 +151,20 @@ pub async fn changes(State(node): State<Arc<Node>>, body: Bytes) -> Result<Respo
     encode(&())
 }
 
-/// The changes of `key` after `heads`, if this node knows every one of `heads`.
+/// A document's heads here, and its changes after some heads (`None`: some of those are unknown).
+pub type HeadsAndChanges = (Vec<[u8; 32]>, Option<Vec<Vec<u8>>>);
+
+/// This node's heads of `key`, and its changes after `heads` if it knows every one of `heads`.
 pub fn changes_after(
     node: &Node,
     key: &DocKey,
     heads: &[[u8; 32]],
-) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+) -> Result<HeadsAndChanges, StoreError> {
     let hs: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
     Ok(node
         .store
-        .read(key, |doc, _| {
-            if hs.iter().all(|h| doc.get_change_meta_by_hash(h).is_some()) {
+        .read(key, |doc, meta| {
+            let changes = if hs.iter().all(|h| doc.get_change_meta_by_hash(h).is_some()) {
                 Some(
                     doc.get_changes(&hs)
                         .into_iter()
@@ -165,14 +173,18 @@ pub fn changes_after(
                 )
             } else {
                 None
-            }
+            };
+            (meta.heads.clone(), changes)
         })?
         .unwrap_or_else(|| {
-            if hs.is_empty() {
-                Some(Vec::new())
-            } else {
-                None
-            }
+            (
+                Vec::new(),
+                if hs.is_empty() {
+                    Some(Vec::new())
+                } else {
+                    None
+                },
+            )
         }))
 }
 
@@ -185,14 +197,13 @@ pub async fn pull(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response
             let mut resp = PullResponseV1::default();
             for d in req.docs {
                 let k = key(&d.collection, &d.id)?;
-                match changes_after(&n, &k, &d.heads)? {
-                    Some(changes) => resp.docs.push(DocChangesV1 {
-                        collection: d.collection,
-                        id: d.id,
-                        changes,
-                    }),
-                    None => resp.concurrent.push((d.collection, d.id)),
-                }
+                let (heads, changes) = changes_after(&n, &k, &d.heads)?;
+                resp.docs.push(PulledV1 {
+                    collection: d.collection,
+                    id: d.id,
+                    heads,
+                    changes,
+                });
             }
             Ok(resp)
         })

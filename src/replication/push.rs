@@ -17,6 +17,8 @@ use crate::store::{CommitEvent, Origin};
 /// Most changes in one push request, and most bytes.
 const BATCH_CHANGES: usize = 512;
 const BATCH_BYTES: usize = 2 << 20;
+/// Push requests in flight to one peer at once.
+const IN_FLIGHT: usize = 4;
 
 pub async fn run(node: Arc<Node>) {
     let mut commits = node.store.subscribe_commits();
@@ -51,6 +53,7 @@ pub async fn run(node: Arc<Node>) {
 }
 
 async fn sender(node: Arc<Node>, peer: String, mut rx: mpsc::Receiver<Arc<CommitEvent>>) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     loop {
         let first = tokio::select! {
             _ = node.shutdown.cancelled() => return,
@@ -79,27 +82,36 @@ async fn sender(node: Arc<Node>, peer: String, mut rx: mpsc::Receiver<Arc<Commit
                 })
                 .collect(),
         };
-        match node
-            .peer_client
-            .call::<_, ()>(&peer, "/v1/peer/changes", &msg)
-            .await
-        {
-            Ok(x) => {
-                node.membership.record_success(&peer, None);
-                let labels = crate::metrics::PeerLabels { peer: peer.clone() };
-                node.metrics
-                    .push_changes
-                    .get_or_create(&labels)
-                    .inc_by(count as u64);
-                node.metrics
-                    .push_bytes
-                    .get_or_create(&labels)
-                    .inc_by(x.sent);
+        // Several batches in flight hide the receiver's fsync latency; changes that overtake
+        // their dependencies wait inside Automerge until those arrive.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let (node, peer) = (node.clone(), peer.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            match node
+                .peer_client
+                .call::<_, ()>(&peer, "/v1/peer/changes", &msg)
+                .await
+            {
+                Ok(x) => {
+                    node.membership.record_success(&peer, None);
+                    let labels = crate::metrics::PeerLabels { peer: peer.clone() };
+                    node.metrics
+                        .push_changes
+                        .get_or_create(&labels)
+                        .inc_by(count as u64);
+                    node.metrics
+                        .push_bytes
+                        .get_or_create(&labels)
+                        .inc_by(x.sent);
+                }
+                Err(e) => {
+                    node.metrics.push_dropped.inc_by(count as u64);
+                    node.membership.record_failure(&peer, &e.to_string());
+                }
             }
-            Err(e) => {
-                node.metrics.push_dropped.inc_by(count as u64);
-                node.membership.record_failure(&peer, &e.to_string());
-            }
-        }
+        });
     }
 }

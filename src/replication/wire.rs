@@ -21,9 +21,18 @@ pub struct RootV1 {
     pub members: Vec<String>,
 }
 
+/// A digest tree node as sent: the low 32 bits of its XOR. Four bytes per bucket keep the
+/// descent cheap; an accidental match of two different buckets (2^-32 per differing bucket) only
+/// delays that bucket's repair to the next change in it.
+pub type BucketHashV1 = [u8; 4];
+
+pub fn bucket_hash(v: u64) -> BucketHashV1 {
+    (v as u32).to_le_bytes()
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Level1V1 {
-    pub buckets: Vec<u64>,
+    pub buckets: Vec<BucketHashV1>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,7 +42,7 @@ pub struct Level2RequestV1 {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Level2V1 {
-    pub levels: Vec<(u8, Vec<u64>)>,
+    pub levels: Vec<(u8, Vec<BucketHashV1>)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,9 +57,17 @@ pub struct DocHeadsV1 {
     pub heads: Vec<[u8; 32]>,
 }
 
+/// A document's digest leaf (hash of key and heads): enough to tell whether two replicas differ.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocLeafV1 {
+    pub collection: String,
+    pub id: String,
+    pub leaf: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BucketsV1 {
-    pub docs: Vec<DocHeadsV1>,
+    pub docs: Vec<DocLeafV1>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,12 +89,21 @@ pub struct PullV1 {
     pub docs: Vec<DocHeadsV1>,
 }
 
+/// The responder's side of one pulled document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PulledV1 {
+    pub collection: String,
+    pub id: String,
+    /// The responder's heads (empty: it does not have the document).
+    pub heads: Vec<[u8; 32]>,
+    /// The changes after the puller's heads, when the responder knows all of those heads; `None`
+    /// when the puller has changes the responder lacks.
+    pub changes: Option<Vec<Vec<u8>>>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PullResponseV1 {
-    pub docs: Vec<DocChangesV1>,
-    /// Documents where the puller has changes the responder lacks too: reconcile with the
-    /// Automerge sync protocol instead.
-    pub concurrent: Vec<(String, String)>,
+    pub docs: Vec<PulledV1>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
