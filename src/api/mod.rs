@@ -77,8 +77,7 @@ fn peer_routes(node: Arc<Node>) -> Router<Arc<Node>> {
     use crate::replication::{auth, endpoints as peer};
     Router::new()
         .route("/v1/peer/hello", post(peer::hello))
-        .route("/v1/peer/digest/level1", post(peer::level1))
-        .route("/v1/peer/digest/level2", post(peer::level2))
+        .route("/v1/peer/digest", post(peer::digest))
         .route("/v1/peer/digest/docs", post(peer::bucket_docs))
         .route("/v1/peer/changes", post(peer::changes))
         .route("/v1/peer/pull", post(peer::pull))

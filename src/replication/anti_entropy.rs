@@ -12,11 +12,12 @@
 //!
 //! Documents one side has never seen and tombstones are ordinary documents here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use automerge::sync::SyncDoc;
+use futures::StreamExt;
 use parking_lot::Mutex;
 
 use super::client::{Exchange, PeerError};
@@ -128,9 +129,7 @@ pub async fn round(node: &Arc<Node>, peer: &str) -> Result<RepairReport, PeerErr
     node.membership.record_success(peer, Some(&root.node_id));
     node.membership.learn(root.members);
 
-    let n = node.clone();
-    let mine = blocking(node, move || n.store.digest_root()).await?;
-    if mine != root.root {
+    if node.store.digest_root() != root.root {
         reconcile(node, peer, &mut t).await?;
     }
     let report = RepairReport {
@@ -174,62 +173,117 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| PeerError::Unreachable(format!("local store: {e}")))
 }
 
-/// Indexes where my tree nodes and the peer's (as sent) differ.
-fn differing(mine: &[u64], theirs: &[BucketHashV1]) -> Vec<usize> {
-    (0..mine.len().max(theirs.len()))
-        .filter(|i| {
-            let m = mine.get(*i).copied().map(bucket_hash).unwrap_or([0; 4]);
-            m != theirs.get(*i).copied().unwrap_or([0; 4])
+/// Walks the digest tree down to the buckets whose nodes differ from the peer's.
+async fn differing_buckets(
+    node: &Arc<Node>,
+    peer: &str,
+    t: &mut Tally,
+) -> Result<Vec<u16>, PeerError> {
+    let salt = rand_below(u64::MAX);
+    let mut parents: Vec<u16> = vec![0];
+    for level in 1..=3usize {
+        let req = DigestRequestV1 {
+            salt,
+            level: level as u8,
+            parents: parents.clone(),
+        };
+        let theirs: DigestV1 = t.add(node.peer_client.call(peer, "/v1/peer/digest", &req).await?);
+        let fan = crate::store::digest::FANOUT[level];
+        let mut next = Vec::new();
+        for (pi, parent) in parents.iter().enumerate() {
+            let mine = node.store.digest_children(level, usize::from(*parent));
+            for (ci, value) in mine.into_iter().enumerate() {
+                let theirs = theirs.hashes.get(pi * fan + ci).copied();
+                if theirs != Some(node_hash(salt, value)) {
+                    next.push((usize::from(*parent) * fan + ci) as u16);
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        parents = next;
+        if level == 3 {
+            return Ok(parents);
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// What to do about one document that differs.
+enum Plan {
+    Push(DocChangesV1),
+    Pull(DocHeadsV1),
+}
+
+/// How far back a peer's version is looked for in our own history before asking it.
+const ANCESTOR_STEPS: usize = 8;
+
+/// Decides push or pull for a document we have at `mine` and the peer at leaf `their_leaf`.
+///
+/// When the peer is behind us on a linear history (the common case after a partition, where
+/// each side edited different documents), its leaf is the leaf of one of our earlier versions:
+/// finding it lets us push exactly the missing changes without asking for its heads.
+fn plan(
+    node: &Node,
+    key: &DocKey,
+    mine: Vec<[u8; 32]>,
+    their_leaf: Option<u64>,
+) -> Result<Option<Plan>, crate::store::StoreError> {
+    let heads_of = |d: &DocKey, changes: Vec<Vec<u8>>| DocChangesV1 {
+        collection: d.collection().to_string(),
+        id: d.id().to_string(),
+        changes,
+    };
+    let pull = |heads| {
+        Plan::Pull(DocHeadsV1 {
+            collection: key.collection().to_string(),
+            id: key.id().to_string(),
+            heads,
         })
-        .collect()
+    };
+    if mine.is_empty() {
+        return Ok(Some(pull(Vec::new())));
+    }
+    let Some(their_leaf) = their_leaf else {
+        let all = changes_after(node, key, &[])?.1.unwrap_or_default();
+        return Ok(Some(Plan::Push(heads_of(key, all))));
+    };
+    let enc = key.encode();
+    let found = node.store.read(key, |doc, _| {
+        let mut cur: Vec<automerge::ChangeHash> =
+            mine.iter().map(|h| automerge::ChangeHash(*h)).collect();
+        for _ in 0..ANCESTOR_STEPS {
+            let [head] = cur.as_slice() else { return None };
+            let mut deps = doc.get_change_meta_by_hash(head)?.deps;
+            deps.sort_unstable();
+            let raw: Vec<[u8; 32]> = deps.iter().map(|h| h.0).collect();
+            if crate::store::digest::leaf(&enc, &raw) == their_leaf {
+                return Some(
+                    doc.get_changes(&deps)
+                        .iter()
+                        .map(|c| c.raw_bytes().to_vec())
+                        .collect::<Vec<_>>(),
+                );
+            }
+            cur = deps;
+        }
+        None
+    })?;
+    Ok(Some(match found.flatten() {
+        Some(changes) => Plan::Push(heads_of(key, changes)),
+        None => pull(mine),
+    }))
 }
 
 async fn reconcile(node: &Arc<Node>, peer: &str, t: &mut Tally) -> Result<(), PeerError> {
-    // Level 1
-    let theirs: Level1V1 = t.add(
-        node.peer_client
-            .call(peer, "/v1/peer/digest/level1", &())
-            .await?,
-    );
-    let n = node.clone();
-    let mine = blocking(node, move || n.store.digest_level1()).await?;
-    let b0s: Vec<u8> = differing(&mine, &theirs.buckets)
-        .into_iter()
-        .map(|i| i as u8)
-        .collect();
-    if b0s.is_empty() {
+    let buckets = differing_buckets(node, peer, t).await?;
+    if buckets.is_empty() {
         return Ok(());
     }
-    // Level 2
-    let theirs: Level2V1 = t.add(
-        node.peer_client
-            .call(
-                peer,
-                "/v1/peer/digest/level2",
-                &Level2RequestV1 { b0: b0s.clone() },
-            )
-            .await?,
-    );
-    let n = node.clone();
-    let mine = blocking(node, move || {
-        b0s.into_iter()
-            .map(|b0| Ok((b0, n.store.digest_level2(b0)?)))
-            .collect::<Result<BTreeMap<u8, Vec<u64>>, _>>()
-    })
-    .await?;
-    let mut buckets = Vec::new();
-    for (b0, levels) in theirs.levels {
-        let empty = Vec::new();
-        let m = mine.get(&b0).unwrap_or(&empty);
-        buckets.extend(
-            differing(m, &levels)
-                .into_iter()
-                .map(|b1| u16::from_be_bytes([b0, b1 as u8])),
-        );
-    }
-    // Documents (by leaf) of differing buckets, both sides.
+    // The peer's documents (by leaf) in those buckets.
     let mut their_docs: HashMap<(String, String), u64> = HashMap::new();
-    for chunk in buckets.chunks(2048) {
+    for chunk in buckets.chunks(4096) {
         let req = BucketsRequestV1 {
             buckets: chunk.to_vec(),
         };
@@ -238,64 +292,89 @@ async fn reconcile(node: &Arc<Node>, peer: &str, t: &mut Tally) -> Result<(), Pe
                 .call(peer, "/v1/peer/digest/docs", &req)
                 .await?,
         );
-        for d in resp.docs {
-            their_docs.insert((d.collection, d.id), d.leaf);
+        for c in resp.collections {
+            for (id, leaf) in c.docs {
+                their_docs.insert((c.collection.clone(), id), leaf);
+            }
         }
     }
     let n = node.clone();
-    let mut differ: Vec<DocHeadsV1> = blocking(node, move || {
-        let mut out = Vec::new();
+    let (to_push, to_pull) = blocking(node, move || {
+        let mut push = Vec::new();
+        let mut pull = Vec::new();
+        let mut decide = |key: DocKey,
+                          mine: Vec<[u8; 32]>,
+                          theirs: Option<u64>|
+         -> Result<(), crate::store::StoreError> {
+            match plan(&n, &key, mine, theirs)? {
+                Some(Plan::Push(d)) if !d.changes.is_empty() => push.push(d),
+                Some(Plan::Pull(d)) => pull.push(d),
+                _ => {}
+            }
+            Ok(())
+        };
         for b in buckets {
             for (k, heads) in n.store.bucket_docs(b)? {
                 let leaf = crate::store::digest::leaf(&k.encode(), &heads);
-                let id = (k.collection().to_string(), k.id().to_string());
-                if their_docs.remove(&id) != Some(leaf) {
-                    out.push(DocHeadsV1 {
-                        collection: id.0,
-                        id: id.1,
-                        heads,
-                    });
+                let theirs = their_docs.remove(&(k.collection().to_string(), k.id().to_string()));
+                if theirs != Some(leaf) {
+                    decide(k, heads, theirs)?;
                 }
             }
         }
         // Documents only the peer has.
-        out.extend(their_docs.into_keys().map(|(collection, id)| DocHeadsV1 {
-            collection,
-            id,
-            heads: Vec::new(),
-        }));
-        Ok(out)
-    })
-    .await?;
-    differ.sort_by(|a, b| (&a.collection, &a.id).cmp(&(&b.collection, &b.id)));
-    t.docs += differ.len() as u64;
-
-    // Pull: the peer sends what we lack when it knows all our heads, and tells us its heads.
-    let mut answers = Vec::new();
-    for chunk in differ.chunks(DOCS_PER_REQUEST) {
-        let req = PullV1 {
-            docs: chunk.to_vec(),
-        };
-        let resp: PullResponseV1 = t.add(node.peer_client.call(peer, "/v1/peer/pull", &req).await?);
-        let mut pulled = Vec::new();
-        for d in resp.docs {
-            match d.changes {
-                Some(changes) if !changes.is_empty() => pulled.push(DocChangesV1 {
-                    collection: d.collection,
-                    id: d.id,
-                    changes,
-                }),
-                // It has everything we have: nothing for it from us.
-                Some(_) => {}
-                None => answers.push(d),
+        for (c, i) in their_docs.into_keys() {
+            if let Ok(k) = DocKey::new(&c, &i) {
+                decide(k, Vec::new(), None)?;
             }
         }
-        apply_changes(node, pulled)
-            .await
-            .map_err(|e| PeerError::Decode(format!("applying pulled changes: {e}")))?;
-    }
+        Ok((push, pull))
+    })
+    .await?;
+    t.docs += (to_push.len() + to_pull.len()) as u64;
 
-    // Push where the peer is behind (we know all its heads); sync where both sides moved.
+    // Push and pull at once, several requests each in flight: one side's fsyncs overlap the
+    // other's reads. Pull: the peer sends what we lack when it knows all our heads, else tells us
+    // its heads.
+    let requests: Vec<PullV1> = to_pull
+        .chunks(DOCS_PER_REQUEST)
+        .map(|c| PullV1 { docs: c.to_vec() })
+        .collect();
+    let pulls = futures::stream::iter(requests)
+        .map(|req| async move {
+            let x: Exchange<PullResponseV1> =
+                node.peer_client.call(peer, "/v1/peer/pull", &req).await?;
+            let mut pulled = Vec::new();
+            let mut unserved = Vec::new();
+            for d in x.value.docs {
+                match d.changes {
+                    Some(changes) if !changes.is_empty() => pulled.push(DocChangesV1 {
+                        collection: d.collection,
+                        id: d.id,
+                        changes,
+                    }),
+                    Some(_) => {}
+                    None => unserved.push(d),
+                }
+            }
+            apply_changes(node, pulled)
+                .await
+                .map_err(|e| PeerError::Decode(format!("applying pulled changes: {e}")))?;
+            Ok::<_, PeerError>(Exchange {
+                value: unserved,
+                sent: x.sent,
+                received: x.received,
+            })
+        })
+        .buffer_unordered(REQUESTS_IN_FLIGHT)
+        .collect::<Vec<_>>();
+    let (pushed, pulled) = tokio::join!(push_all(node, peer, to_push), pulls);
+    t.add(pushed?);
+    let mut answers = Vec::new();
+    for r in pulled {
+        answers.extend(t.add(r?));
+    }
+    // It could not serve us: push where it is behind, sync where both sides moved.
     let n = node.clone();
     let (to_push, concurrent) = blocking(node, move || {
         let mut push = Vec::new();
@@ -317,17 +396,42 @@ async fn reconcile(node: &Arc<Node>, peer: &str, t: &mut Tally) -> Result<(), Pe
         Ok((push, concurrent))
     })
     .await?;
-    for chunk in chunk_changes(to_push) {
-        t.add(
-            node.peer_client
-                .call::<_, ()>(peer, "/v1/peer/changes", &ChangesV1 { docs: chunk })
-                .await?,
-        );
-    }
+    t.add(push_all(node, peer, to_push).await?);
     for chunk in concurrent.chunks(DOCS_PER_REQUEST) {
         sync_session(node, peer, chunk, t).await?;
     }
     Ok(())
+}
+
+/// Requests of one round in flight at once.
+const REQUESTS_IN_FLIGHT: usize = 4;
+
+/// Sends changes the peer lacks, several requests at a time.
+async fn push_all(
+    node: &Arc<Node>,
+    peer: &str,
+    docs: Vec<DocChangesV1>,
+) -> Result<Exchange<()>, PeerError> {
+    let results: Vec<Result<Exchange<()>, PeerError>> = futures::stream::iter(chunk_changes(docs))
+        .map(|chunk| async move {
+            node.peer_client
+                .call(peer, "/v1/peer/changes", &ChangesV1 { docs: chunk })
+                .await
+        })
+        .buffer_unordered(REQUESTS_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut total = Exchange {
+        value: (),
+        sent: 0,
+        received: 0,
+    };
+    for r in results {
+        let r = r?;
+        total.sent += r.sent;
+        total.received += r.received;
+    }
+    Ok(total)
 }
 
 /// Splits pushes so no request is too large.

@@ -41,8 +41,7 @@ pub async fn hello(State(node): State<Arc<Node>>, body: Bytes) -> Result<Respons
     let h: HelloV1 = decode(&body)?;
     node.membership
         .learn(h.members.into_iter().chain(std::iter::once(h.from)));
-    let n = node.clone();
-    let root = node.blocking(move || Ok(n.store.digest_root()?)).await?;
+    let root = node.store.digest_root();
     encode(&RootV1 {
         node_id: node.membership.node_id().to_string(),
         root,
@@ -50,53 +49,59 @@ pub async fn hello(State(node): State<Arc<Node>>, body: Bytes) -> Result<Respons
     })
 }
 
-/// `POST /v1/peer/digest/level1`
-pub async fn level1(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
-    let n = node.clone();
-    let buckets = node.blocking(move || Ok(n.store.digest_level1()?)).await?;
-    encode(&Level1V1 {
-        buckets: buckets.into_iter().map(bucket_hash).collect(),
-    })
+/// `POST /v1/peer/digest`: salted hashes of the children of some digest tree nodes.
+pub async fn digest(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+    let req: DigestRequestV1 = decode(&body)?;
+    let level = usize::from(req.level);
+    if !(1..=3).contains(&level) {
+        return Err(ApiError::BadRequest(format!(
+            "digest level {level} does not exist (1-3)"
+        )));
+    }
+    let parents: Vec<usize> = if level == 1 {
+        vec![0]
+    } else {
+        req.parents.iter().map(|p| usize::from(*p)).collect()
+    };
+    let limit = crate::store::digest::LEVEL_SIZES[level - 1];
+    if parents.iter().any(|p| *p >= limit) {
+        return Err(ApiError::BadRequest(format!(
+            "a level-{} node index is below {limit}",
+            level - 1
+        )));
+    }
+    let hashes = parents
+        .into_iter()
+        .flat_map(|p| node.store.digest_children(level, p))
+        .map(|v| node_hash(req.salt, v))
+        .collect();
+    encode(&DigestV1 { hashes })
 }
 
-/// `POST /v1/peer/digest/level2`
-pub async fn level2(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
-    let req: Level2RequestV1 = decode(&body)?;
-    let n = node.clone();
-    let levels = node
-        .blocking(move || {
-            req.b0
-                .into_iter()
-                .map(|b0| {
-                    let level = n.store.digest_level2(b0)?;
-                    Ok((b0, level.into_iter().map(bucket_hash).collect()))
-                })
-                .collect::<Result<Vec<_>, ApiError>>()
-        })
-        .await?;
-    encode(&Level2V1 { levels })
-}
-
-/// `POST /v1/peer/digest/docs`: the documents (and heads) of level-2 buckets.
+/// `POST /v1/peer/digest/docs`: the documents (and leaves) of buckets.
 pub async fn bucket_docs(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
     let req: BucketsRequestV1 = decode(&body)?;
     let n = node.clone();
-    let docs = node
+    let collections = node
         .blocking(move || {
-            let mut docs = Vec::new();
+            let mut by_collection: std::collections::BTreeMap<String, Vec<(String, u64)>> =
+                Default::default();
             for b in req.buckets {
                 for (k, heads) in n.store.bucket_docs(b)? {
-                    docs.push(DocLeafV1 {
-                        leaf: crate::store::digest::leaf(&k.encode(), &heads),
-                        collection: k.collection().to_string(),
-                        id: k.id().to_string(),
-                    });
+                    let leaf = crate::store::digest::leaf(&k.encode(), &heads);
+                    by_collection
+                        .entry(k.collection().to_string())
+                        .or_default()
+                        .push((k.id().to_string(), leaf));
                 }
             }
-            Ok(docs)
+            Ok(by_collection
+                .into_iter()
+                .map(|(collection, docs)| CollectionLeavesV1 { collection, docs })
+                .collect())
         })
         .await?;
-    encode(&BucketsV1 { docs })
+    encode(&BucketsV1 { collections })
 }
 
 /// Documents applied at once by one request, so their fsyncs group.
@@ -201,7 +206,8 @@ pub async fn pull(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response
                 resp.docs.push(PulledV1 {
                     collection: d.collection,
                     id: d.id,
-                    heads,
+                    // The puller only needs our heads when we cannot serve it.
+                    heads: if changes.is_some() { Vec::new() } else { heads },
                     changes,
                 });
             }

@@ -21,28 +21,27 @@ pub struct RootV1 {
     pub members: Vec<String>,
 }
 
-/// A digest tree node as sent: the low 32 bits of its XOR. Four bytes per bucket keep the
-/// descent cheap; an accidental match of two different buckets (2^-32 per differing bucket) only
-/// delays that bucket's repair to the next change in it.
-pub type BucketHashV1 = [u8; 4];
+/// A digest tree node as sent: 16 bits of a hash of its value salted per round. Two bytes keep
+/// the descent cheap; a differing node that happens to hash equal (1 in 65,536) is only missed
+/// for that round, as the next round uses another salt.
+pub type NodeHashV1 = [u8; 2];
 
-pub fn bucket_hash(v: u64) -> BucketHashV1 {
-    (v as u32).to_le_bytes()
+pub fn node_hash(salt: u64, value: u64) -> NodeHashV1 {
+    (xxhash_rust::xxh3::xxh3_64_with_seed(&value.to_le_bytes(), salt) as u16).to_le_bytes()
 }
 
+/// The children at `level` (1-3) of the given nodes of the level above (level 1: the root's).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Level1V1 {
-    pub buckets: Vec<BucketHashV1>,
+pub struct DigestRequestV1 {
+    pub salt: u64,
+    pub level: u8,
+    pub parents: Vec<u16>,
 }
 
+/// Salted hashes of the requested children, parent by parent.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Level2RequestV1 {
-    pub b0: Vec<u8>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Level2V1 {
-    pub levels: Vec<(u8, Vec<BucketHashV1>)>,
+pub struct DigestV1 {
+    pub hashes: Vec<NodeHashV1>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -50,24 +49,23 @@ pub struct BucketsRequestV1 {
     pub buckets: Vec<u16>,
 }
 
+/// Documents of one collection with their digest leaves (hash of key and heads).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectionLeavesV1 {
+    pub collection: String,
+    pub docs: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BucketsV1 {
+    pub collections: Vec<CollectionLeavesV1>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocHeadsV1 {
     pub collection: String,
     pub id: String,
     pub heads: Vec<[u8; 32]>,
-}
-
-/// A document's digest leaf (hash of key and heads): enough to tell whether two replicas differ.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DocLeafV1 {
-    pub collection: String,
-    pub id: String,
-    pub leaf: u64,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct BucketsV1 {
-    pub docs: Vec<DocLeafV1>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,7 +92,7 @@ pub struct PullV1 {
 pub struct PulledV1 {
     pub collection: String,
     pub id: String,
-    /// The responder's heads (empty: it does not have the document).
+    /// The responder's heads, when it sends no changes (empty: it does not have the document).
     pub heads: Vec<[u8; 32]>,
     /// The changes after the puller's heads, when the responder knows all of those heads; `None`
     /// when the puller has changes the responder lacks.

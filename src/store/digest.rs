@@ -1,16 +1,18 @@
 //! The anti-entropy digest: a fixed-depth hash tree over `document → hash(heads)`.
 //!
 //! Every document has a *leaf*, a 64-bit hash of its key and heads, and a *bucket*, the top 16
-//! bits of a hash of its key. The tree has three levels of XORs of leaves: the root (all
-//! documents), 256 level-1 buckets (by the bucket's high byte) and 65,536 level-2 buckets. A commit
-//! that moves a document from leaf `old` to leaf `new` XORs `old ^ new` into its three tree nodes
-//! with RocksDB merge operands in the commit's own `WriteBatch`: O(1), no read, no lock, so
-//! concurrent commits never contend and the digest always agrees with the data. Beside the tree,
-//! the `buckets` column family lists each bucket's documents with their heads, so a differing
-//! level-2 bucket can be expanded into its documents without scanning.
+//! bits of a hash of its key. Tree nodes are XORs of leaves: the root (all documents), 256
+//! level-1 nodes (top 8 bits of the bucket), 4,096 level-2 nodes (top 12 bits) and 65,536
+//! level-3 nodes (the bucket). A commit that moves a document from leaf `old` to leaf `new` XORs
+//! `old ^ new` into its four nodes with RocksDB merge operands in the commit's own `WriteBatch`:
+//! O(1), no read, no lock, so concurrent commits never contend and the digest on disk always
+//! agrees with the data. The store mirrors the tree in memory ([`Tree`]), so reading it costs no
+//! RocksDB merge work. Beside the tree, the `buckets` column family lists each bucket's documents
+//! with their heads, so a differing bucket expands into its documents without scanning.
 //!
-//! Hashes are xxh3 (stable across platforms and versions); 64 bits make an accidental equal XOR
-//! vanishingly unlikely, and the cost of one would only be a repair delayed to the next change.
+//! Hashes are xxh3 (stable across platforms and versions).
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use xxhash_rust::xxh3::xxh3_64;
 
@@ -35,22 +37,91 @@ pub fn leaf(doc_key: &[u8], heads: &[[u8; 32]]) -> u64 {
     xxh3_64(&buf)
 }
 
-pub fn level1_key(b0: u8) -> [u8; 2] {
-    [b'1', b0]
+/// Nodes per level: root, level 1, 2 and 3.
+pub const LEVEL_SIZES: [usize; 4] = [1, 256, 4096, 65536];
+/// Children of one node of the level above: 256 under the root, then 16.
+pub const FANOUT: [usize; 4] = [1, 256, 16, 16];
+
+/// The index of the node holding `bucket` at `level`.
+pub fn node_index(level: usize, bucket: u16) -> usize {
+    match level {
+        0 => 0,
+        1 => usize::from(bucket >> 8),
+        2 => usize::from(bucket >> 4),
+        _ => usize::from(bucket),
+    }
 }
 
-pub fn level2_key(bucket: u16) -> [u8; 3] {
-    let [b0, b1] = bucket.to_be_bytes();
-    [b'2', b0, b1]
+/// The RocksDB key of a tree node.
+pub fn node_key(level: usize, index: usize) -> Vec<u8> {
+    match level {
+        0 => ROOT_KEY.to_vec(),
+        _ => {
+            let mut k = vec![b'0' + level as u8];
+            k.extend_from_slice(&(index as u32).to_be_bytes()[1..]);
+            k
+        }
+    }
 }
 
-/// The three tree nodes a document's leaf contributes to.
-pub fn tree_keys(bucket: u16) -> [Vec<u8>; 3] {
-    [
-        ROOT_KEY.to_vec(),
-        level1_key(bucket.to_be_bytes()[0]).to_vec(),
-        level2_key(bucket).to_vec(),
-    ]
+fn parse_node_key(k: &[u8]) -> Option<(usize, usize)> {
+    if k == ROOT_KEY {
+        return Some((0, 0));
+    }
+    match k {
+        [l @ b'1'..=b'3', a, b, c] => {
+            let level = usize::from(l - b'0');
+            let index = u32::from_be_bytes([0, *a, *b, *c]) as usize;
+            (index < LEVEL_SIZES[level]).then_some((level, index))
+        }
+        _ => None,
+    }
+}
+
+/// The four tree nodes (keys) a document's leaf contributes to.
+pub fn tree_keys(bucket: u16) -> [Vec<u8>; 4] {
+    [0, 1, 2, 3].map(|l| node_key(l, node_index(l, bucket)))
+}
+
+/// The digest tree in memory, updated after each durable commit.
+pub struct Tree {
+    levels: [Box<[AtomicU64]>; 4],
+}
+
+impl Tree {
+    /// Loads the tree from the `digest` column family.
+    pub fn load(db: &rocksdb::DB, cf: &rocksdb::ColumnFamily) -> Result<Self, rocksdb::Error> {
+        let tree = Tree {
+            levels: LEVEL_SIZES.map(|n| (0..n).map(|_| AtomicU64::new(0)).collect()),
+        };
+        for item in db.iterator_cf(cf, rocksdb::IteratorMode::Start) {
+            let (k, v) = item?;
+            if let Some((level, index)) = parse_node_key(&k) {
+                tree.levels[level][index].store(decode_u64(&v), Ordering::Relaxed);
+            }
+        }
+        Ok(tree)
+    }
+
+    pub fn apply(&self, bucket: u16, delta: u64) {
+        for (level, nodes) in self.levels.iter().enumerate() {
+            nodes[node_index(level, bucket)].fetch_xor(delta, Ordering::Relaxed);
+        }
+    }
+
+    pub fn root(&self) -> u64 {
+        self.levels[0][0].load(Ordering::Relaxed)
+    }
+
+    /// The children (at `level`) of node `parent` of the level above.
+    pub fn children(&self, level: usize, parent: usize) -> Vec<u64> {
+        let fan = FANOUT[level.min(3)];
+        let start = parent * fan;
+        self.levels[level.min(3)]
+            .get(start..start + fan)
+            .map(|s| s.iter().map(|v| v.load(Ordering::Relaxed)).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// `buckets` column family key: bucket (big-endian) then the document key.

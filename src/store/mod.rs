@@ -128,6 +128,7 @@ pub struct Store {
     options: StoreOptions,
     metrics: Arc<Metrics>,
     events: tokio::sync::broadcast::Sender<Arc<CommitEvent>>,
+    tree: digest::Tree,
 }
 
 fn counts_merge(
@@ -202,7 +203,9 @@ impl Store {
                 None => 0,
             }
         };
+        let tree = digest::Tree::load(&db, handle(&db, cfs::DIGEST)?)?;
         Ok(Store {
+            tree,
             db: Arc::new(db),
             db_opts,
             cache: DocCache::new(options.cache_bytes),
@@ -533,6 +536,7 @@ impl Store {
         })();
         self.feed.finish(seq);
         result?;
+        self.tree.apply(bucket, leaf_delta);
         self.metrics.commits.inc();
         state.meta = meta.clone();
         // Nobody listening is fine (a single node); a lagging listener is told it lagged.
@@ -637,39 +641,16 @@ impl Store {
     }
 
     /// The digest's root.
-    pub fn digest_root(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .db
-            .get_pinned_cf(self.cf(cfs::DIGEST)?, digest::ROOT_KEY)?
-            .map(|v| digest::decode_u64(&v))
-            .unwrap_or(0))
+    pub fn digest_root(&self) -> u64 {
+        self.tree.root()
     }
 
-    /// The 256 level-1 buckets.
-    pub fn digest_level1(&self) -> Result<Vec<u64>, StoreError> {
-        let cf = self.cf(cfs::DIGEST)?;
-        let keys: Vec<[u8; 2]> = (0..=255u8).map(digest::level1_key).collect();
-        self.db
-            .batched_multi_get_cf(cf, keys.iter(), true)
-            .into_iter()
-            .map(|r| Ok(r?.map(|v| digest::decode_u64(&v)).unwrap_or(0)))
-            .collect()
+    /// The digest nodes at `level` (1-3) under node `parent` of the level above.
+    pub fn digest_children(&self, level: usize, parent: usize) -> Vec<u64> {
+        self.tree.children(level, parent)
     }
 
-    /// The 256 level-2 buckets under level-1 bucket `b0`.
-    pub fn digest_level2(&self, b0: u8) -> Result<Vec<u64>, StoreError> {
-        let cf = self.cf(cfs::DIGEST)?;
-        let keys: Vec<[u8; 3]> = (0..=255u8)
-            .map(|b1| digest::level2_key(u16::from_be_bytes([b0, b1])))
-            .collect();
-        self.db
-            .batched_multi_get_cf(cf, keys.iter(), true)
-            .into_iter()
-            .map(|r| Ok(r?.map(|v| digest::decode_u64(&v)).unwrap_or(0)))
-            .collect()
-    }
-
-    /// The documents of a level-2 bucket with their heads.
+    /// The documents of a bucket (a level-3 digest node) with their heads.
     pub fn bucket_docs(&self, bucket: u16) -> Result<BucketDocs, StoreError> {
         let prefix = bucket.to_be_bytes();
         let mut out = Vec::new();
