@@ -9,9 +9,11 @@
 //! | 1 | column families `meta`, `snapshots`, `changes`, `feed` |
 //! | 2 | column family `counts`: live documents per collection, kept by a merge operator |
 //! | 3 | column families `digest` (anti-entropy hash tree, XOR merge operator) and `buckets` |
+//! | 4 | column family `sync_states`: persisted client sync states |
 
 mod m0002_collection_counts;
 mod m0003_digest;
+mod m0004_sync_states;
 
 use super::Migration;
 
@@ -25,5 +27,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "digest",
         run: m0003_digest::run,
+    },
+    Migration {
+        version: 4,
+        name: "sync_states",
+        run: m0004_sync_states::run,
     },
 ];

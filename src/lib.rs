@@ -23,6 +23,7 @@
 //! - [`store`]: durable storage of documents, the changes feed and collection counts.
 //! - [`doc`]: pure document logic; knows neither HTTP nor RocksDB.
 //! - [`replication`]: peers, eager push, anti-entropy (digest tree + Automerge sync).
+//! - [`sync`]: offline-first clients syncing with Automerge's protocol over HTTP.
 //! - [`metrics`]: the node's Prometheus registry.
 //!
 //! Dependencies point one way: `api` → `store` → `doc`. There are no globals except the memory
@@ -39,6 +40,7 @@ pub mod metrics;
 pub mod replication;
 pub mod server;
 pub mod store;
+pub mod sync;
 
 pub use config::Config;
 pub use server::run;

@@ -318,6 +318,9 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = doc_key(&collection, &id)?;
+    if crate::sync::http::wants_bytes(&headers) && q.at.is_none() {
+        return crate::sync::http::get_bytes(node, key).await;
+    }
     let at = q.at.as_deref().map(heads::parse).transpose()?;
     let if_none_match = Condition::from_headers(&headers, header::IF_NONE_MATCH)?;
     let n = node.clone();

@@ -87,6 +87,17 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<Node>> for Json<T> {
     }
 }
 
+/// A raw (binary) request body, whatever its content type; an over-limit body is a 413 problem.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<Arc<Node>> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, node: &Arc<Node>) -> Result<Self, ApiError> {
+        body_bytes(req, node).await.map(RawBody)
+    }
+}
+
 /// Path parameters; a bad one is a 400 problem.
 pub struct PathParams<T>(pub T);
 

@@ -49,6 +49,18 @@ pub fn router(node: Arc<Node>) -> Router {
             get(docs::history),
         )
         .route(
+            "/v1/collections/{collection}/docs/{id}/sync",
+            post(crate::sync::http::sync),
+        )
+        .route(
+            "/v1/collections/{collection}/docs/{id}/changes",
+            get(crate::sync::http::get_changes).post(crate::sync::http::post_changes),
+        )
+        .route(
+            "/v1/collections/{collection}/docs/{id}/events",
+            get(crate::sync::http::events),
+        )
+        .route(
             "/v1/collections/{collection}/bulk-write",
             post(collections::bulk_write),
         )

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use automerge::sync::SyncDoc;
 use automerge::{Change, ChangeHash};
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -14,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::wire::*;
+use crate::api::extract::RawBody;
 use crate::api::problem::ApiError;
 use crate::server::Node;
 use crate::store::{DocKey, Origin, StoreError};
@@ -37,7 +37,10 @@ fn key(collection: &str, id: &str) -> Result<DocKey, ApiError> {
 }
 
 /// `POST /v1/peer/hello`: learn the caller and its members; answer with the digest root.
-pub async fn hello(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn hello(
+    State(node): State<Arc<Node>>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let h: HelloV1 = decode(&body)?;
     node.membership
         .learn(h.members.into_iter().chain(std::iter::once(h.from)));
@@ -50,7 +53,10 @@ pub async fn hello(State(node): State<Arc<Node>>, body: Bytes) -> Result<Respons
 }
 
 /// `POST /v1/peer/digest`: salted hashes of the children of some digest tree nodes.
-pub async fn digest(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn digest(
+    State(node): State<Arc<Node>>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let req: DigestRequestV1 = decode(&body)?;
     let level = usize::from(req.level);
     if !(1..=3).contains(&level) {
@@ -79,7 +85,10 @@ pub async fn digest(State(node): State<Arc<Node>>, body: Bytes) -> Result<Respon
 }
 
 /// `POST /v1/peer/digest/docs`: the documents (and leaves) of buckets.
-pub async fn bucket_docs(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn bucket_docs(
+    State(node): State<Arc<Node>>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let req: BucketsRequestV1 = decode(&body)?;
     let n = node.clone();
     let collections = node
@@ -150,7 +159,10 @@ pub async fn apply_changes(node: &Arc<Node>, docs: Vec<DocChangesV1>) -> Result<
 }
 
 /// `POST /v1/peer/changes`
-pub async fn changes(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn changes(
+    State(node): State<Arc<Node>>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let req: ChangesV1 = decode(&body)?;
     apply_changes(&node, req.docs).await?;
     encode(&())
@@ -194,7 +206,10 @@ pub fn changes_after(
 }
 
 /// `POST /v1/peer/pull`
-pub async fn pull(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn pull(
+    State(node): State<Arc<Node>>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let req: PullV1 = decode(&body)?;
     let n = node.clone();
     let resp = node
@@ -219,7 +234,10 @@ pub async fn pull(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response
 
 /// `POST /v1/peer/sync`: one step of the Automerge sync protocol for each document, in a session
 /// the caller drives; this side's sync states live in memory for the session.
-pub async fn sync(State(node): State<Arc<Node>>, body: Bytes) -> Result<Response, ApiError> {
+pub async fn sync(
+    State(node): State<Arc<Node>>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
     let req: SyncV1 = decode(&body)?;
     let session = req.session;
     let n = node.clone();

@@ -8,6 +8,7 @@
 //! - `counts`: collection → live documents (i64, kept by a merge operator);
 //! - `digest`: the anti-entropy hash tree (see [`digest`]);
 //! - `buckets`: digest bucket + doc key → heads, to expand a bucket into its documents;
+//! - `sync_states`: client id + doc key → last use and the client's persisted sync state;
 //! - `default`: node id and schema version.
 //!
 //! Every commit is one `WriteBatch` (changes, metadata, compaction, feed entry, count, digest) written
@@ -24,6 +25,7 @@ pub mod keys;
 pub mod memory;
 pub mod migrate;
 pub mod records;
+pub mod sync_states;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -54,7 +56,17 @@ pub mod cfs {
     pub const COUNTS: &str = "counts";
     pub const DIGEST: &str = "digest";
     pub const BUCKETS: &str = "buckets";
-    pub const ALL: [&str; 7] = [META, SNAPSHOTS, CHANGES, FEED, COUNTS, DIGEST, BUCKETS];
+    pub const SYNC_STATES: &str = "sync_states";
+    pub const ALL: [&str; 8] = [
+        META,
+        SNAPSHOTS,
+        CHANGES,
+        FEED,
+        COUNTS,
+        DIGEST,
+        BUCKETS,
+        SYNC_STATES,
+    ];
 }
 
 const NODE_ID_KEY: &[u8] = b"node_id";
@@ -236,6 +248,10 @@ impl Store {
             self.db.flush_cf(handle(&self.db, name)?)?;
         }
         Ok(())
+    }
+
+    fn db(&self) -> &DB {
+        &self.db
     }
 
     fn cf(&self, name: &str) -> Result<&ColumnFamily, StoreError> {

@@ -1,0 +1,329 @@
+//! Automerge sync over HTTP, raw changes, document bytes and per-document Server-Sent Events.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use automerge::sync::SyncDoc;
+use automerge::ChangeHash;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+
+use crate::api::docs::doc_key;
+use crate::api::extract::RawBody;
+use crate::api::extract::{PathParams, QueryParams};
+use crate::api::problem::ApiError;
+use crate::doc::{heads, json, DocError};
+use crate::server::Node;
+use crate::store::DocKey;
+
+pub const CLIENT_ID_HEADER: &str = "concord-client-id";
+const OCTET_STREAM: &str = "application/octet-stream";
+
+fn client_id(headers: &HeaderMap) -> Result<String, ApiError> {
+    let raw = headers.get(CLIENT_ID_HEADER).ok_or_else(|| {
+        ApiError::BadRequest(
+            "the Concord-Client-Id header is required: a stable id for this client".into(),
+        )
+    })?;
+    let id = raw.to_str().unwrap_or("");
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+    if ok {
+        Ok(id.to_string())
+    } else {
+        Err(ApiError::BadRequest(
+            "Concord-Client-Id must be 1-128 ASCII letters, digits, `_`, `-`, `.` or `:`".into(),
+        ))
+    }
+}
+
+fn binary(bytes: Vec<u8>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM))],
+        bytes,
+    )
+        .into_response()
+}
+
+fn with_etag(mut resp: Response, hs: &[ChangeHash]) -> Response {
+    if let Ok(v) = HeaderValue::from_str(&heads::etag(hs)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+/// `POST .../docs/{id}/sync`: one Automerge sync message in, the node's next one out (204 when it
+/// has nothing more to say). A document the node has never seen is created by the first sync that
+/// brings changes.
+pub async fn sync(
+    State(node): State<Arc<Node>>,
+    PathParams((collection, id)): PathParams<(String, String)>,
+    headers: HeaderMap,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let key = doc_key(&collection, &id)?;
+    let client = client_id(&headers)?;
+    let msg = automerge::sync::Message::decode(&body).map_err(|e| {
+        ApiError::BadRequest(format!("the body is not an Automerge sync message: {e}"))
+    })?;
+    let n = node.clone();
+    let reply = node
+        .blocking(move || {
+            let mut state = match n.store.sync_state(&client, &key)? {
+                Some(b) => automerge::sync::State::decode(&b)
+                    .unwrap_or_else(|_| automerge::sync::State::new()),
+                None => automerge::sync::State::new(),
+            };
+            let (reply, _) = n.store.write::<_, ApiError>(&key, |doc, _| {
+                doc.receive_sync_message(&mut state, msg)
+                    .map_err(|e| ApiError::BadRequest(format!("sync message rejected: {e}")))?;
+                Ok(doc.generate_sync_message(&mut state).map(|m| m.encode()))
+            })?;
+            n.store.put_sync_state(&client, &key, &state.encode())?;
+            Ok(reply)
+        })
+        .await?;
+    Ok(match reply {
+        Some(bytes) => binary(bytes),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesQuery {
+    /// Return only changes after this version (omitted: all changes).
+    pub since: Option<String>,
+}
+
+/// `GET .../docs/{id}/changes?since=<version>`: the changes after a version, concatenated in their
+/// binary encoding (what `Automerge.loadIncremental` / `applyChanges` take).
+pub async fn get_changes(
+    State(node): State<Arc<Node>>,
+    PathParams((collection, id)): PathParams<(String, String)>,
+    QueryParams(q): QueryParams<ChangesQuery>,
+) -> Result<Response, ApiError> {
+    let key = doc_key(&collection, &id)?;
+    let since = q
+        .since
+        .as_deref()
+        .map(heads::parse)
+        .transpose()?
+        .unwrap_or_default();
+    let n = node.clone();
+    let (bytes, current) = node
+        .blocking(move || {
+            n.store
+                .read(&key, |doc, meta| {
+                    if let Some(unknown) = since
+                        .iter()
+                        .find(|h| doc.get_change_meta_by_hash(h).is_none())
+                    {
+                        return Err(ApiError::from(DocError::UnknownHeads(hex::encode(
+                            unknown.0,
+                        ))));
+                    }
+                    let mut out = Vec::new();
+                    for c in doc.get_changes(&since) {
+                        out.extend_from_slice(c.raw_bytes());
+                    }
+                    Ok((out, meta.heads()))
+                })?
+                .unwrap_or_else(|| Err(not_found(&key)))
+        })
+        .await?;
+    Ok(with_etag(binary(bytes), &current))
+}
+
+fn not_found(key: &DocKey) -> ApiError {
+    ApiError::NotFound(format!("document {key} does not exist"))
+}
+
+/// `POST .../docs/{id}/changes`: applies changes a client made (binary, concatenated).
+pub async fn post_changes(
+    State(node): State<Arc<Node>>,
+    PathParams((collection, id)): PathParams<(String, String)>,
+    RawBody(body): RawBody,
+) -> Result<Response, ApiError> {
+    let key = doc_key(&collection, &id)?;
+    if body.is_empty() {
+        return Err(ApiError::InvalidBody("the body holds no changes".into()));
+    }
+    let chunks = parse_chunks(&body)?;
+    let n = node.clone();
+    let k = key.clone();
+    let committed = node
+        .blocking(move || {
+            let (_, c) = n.store.write::<_, ApiError>(&k, |doc, _| {
+                for chunk in chunks {
+                    match chunk {
+                        Chunk::Changes(changes) => doc.apply_changes(changes),
+                        Chunk::Document(mut other) => doc.merge(&mut other).map(|_| ()),
+                    }
+                    .map_err(|e| ApiError::BadRequest(format!("changes rejected: {e}")))?;
+                }
+                Ok(())
+            })?;
+            Ok(c)
+        })
+        .await?;
+    let body = crate::api::docs::write_response(&key, &committed);
+    let status = if committed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(with_etag(
+        (status, axum::Json(body)).into_response(),
+        &committed.meta.heads(),
+    ))
+}
+
+/// What a posted body holds: changes, or a whole saved document.
+enum Chunk {
+    Changes(Vec<automerge::Change>),
+    Document(Box<automerge::Automerge>),
+}
+
+const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
+
+/// Splits concatenated Automerge chunks (magic, checksum, type, LEB128 length, data) and checks
+/// each one, so garbage is refused instead of being silently skipped.
+fn parse_chunks(mut data: &[u8]) -> Result<Vec<Chunk>, ApiError> {
+    let bad = |why: &str| ApiError::BadRequest(format!("the body is not Automerge changes: {why}"));
+    let mut changes = Vec::new();
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        if data.len() < 10 || data[..4] != CHUNK_MAGIC {
+            return Err(bad("expected a chunk header"));
+        }
+        let (mut len, mut shift, mut pos) = (0u64, 0u32, 9usize);
+        loop {
+            let b = *data.get(pos).ok_or_else(|| bad("truncated chunk length"))?;
+            len |= u64::from(b & 0x7f)
+                .checked_shl(shift)
+                .ok_or_else(|| bad("chunk length overflows"))?;
+            pos += 1;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+            if shift > 63 {
+                return Err(bad("chunk length overflows"));
+            }
+        }
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| pos.checked_add(l))
+            .filter(|e| *e <= data.len())
+            .ok_or_else(|| bad("truncated chunk"))?;
+        let chunk = &data[..end];
+        if data[8] == 0 {
+            let doc = automerge::Automerge::load_with_options(
+                chunk,
+                automerge::LoadOptions::new().on_partial_load(automerge::OnPartialLoad::Error),
+            )
+            .map_err(|e| bad(&e.to_string()))?;
+            out.push(Chunk::Document(Box::new(doc)));
+        } else {
+            changes.push(automerge::Change::try_from(chunk).map_err(|e| bad(&e.to_string()))?);
+        }
+        data = &data[end..];
+    }
+    out.push(Chunk::Changes(changes));
+    Ok(out)
+}
+
+/// `GET .../docs/{id}` with `Accept: application/octet-stream`: the whole document (`save()`).
+pub async fn get_bytes(node: Arc<Node>, key: DocKey) -> Result<Response, ApiError> {
+    let n = node.clone();
+    let (bytes, current) = node
+        .blocking(move || {
+            n.store
+                .read(&key, |doc, meta| {
+                    if meta.deleted {
+                        return Err(ApiError::NotFound(format!("document {key} was deleted")));
+                    }
+                    Ok((doc.save(), meta.heads()))
+                })?
+                .unwrap_or_else(|| Err(not_found(&key)))
+        })
+        .await?;
+    Ok(with_etag(binary(bytes), &current))
+}
+
+/// Whether a request asks for binary Automerge bytes rather than JSON.
+pub fn wants_bytes(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with(OCTET_STREAM)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    /// Include the document's JSON in each event.
+    #[serde(default)]
+    pub include_body: bool,
+}
+
+/// `GET .../docs/{id}/events`: Server-Sent Events with the document's version (and, on request,
+/// its JSON) now and whenever it changes, whatever the source of the change.
+pub async fn events(
+    State(node): State<Arc<Node>>,
+    PathParams((collection, id)): PathParams<(String, String)>,
+    QueryParams(q): QueryParams<EventsQuery>,
+) -> Result<Response, ApiError> {
+    let key = doc_key(&collection, &id)?;
+    let rx = node.store.subscribe_commits();
+    let state = (node, key, rx, true, q.include_body);
+    let stream = futures::stream::unfold(state, |(node, key, mut rx, first, body)| async move {
+        if !first {
+            loop {
+                tokio::select! {
+                    _ = node.shutdown.cancelled() => return None,
+                    e = rx.recv() => match e {
+                        Ok(e) if e.key == key => break,
+                        Ok(_) => continue,
+                        // Missed some: report the current state, which is what matters.
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(_) => return None,
+                    },
+                }
+            }
+        }
+        let n = node.clone();
+        let k = key.clone();
+        let snapshot = node
+            .blocking(move || {
+                Ok(n.store.read(&k, |doc, meta| {
+                    let mut v = serde_json::json!({
+                        "version": heads::format(&meta.heads()),
+                        "deleted": meta.deleted,
+                    });
+                    if body && !meta.deleted {
+                        v["body"] = serde_json::Value::Object(json::to_json(doc, None));
+                    }
+                    v
+                })?)
+            })
+            .await
+            .ok()?;
+        let data = snapshot.unwrap_or_else(
+            || serde_json::json!({"version": "", "deleted": false, "exists": false}),
+        );
+        let ev = Event::default().event("change").data(data.to_string());
+        Some((Ok::<Event, Infallible>(ev), (node, key, rx, false, body)))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
