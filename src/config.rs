@@ -67,6 +67,8 @@ pub struct Config {
     pub push_queue: usize,
     /// Source IP for connections to peers (multi-homed hosts, tests). Default: chosen by the OS.
     pub peer_bind_ip: Option<std::net::IpAddr>,
+    /// Client sync states unused for this many days are removed. Default 30.
+    pub sync_state_ttl_days: u64,
 }
 
 impl Default for Config {
@@ -87,6 +89,7 @@ impl Default for Config {
             anti_entropy_interval_ms: 2000,
             push_queue: 10_000,
             peer_bind_ip: None,
+            sync_state_ttl_days: 30,
         }
     }
 }

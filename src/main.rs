@@ -90,6 +90,9 @@ struct ServeArgs {
     /// Per-peer push queue length [default: 10000]
     #[arg(long, env = "CONCORD_PUSH_QUEUE")]
     push_queue: Option<usize>,
+    /// Days after which unused client sync states are removed [default: 30]
+    #[arg(long, env = "CONCORD_SYNC_STATE_TTL_DAYS")]
+    sync_state_ttl_days: Option<u64>,
     /// Source IP for connections to peers [default: chosen by the OS]
     #[arg(long, env = "CONCORD_PEER_BIND_IP")]
     peer_bind_ip: Option<std::net::IpAddr>,
@@ -116,7 +119,8 @@ impl ServeArgs {
             max_batch,
             peers,
             anti_entropy_interval_ms,
-            push_queue
+            push_queue,
+            sync_state_ttl_days
         );
         if self.advertise.is_some() {
             c.advertise = self.advertise;

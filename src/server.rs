@@ -104,7 +104,8 @@ pub async fn run(
     let node = open_node(config, advertise).await?;
     tracing::info!(%addr, node_id = %node.store.node_id(), data_dir = %node.config.data_dir.display(), "concord listening");
     let app = crate::api::router(node.clone());
-    let tasks = crate::replication::start(&node);
+    let mut tasks = crate::replication::start(&node);
+    tasks.push(tokio::spawn(crate::sync::sweep_states(node.clone())));
     let token = node.shutdown.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

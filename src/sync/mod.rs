@@ -8,3 +8,25 @@
 //! visible in the changes feed.
 
 pub mod http;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::server::Node;
+
+/// Removes client sync states unused for `sync_state_ttl_days`, once at start and then hourly.
+pub async fn sweep_states(node: Arc<Node>) {
+    let ttl_ms = node.config.sync_state_ttl_days.saturating_mul(86_400_000);
+    loop {
+        let store = node.store.clone();
+        match tokio::task::spawn_blocking(move || store.sweep_sync_states(ttl_ms)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "expired client sync states removed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "sweeping client sync states failed"),
+            _ => {}
+        }
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+    }
+}
