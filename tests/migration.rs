@@ -18,11 +18,11 @@ fn put(store: &Store, collection: &str, id: &str, deleted: bool) {
         .unwrap();
 }
 
-/// Rewrites a current store into the schema-1 layout: no `counts`, `digest` or `buckets` column
-/// families, version 1.
+/// Rewrites a current store into the schema-1 layout: none of the column families later schemas
+/// added, version 1.
 fn downgrade_to_v1(path: &std::path::Path) {
     let mut db = rocksdb::DB::open_cf(&rocksdb::Options::default(), path, cfs::ALL).unwrap();
-    for cf in [cfs::COUNTS, cfs::DIGEST, cfs::BUCKETS] {
+    for cf in [cfs::COUNTS, cfs::DIGEST, cfs::BUCKETS, cfs::SYNC_STATES] {
         db.drop_cf(cf).unwrap();
     }
     migrate::write_version(&db, 1).unwrap();
