@@ -171,6 +171,37 @@ async fn changes_made_by_a_client_can_be_posted_raw() {
     assert_eq!(r.status(), 200);
     let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
     assert_eq!(v, json!({"a": 1}));
+    // A change whose dependency the node lacks is refused, not silently parked.
+    let base = doc.get_heads();
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "b", 2).map(|_| ()))
+        .unwrap();
+    let mid = doc.get_heads();
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| tx.put(ROOT, "c", 3).map(|_| ()))
+        .unwrap();
+    let mut last = Vec::new();
+    for c in doc.get_changes(&mid) {
+        last.extend_from_slice(c.raw_bytes());
+    }
+    let r = http
+        .post(format!("{url}/changes"))
+        .body(last)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let mut rest = Vec::new();
+    for c in doc.get_changes(&base) {
+        rest.extend_from_slice(c.raw_bytes());
+    }
+    let r = http
+        .post(format!("{url}/changes"))
+        .body(rest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(v, json!({"a": 1, "b": 2, "c": 3}));
     node.stop().await;
 }
 

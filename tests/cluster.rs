@@ -687,3 +687,84 @@ async fn kill_9_during_replication_then_restart_converges() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// `concord cluster --nodes 2`: both nodes serve and replicate; SIGINT stops them all cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_command_runs_and_stops_a_local_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two consecutive free ports.
+    let base = loop {
+        let p = common::free_port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            break p;
+        }
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+        .args([
+            "cluster",
+            "--nodes",
+            "2",
+            "--base-port",
+            &base.to_string(),
+            "--dir",
+        ])
+        .arg(dir.path())
+        .env("CONCORD_LOG_LEVEL", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let http = client();
+    let url = |i: u16, p: &str| format!("http://127.0.0.1:{}{}", base + i, p);
+    for i in 0..2 {
+        let u = url(i, "/v1/health");
+        poll_until("cluster node up", CONVERGE, || {
+            let (http, u) = (http.clone(), u.clone());
+            async move {
+                http.get(u)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false)
+            }
+        })
+        .await;
+    }
+    let r = http
+        .put(url(0, "/v1/collections/c/docs/x"))
+        .header("content-type", "application/json")
+        .body(r#"{"from": "node0"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let u = url(1, "/v1/collections/c/docs/x");
+    poll_until("write replicated to node 1", CONVERGE, || {
+        let (http, u) = (http.clone(), u.clone());
+        async move {
+            http.get(u)
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        }
+    })
+    .await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    assert!(
+        out.contains(&format!("node1: http://127.0.0.1:{}", base + 1)),
+        "{out}"
+    );
+    assert_eq!(out.matches("stopped: exit status: 0").count(), 2, "{out}");
+    assert!(
+        http.get(url(0, "/v1/health")).send().await.is_err(),
+        "nodes are gone"
+    );
+}

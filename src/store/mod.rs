@@ -422,10 +422,10 @@ impl Store {
         let value = match outcome {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
-                if state.doc.get_heads() != before {
-                    drop(state);
-                    self.cache.invalidate(&enc);
-                }
+                // The closure may have left something in memory that is not on disk (a partial
+                // transaction, changes queued for missing dependencies): reload next time.
+                drop(state);
+                self.cache.invalidate(&enc);
                 return Err(e);
             }
             Err(panic) => {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use automerge::sync::SyncDoc;
-use automerge::ChangeHash;
+use automerge::{ChangeHash, ReadDoc};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -168,6 +168,14 @@ pub async fn post_changes(
                         Chunk::Document(mut other) => doc.merge(&mut other).map(|_| ()),
                     }
                     .map_err(|e| ApiError::BadRequest(format!("changes rejected: {e}")))?;
+                }
+                let missing = doc.get_missing_deps(&[]);
+                if !missing.is_empty() {
+                    return Err(ApiError::InvalidOperation(format!(
+                        "the changes depend on {} change(s) this node does not have (e.g. {}): send those too, or use /sync",
+                        missing.len(),
+                        hex::encode(missing[0].0)
+                    )));
                 }
                 Ok(())
             })?;
