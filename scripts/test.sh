@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/setup.sh
 source scripts/setup.sh
+# The JavaScript clients, exactly as pinned by tests/js/package-lock.json.
+npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
 cargo test --locked "$@"

@@ -69,6 +69,8 @@ pub struct Config {
     pub peer_bind_ip: Option<std::net::IpAddr>,
     /// Client sync states unused for this many days are removed. Default 30.
     pub sync_state_ttl_days: u64,
+    /// The collection that holds automerge-repo documents (by DocumentId). Default `automerge`.
+    pub automerge_collection: String,
 }
 
 impl Default for Config {
@@ -90,6 +92,7 @@ impl Default for Config {
             push_queue: 10_000,
             peer_bind_ip: None,
             sync_state_ttl_days: 30,
+            automerge_collection: "automerge".to_string(),
         }
     }
 }
@@ -130,6 +133,9 @@ impl Config {
         }
         if self.anti_entropy_interval_ms < 10 {
             return invalid("anti_entropy_interval_ms must be at least 10");
+        }
+        if crate::store::keys::validate_collection(&self.automerge_collection).is_err() {
+            return invalid("automerge_collection must be a valid collection name");
         }
         if self.push_queue == 0 {
             return invalid("push_queue must be at least 1");

@@ -41,6 +41,8 @@ pub struct Node {
     pub membership: Arc<Membership>,
     pub peer_client: PeerClient,
     pub sync_sessions: SyncSessions,
+    /// Live automerge-repo WebSocket connections.
+    pub ws_hub: crate::sync::websocket::Hub,
     /// Cancelled when the node starts shutting down, so long-lived streams end and let the
     /// graceful shutdown finish.
     pub shutdown: CancellationToken,
@@ -88,6 +90,7 @@ pub async fn open_node(config: Config, advertise: String) -> Result<Arc<Node>, S
         membership: Arc::new(membership),
         peer_client,
         sync_sessions: SyncSessions::default(),
+        ws_hub: Default::default(),
         shutdown: CancellationToken::new(),
     }))
 }

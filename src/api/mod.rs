@@ -70,6 +70,7 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/v1/changes", get(changes::changes))
         .route("/v1/cluster", get(cluster::cluster))
+        .route("/v1/automerge-repo", get(crate::sync::websocket::upgrade))
         .merge(peer_routes(node.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

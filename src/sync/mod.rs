@@ -3,11 +3,13 @@
 //!
 //! - `http`: the Automerge sync protocol over HTTP (one message per request, state per client
 //!   persisted), raw changes by heads, whole-document bytes, and per-document live events.
+//! - `websocket`: the automerge-repo network protocol, for stock automerge-repo clients.
 //!
 //! Changes a client brings are ordinary local commits: durable before the answer, pushed to peers,
 //! visible in the changes feed.
 
 pub mod http;
+pub mod websocket;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,471 @@
+//! The automerge-repo network protocol (version "1") over WebSocket, so stock
+//! `@automerge/automerge-repo` clients with `@automerge/automerge-repo-network-websocket` use a
+//! Concord node as their sync server.
+//!
+//! Frames are binary CBOR maps. A client opens with `join`; the node answers `peer` (or `error`
+//! and closes for an unsupported version). Then, per document: `request` (a client that lacks the
+//! document; answered with `sync`, or `doc-unavailable` when the node lacks it too), `sync`
+//! (Automerge sync messages), and `ephemeral` (relayed to the other connections on that document,
+//! deduplicated by sender, session and count). Documents live in the configured automerge
+//! collection under their DocumentId, so they are ordinary Concord documents: readable and
+//! writable over REST, replicated, in the changes feed; and every change to a document a
+//! connection has open, whatever its source, is sent to that connection at once.
+//!
+//! Bad input (malformed CBOR, unknown document ids, garbage sync messages, messages before
+//! `join`) gets an `error` frame and the connection is closed; nothing else is affected.
+//! Unknown message types are ignored, as the protocol asks.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use automerge::sync::SyncDoc;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use ciborium::Value;
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::problem::ApiError;
+use crate::server::Node;
+use crate::store::{DocKey, StoreError};
+
+const PROTOCOL_VERSION: &str = "1";
+
+/// Live connections, for relaying ephemeral messages and replacing a peer that reconnects.
+#[derive(Default)]
+pub struct Hub {
+    next_id: AtomicU64,
+    conns: Mutex<HashMap<u64, ConnEntry>>,
+    /// Highest `count` seen per (sender, session): ephemeral messages loop without it.
+    seen: Mutex<HashMap<(String, String), u64>>,
+}
+
+struct ConnEntry {
+    peer_id: String,
+    docs: HashSet<String>,
+    tx: mpsc::Sender<Vec<u8>>,
+    cancel: CancellationToken,
+}
+
+impl Hub {
+    pub fn connections(&self) -> usize {
+        self.conns.lock().len()
+    }
+}
+
+/// `GET /v1/automerge-repo`: upgrades to the automerge-repo WebSocket protocol.
+pub async fn upgrade(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Response {
+    let limit = node.config.max_body_bytes;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| serve(node, socket))
+}
+
+fn text(v: &str) -> Value {
+    Value::Text(v.to_string())
+}
+
+fn map(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Map(pairs.into_iter().map(|(k, v)| (text(k), v)).collect())
+}
+
+fn encode(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = ciborium::into_writer(v, &mut out);
+    out
+}
+
+fn field<'a>(m: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
+    m.iter()
+        .find(|(k, _)| k.as_text() == Some(key))
+        .map(|(_, v)| v)
+}
+
+fn field_text(m: &[(Value, Value)], key: &str) -> Option<String> {
+    field(m, key).and_then(|v| v.as_text()).map(str::to_string)
+}
+
+fn field_bytes(m: &[(Value, Value)], key: &str) -> Option<Vec<u8>> {
+    field(m, key).and_then(|v| v.as_bytes()).cloned()
+}
+
+fn field_u64(m: &[(Value, Value)], key: &str) -> Option<u64> {
+    match field(m, key)? {
+        Value::Integer(i) => u64::try_from(*i).ok(),
+        Value::Float(f) if *f >= 0.0 => Some(*f as u64),
+        _ => None,
+    }
+}
+
+/// Why a connection must end with an `error` frame.
+struct ProtocolError(String);
+
+impl From<StoreError> for ProtocolError {
+    fn from(e: StoreError) -> Self {
+        ProtocolError(e.to_string())
+    }
+}
+
+impl From<ApiError> for ProtocolError {
+    fn from(e: ApiError) -> Self {
+        ProtocolError(e.to_string())
+    }
+}
+
+struct Conn {
+    node: Arc<Node>,
+    id: u64,
+    server_peer_id: String,
+    peer_id: Option<String>,
+    /// Where this client's sync states persist (clients with a storage id that are not ephemeral).
+    storage_key: Option<String>,
+    states: HashMap<String, automerge::sync::State>,
+    /// Documents the client asked for that the node did not have: sent when they arrive.
+    wanted: HashSet<String>,
+}
+
+async fn serve(node: Arc<Node>, mut socket: WebSocket) {
+    let id = node.ws_hub.next_id.fetch_add(1, Ordering::Relaxed);
+    let (tx, mut relay_rx) = mpsc::channel::<Vec<u8>>(1024);
+    let cancel = CancellationToken::new();
+    let mut commits = node.store.subscribe_commits();
+    let mut conn = Conn {
+        server_peer_id: format!("concord-{}", node.store.node_id()),
+        node: node.clone(),
+        id,
+        peer_id: None,
+        storage_key: None,
+        states: HashMap::new(),
+        wanted: HashSet::new(),
+    };
+    loop {
+        let outgoing: Result<Vec<Vec<u8>>, ProtocolError> = tokio::select! {
+            _ = node.shutdown.cancelled() => break,
+            _ = cancel.cancelled() => break,
+            frame = socket.recv() => match frame {
+                Some(Ok(Message::Binary(b))) => conn.handle(&b, &tx, &cancel).await,
+                Some(Ok(Message::Text(_))) => Err(ProtocolError("frames must be binary CBOR".into())),
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(Vec::new()),
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+            },
+            ev = commits.recv() => match ev {
+                Ok(ev) => conn.on_commit(&ev.key).await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => conn.resync_all().await,
+                Err(_) => break,
+            },
+            relayed = relay_rx.recv() => Ok(relayed.into_iter().collect()),
+        };
+        match outgoing {
+            Ok(frames) => {
+                for f in frames {
+                    if socket.send(Message::Binary(f.into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            Err(ProtocolError(message)) => {
+                tracing::info!(conn = id, error = %message, "automerge-repo protocol error; closing");
+                let mut pairs = vec![("type", text("error")), ("message", text(&message))];
+                pairs.push(("senderId", text(&conn.server_peer_id)));
+                if let Some(p) = &conn.peer_id {
+                    pairs.push(("targetId", text(p)));
+                }
+                let _ = socket
+                    .send(Message::Binary(encode(&map(pairs)).into()))
+                    .await;
+                let _ = socket.send(Message::Close(None)).await;
+                break;
+            }
+        }
+    }
+    node.ws_hub.conns.lock().remove(&id);
+}
+
+impl Conn {
+    fn key(&self, document_id: &str) -> Result<DocKey, ProtocolError> {
+        let valid = bs58::decode(document_id)
+            .with_check(None)
+            .into_vec()
+            .is_ok_and(|b| b.len() == 16);
+        if !valid {
+            return Err(ProtocolError(format!(
+                "`{document_id}` is not an automerge-repo DocumentId"
+            )));
+        }
+        DocKey::new(&self.node.config.automerge_collection, document_id)
+            .map_err(ProtocolError::from)
+    }
+
+    async fn handle(
+        &mut self,
+        frame: &[u8],
+        tx: &mpsc::Sender<Vec<u8>>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Vec<u8>>, ProtocolError> {
+        let value: Value = ciborium::from_reader(frame)
+            .map_err(|e| ProtocolError(format!("malformed CBOR frame: {e}")))?;
+        let Value::Map(m) = value else {
+            return Err(ProtocolError("a frame must be a CBOR map".into()));
+        };
+        let kind = field_text(&m, "type")
+            .ok_or_else(|| ProtocolError("a message needs a `type`".into()))?;
+        if self.peer_id.is_none() && kind != "join" {
+            return Err(ProtocolError(format!("`{kind}` before `join`")));
+        }
+        match kind.as_str() {
+            "join" => self.join(&m, tx, cancel),
+            "request" | "sync" => self.sync(&m, kind == "request").await,
+            "ephemeral" => {
+                self.relay(&m);
+                Ok(Vec::new())
+            }
+            // `leave`, remote-heads gossip, and types from future versions.
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    fn join(
+        &mut self,
+        m: &[(Value, Value)],
+        tx: &mpsc::Sender<Vec<u8>>,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Vec<u8>>, ProtocolError> {
+        let peer = field_text(m, "senderId")
+            .ok_or_else(|| ProtocolError("`join` needs a `senderId`".into()))?;
+        let versions: Vec<String> = match field(m, "supportedProtocolVersions") {
+            Some(Value::Array(vs)) => vs
+                .iter()
+                .filter_map(|v| v.as_text().map(str::to_string))
+                .collect(),
+            _ => vec![PROTOCOL_VERSION.to_string()],
+        };
+        if !versions.iter().any(|v| v == PROTOCOL_VERSION) {
+            return Err(ProtocolError(format!(
+                "unsupported protocol version(s) {versions:?}: this server speaks \"{PROTOCOL_VERSION}\""
+            )));
+        }
+        let meta = match field(m, "peerMetadata") {
+            Some(Value::Map(pm)) => Some(pm.clone()),
+            _ => None,
+        };
+        let ephemeral = meta
+            .as_ref()
+            .and_then(|pm| field(pm, "isEphemeral"))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let storage = meta.as_ref().and_then(|pm| field_text(pm, "storageId"));
+        self.storage_key = match (ephemeral, storage) {
+            (false, Some(s)) if !s.is_empty() && s.len() <= 100 => {
+                Some(format!("repo:{}", s.replace('\0', "")))
+            }
+            _ => None,
+        };
+        // A peer that reconnects replaces its old connection.
+        {
+            let mut conns = self.node.ws_hub.conns.lock();
+            for c in conns.values() {
+                if c.peer_id == peer {
+                    c.cancel.cancel();
+                }
+            }
+            conns.insert(
+                self.id,
+                ConnEntry {
+                    peer_id: peer.clone(),
+                    docs: HashSet::new(),
+                    tx: tx.clone(),
+                    cancel: cancel.clone(),
+                },
+            );
+        }
+        self.peer_id = Some(peer.clone());
+        let reply = map(vec![
+            ("type", text("peer")),
+            ("senderId", text(&self.server_peer_id)),
+            ("targetId", text(&peer)),
+            ("selectedProtocolVersion", text(PROTOCOL_VERSION)),
+            (
+                "peerMetadata",
+                map(vec![
+                    ("storageId", text(&self.node.store.node_id().to_string())),
+                    ("isEphemeral", Value::Bool(false)),
+                ]),
+            ),
+        ]);
+        Ok(vec![encode(&reply)])
+    }
+
+    fn subscribe(&self, document_id: &str) {
+        if let Some(c) = self.node.ws_hub.conns.lock().get_mut(&self.id) {
+            c.docs.insert(document_id.to_string());
+        }
+    }
+
+    fn sync_frame(&self, document_id: &str, data: Vec<u8>) -> Vec<u8> {
+        encode(&map(vec![
+            ("type", text("sync")),
+            ("senderId", text(&self.server_peer_id)),
+            ("targetId", text(self.peer_id.as_deref().unwrap_or(""))),
+            ("documentId", text(document_id)),
+            ("data", Value::Bytes(data)),
+        ]))
+    }
+
+    /// This connection's sync state for a document (restored from disk for clients with storage).
+    fn take_state(
+        &mut self,
+        document_id: &str,
+        key: &DocKey,
+    ) -> Result<automerge::sync::State, ProtocolError> {
+        if let Some(s) = self.states.remove(document_id) {
+            return Ok(s);
+        }
+        if let Some(client) = &self.storage_key {
+            if let Some(bytes) = self.node.store.sync_state(client, key)? {
+                if let Ok(s) = automerge::sync::State::decode(&bytes) {
+                    return Ok(s);
+                }
+            }
+        }
+        Ok(automerge::sync::State::new())
+    }
+
+    async fn sync(
+        &mut self,
+        m: &[(Value, Value)],
+        request: bool,
+    ) -> Result<Vec<Vec<u8>>, ProtocolError> {
+        let document_id = field_text(m, "documentId")
+            .ok_or_else(|| ProtocolError("`sync` needs a `documentId`".into()))?;
+        let key = self.key(&document_id)?;
+        let data = field_bytes(m, "data")
+            .ok_or_else(|| ProtocolError("`sync` needs `data` bytes".into()))?;
+        let msg = automerge::sync::Message::decode(&data)
+            .map_err(|e| ProtocolError(format!("{document_id}: invalid sync message: {e}")))?;
+        self.subscribe(&document_id);
+        if request {
+            let k = key.clone();
+            let node = self.node.clone();
+            let exists = self
+                .node
+                .blocking(move || Ok(node.store.meta(&k)?.is_some_and(|m| !m.heads.is_empty())))
+                .await?;
+            if !exists && msg.heads.is_empty() {
+                self.wanted.insert(document_id.clone());
+                let frame = encode(&map(vec![
+                    ("type", text("doc-unavailable")),
+                    ("senderId", text(&self.server_peer_id)),
+                    ("targetId", text(self.peer_id.as_deref().unwrap_or(""))),
+                    ("documentId", text(&document_id)),
+                ]));
+                return Ok(vec![frame]);
+            }
+        }
+        let mut state = self.take_state(&document_id, &key)?;
+        let node = self.node.clone();
+        let storage = self.storage_key.clone();
+        let (state, reply) = node
+            .clone()
+            .blocking(move || {
+                let (reply, _) = node.store.write::<_, ApiError>(&key, |doc, _| {
+                    doc.receive_sync_message(&mut state, msg)
+                        .map_err(|e| ApiError::BadRequest(format!("sync message rejected: {e}")))?;
+                    Ok(doc.generate_sync_message(&mut state).map(|m| m.encode()))
+                })?;
+                if let Some(client) = &storage {
+                    node.store.put_sync_state(client, &key, &state.encode())?;
+                }
+                Ok((state, reply))
+            })
+            .await?;
+        self.states.insert(document_id.clone(), state);
+        Ok(reply
+            .map(|r| self.sync_frame(&document_id, r))
+            .into_iter()
+            .collect())
+    }
+
+    /// After any commit: a document this connection has open (or asked for) gets a sync message.
+    async fn on_commit(&mut self, key: &DocKey) -> Result<Vec<Vec<u8>>, ProtocolError> {
+        if self.peer_id.is_none() || key.collection() != self.node.config.automerge_collection {
+            return Ok(Vec::new());
+        }
+        let document_id = key.id().to_string();
+        if !self.states.contains_key(&document_id) && !self.wanted.remove(&document_id) {
+            return Ok(Vec::new());
+        }
+        self.generate(&document_id, key.clone()).await
+    }
+
+    async fn generate(
+        &mut self,
+        document_id: &str,
+        key: DocKey,
+    ) -> Result<Vec<Vec<u8>>, ProtocolError> {
+        let mut state = self.take_state(document_id, &key)?;
+        let node = self.node.clone();
+        let (state, msg) = node
+            .clone()
+            .blocking(move || {
+                let msg = node
+                    .store
+                    .read(&key, |doc, _| doc.generate_sync_message(&mut state))?;
+                Ok((state, msg.flatten().map(|m| m.encode())))
+            })
+            .await?;
+        self.states.insert(document_id.to_string(), state);
+        Ok(msg
+            .map(|m| self.sync_frame(document_id, m))
+            .into_iter()
+            .collect())
+    }
+
+    /// After missing commit events: offer every open document again.
+    async fn resync_all(&mut self) -> Result<Vec<Vec<u8>>, ProtocolError> {
+        let docs: Vec<String> = self.states.keys().cloned().collect();
+        let mut out = Vec::new();
+        for d in docs {
+            let key = self.key(&d)?;
+            out.extend(self.generate(&d, key).await?);
+        }
+        Ok(out)
+    }
+
+    /// Relays an ephemeral message to the other connections on its document.
+    fn relay(&self, m: &[(Value, Value)]) {
+        let (Some(sender), Some(session), Some(count), Some(document_id)) = (
+            field_text(m, "senderId"),
+            field_text(m, "sessionId"),
+            field_u64(m, "count"),
+            field_text(m, "documentId"),
+        ) else {
+            return;
+        };
+        {
+            let mut seen = self.node.ws_hub.seen.lock();
+            let last = seen.entry((sender, session)).or_insert(0);
+            if count <= *last && *last != 0 {
+                return;
+            }
+            *last = count;
+        }
+        self.subscribe(&document_id);
+        let conns = self.node.ws_hub.conns.lock();
+        for (id, c) in conns.iter() {
+            if *id == self.id || !c.docs.contains(&document_id) {
+                continue;
+            }
+            let mut pairs: Vec<(Value, Value)> = m
+                .iter()
+                .filter(|(k, _)| k.as_text() != Some("targetId"))
+                .cloned()
+                .collect();
+            pairs.push((text("targetId"), text(&c.peer_id)));
+            let _ = c.tx.try_send(encode(&Value::Map(pairs)));
+        }
+    }
+}
