@@ -93,6 +93,9 @@ struct ServeArgs {
     /// Days after which unused client sync states are removed [default: 30]
     #[arg(long, env = "CONCORD_SYNC_STATE_TTL_DAYS")]
     sync_state_ttl_days: Option<u64>,
+    /// Collection of automerge-repo documents [default: automerge]
+    #[arg(long, env = "CONCORD_AUTOMERGE_COLLECTION")]
+    automerge_collection: Option<String>,
     /// Source IP for connections to peers [default: chosen by the OS]
     #[arg(long, env = "CONCORD_PEER_BIND_IP")]
     peer_bind_ip: Option<std::net::IpAddr>,
@@ -120,7 +123,8 @@ impl ServeArgs {
             peers,
             anti_entropy_interval_ms,
             push_queue,
-            sync_state_ttl_days
+            sync_state_ttl_days,
+            automerge_collection
         );
         if self.advertise.is_some() {
             c.advertise = self.advertise;
