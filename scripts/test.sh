@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/setup.sh
 source scripts/setup.sh
-# The JavaScript clients, exactly as pinned by tests/js/package-lock.json.
-npm ci --prefix tests/js --no-audit --no-fund --loglevel=error
+# The JavaScript clients, as pinned by tests/js/package-lock.json. (`npm install`, not `npm ci`:
+# npm 11's `ci` rejects this lockfile over cbor-extract's platform-specific optional packages;
+# `install` with a lockfile present installs exactly the locked versions.)
+npm install --prefix tests/js --no-audit --no-fund --loglevel=error
 cargo test --locked "$@"

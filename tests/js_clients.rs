@@ -1,6 +1,6 @@
 //! Real JavaScript clients (`tests/js`, Node.js with the npm packages pinned by its lockfile):
 //! stock automerge-repo 2.x over WebSocket, and @automerge/automerge syncing over HTTP, against
-//! two replicating nodes. `scripts/test.sh` installs the packages (`npm ci`).
+//! two replicating nodes. `scripts/test.sh` installs the packages.
 
 mod common;
 
@@ -13,7 +13,7 @@ async fn javascript_clients_sync_with_concord() {
     let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
     assert!(
         js.join("node_modules/@automerge/automerge-repo").exists(),
-        "the JavaScript test clients are not installed: run `npm ci --prefix tests/js` (scripts/test.sh does)"
+        "the JavaScript test clients are not installed: run `npm install --prefix tests/js` (scripts/test.sh does)"
     );
     let d0 = tempfile::tempdir().unwrap();
     let d1 = tempfile::tempdir().unwrap();
