@@ -125,7 +125,8 @@ impl From<DocError> for ApiError {
             DocError::InvalidHeads(_)
             | DocError::UnknownHeads(_)
             | DocError::InvalidPointer { .. }
-            | DocError::BadOp(_) => ApiError::BadRequest(e.to_string()),
+            | DocError::BadOp(_)
+            | DocError::SyncRejected(_) => ApiError::BadRequest(e.to_string()),
             DocError::NotAnObject(_) => ApiError::InvalidBody(e.to_string()),
             DocError::PathNotFound(_) | DocError::InvalidTarget { .. } | DocError::Automerge(_) => {
                 ApiError::InvalidOperation(e.to_string())

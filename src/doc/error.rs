@@ -20,6 +20,8 @@ pub enum DocError {
     Corrupt(String),
     #[error("{0}")]
     BadOp(String),
+    #[error("sync message rejected: {0}")]
+    SyncRejected(String),
     #[error("automerge rejected the operation: {0}")]
     Automerge(String),
 }

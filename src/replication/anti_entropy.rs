@@ -531,18 +531,17 @@ async fn sync_session(
                 let Ok(msg) = automerge::sync::Message::decode(&d.message) else {
                     continue;
                 };
-                let (reply, _) = n.store.write_from::<_, crate::store::StoreError>(
-                    Origin::Peer,
-                    &k,
-                    |doc, _| {
-                        let mut s = state.lock();
-                        if let Err(e) = doc.receive_sync_message(&mut s, msg) {
+                let reply =
+                    match crate::sync::step(&n.store, Origin::Peer, &k, &mut state.lock(), msg) {
+                        Ok(r) => r,
+                        Err(crate::store::StoreError::Doc(
+                            e @ crate::doc::DocError::SyncRejected(_),
+                        )) => {
                             tracing::warn!(doc = %k, error = %e, "peer sync message rejected");
-                            return Ok(None);
+                            None
                         }
-                        Ok(doc.generate_sync_message(&mut s))
-                    },
-                )?;
+                        Err(e) => return Err(e),
+                    };
                 if let Some(m) = reply {
                     out.push(DocMessageV1 {
                         collection: d.collection,

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use automerge::sync::SyncDoc;
 use automerge::{Change, ChangeHash};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
@@ -249,15 +248,7 @@ pub async fn sync(
                 let msg = automerge::sync::Message::decode(&d.message)
                     .map_err(|e| ApiError::BadRequest(format!("{k}: invalid sync message: {e}")))?;
                 let state = n.sync_sessions.state(session, &k);
-                let (reply, _) =
-                    n.store
-                        .write_from::<_, ApiError>(Origin::Peer, &k, |doc, _| {
-                            let mut st = state.lock();
-                            doc.receive_sync_message(&mut st, msg).map_err(|e| {
-                                ApiError::BadRequest(format!("{k}: sync message rejected: {e}"))
-                            })?;
-                            Ok(doc.generate_sync_message(&mut st))
-                        })?;
+                let reply = crate::sync::step(&n.store, Origin::Peer, &k, &mut state.lock(), msg)?;
                 if let Some(m) = reply {
                     out.push(DocMessageV1 {
                         collection: d.collection,

@@ -4,7 +4,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use automerge::sync::SyncDoc;
 use automerge::{ChangeHash, ReadDoc};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -18,7 +17,7 @@ use crate::api::extract::{PathParams, QueryParams};
 use crate::api::problem::ApiError;
 use crate::doc::{heads, json, DocError};
 use crate::server::Node;
-use crate::store::DocKey;
+use crate::store::{DocKey, Origin};
 
 pub const CLIENT_ID_HEADER: &str = "concord-client-id";
 const OCTET_STREAM: &str = "application/octet-stream";
@@ -81,11 +80,8 @@ pub async fn sync(
                     .unwrap_or_else(|_| automerge::sync::State::new()),
                 None => automerge::sync::State::new(),
             };
-            let (reply, _) = n.store.write::<_, ApiError>(&key, |doc, _| {
-                doc.receive_sync_message(&mut state, msg)
-                    .map_err(|e| ApiError::BadRequest(format!("sync message rejected: {e}")))?;
-                Ok(doc.generate_sync_message(&mut state).map(|m| m.encode()))
-            })?;
+            let reply =
+                super::step(&n.store, Origin::Local, &key, &mut state, msg)?.map(|m| m.encode());
             n.store.put_sync_state(&client, &key, &state.encode())?;
             Ok(reply)
         })

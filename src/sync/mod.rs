@@ -14,7 +14,28 @@ pub mod websocket;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::doc::DocError;
 use crate::server::Node;
+use crate::store::{DocKey, Origin, Store, StoreError};
+
+/// One step of the Automerge sync protocol against a stored document, for every kind of peer
+/// (HTTP clients, automerge-repo clients, other nodes): applies the other side's message (its
+/// changes durably, in one commit) and returns this side's next message.
+pub fn step(
+    store: &Store,
+    origin: Origin,
+    key: &DocKey,
+    state: &mut automerge::sync::State,
+    msg: automerge::sync::Message,
+) -> Result<Option<automerge::sync::Message>, StoreError> {
+    use automerge::sync::SyncDoc;
+    let (reply, _) = store.write_from::<_, StoreError>(origin, key, |doc, _| {
+        doc.receive_sync_message(state, msg)
+            .map_err(|e| StoreError::Doc(DocError::SyncRejected(e.to_string())))?;
+        Ok(doc.generate_sync_message(state))
+    })?;
+    Ok(reply)
+}
 
 /// Removes client sync states unused for `sync_state_ttl_days`, once at start and then hourly.
 pub async fn sweep_states(node: Arc<Node>) {

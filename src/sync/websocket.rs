@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::problem::ApiError;
 use crate::server::Node;
-use crate::store::{DocKey, StoreError};
+use crate::store::{DocKey, Origin, StoreError};
 
 const PROTOCOL_VERSION: &str = "1";
 
@@ -371,11 +371,8 @@ impl Conn {
         let (state, reply) = node
             .clone()
             .blocking(move || {
-                let (reply, _) = node.store.write::<_, ApiError>(&key, |doc, _| {
-                    doc.receive_sync_message(&mut state, msg)
-                        .map_err(|e| ApiError::BadRequest(format!("sync message rejected: {e}")))?;
-                    Ok(doc.generate_sync_message(&mut state).map(|m| m.encode()))
-                })?;
+                let reply = super::step(&node.store, Origin::Local, &key, &mut state, msg)?
+                    .map(|m| m.encode());
                 if let Some(client) = &storage {
                     node.store.put_sync_state(client, &key, &state.encode())?;
                 }
