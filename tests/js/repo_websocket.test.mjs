@@ -114,3 +114,37 @@ test("bad frames get an error and a close, and other clients keep working", asyn
   assert.equal((await b.find(h.url)).doc().ok, true)
   await a.shutdown(); await b.shutdown()
 })
+
+test("a document created over REST opens by its automerge: URL", async () => {
+  const r = await fetch(`${urls[0]}/v1/collections/automerge/docs`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ from: "rest", tags: ["a"] }) })
+  assert.equal(r.status, 201)
+  const { id } = await r.json()
+  const a = repo(urls[0])
+  const h = await a.find(`automerge:${id}`)
+  assert.deepEqual({ ...h.doc(), tags: [...h.doc().tags] }, { from: "rest", tags: ["a"] })
+  // ...and the change feed lists the client's edit.
+  const since = (await (await fetch(`${urls[0]}/v1/changes?since=now`)).json()).last_cursor
+  h.change((d) => { d.edited = true })
+  await until("the edit is in the changes feed", async () => {
+    const feed = await (await fetch(`${urls[0]}/v1/changes?since=${since}&collection=automerge`)).json()
+    return feed.results.some((e) => e.id === id)
+  })
+  await a.shutdown()
+})
+
+test("ephemeral messages reach the other clients of the document", async () => {
+  const a = repo(urls[0])
+  const b = repo(urls[0])
+  const h = a.create()
+  h.change((d) => { d.room = "lobby" })
+  await until("on the node", async () => (await restGet(urls[0], h.documentId))?.room === "lobby")
+  const hb = await b.find(h.url)
+  const got = new Promise((resolve) => hb.on("ephemeral-message", ({ message }) => resolve(message)))
+  // Presence is sent repeatedly in practice; send until it arrives.
+  const timer = setInterval(() => h.broadcast({ cursor: 42 }), 50)
+  const message = await got
+  clearInterval(timer)
+  assert.deepEqual(message, { cursor: 42 })
+  await a.shutdown(); await b.shutdown()
+})
