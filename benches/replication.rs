@@ -8,6 +8,8 @@
 //!
 //! Run: `cargo bench --profile dev --bench replication -- --docs 100000 --changed 1000,10000`
 
+mod support;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -230,14 +232,7 @@ impl Drop for Proc {
 
 async fn lag(secs: u64) {
     let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().expect("dir")).collect();
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("port")
-                .port()
-        })
-        .collect();
+    let ports: Vec<u16> = (0..2).map(|_| support::free_port()).collect();
     let mut procs = Vec::new();
     for i in 0..2 {
         let child = Command::new(env!("CARGO_BIN_EXE_concord"))

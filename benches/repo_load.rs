@@ -12,6 +12,8 @@
 //! Run: `cargo bench --profile dev --bench repo_load -- --clients 50 --docs 40 --edits 5`
 //! (needs Node.js and `npm install --prefix tests/js`).
 
+mod support;
+
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -274,13 +276,6 @@ impl Drop for Server {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
-
 async fn wait_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -294,7 +289,7 @@ async fn wait_port(port: u16) {
 
 async fn start(which: &str) -> Server {
     let dir = tempfile::tempdir().expect("dir");
-    let port = free_port();
+    let port = support::free_port();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let (child, ws) = if which == "concord" {
         let child = Command::new(env!("CARGO_BIN_EXE_concord"))
@@ -335,14 +330,7 @@ async fn start(which: &str) -> Server {
 }
 
 fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
+    support::rss_kib(pid) as f64 / 1024.0
 }
 
 #[tokio::main]
