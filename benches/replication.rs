@@ -44,7 +44,13 @@ async fn node(dir: &std::path::Path) -> (Arc<Node>, String) {
     };
     let n = open_node(config, addr.clone()).await.expect("node");
     let app = concord::api::router(n.clone());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
     (n, addr)
 }
 

@@ -71,6 +71,13 @@ pub struct Config {
     pub sync_state_ttl_days: u64,
     /// The collection that holds automerge-repo documents (by DocumentId). Default `automerge`.
     pub automerge_collection: String,
+    /// API tokens (`[[tokens]]` tables: name, token, access = "read" | "write", collections).
+    /// Default: none, and then only loopback clients are served.
+    pub tokens: Vec<crate::api::auth::TokenConfig>,
+    /// A TOML file with more `[[tokens]]` (kept out of the main config). Default: none.
+    pub token_file: Option<PathBuf>,
+    /// Serve non-loopback clients even with no tokens configured. Default false.
+    pub allow_unauthenticated_remote: bool,
 }
 
 impl Default for Config {
@@ -93,6 +100,9 @@ impl Default for Config {
             peer_bind_ip: None,
             sync_state_ttl_days: 30,
             automerge_collection: "automerge".to_string(),
+            tokens: Vec::new(),
+            token_file: None,
+            allow_unauthenticated_remote: false,
         }
     }
 }
@@ -137,9 +147,45 @@ impl Config {
         if crate::store::keys::validate_collection(&self.automerge_collection).is_err() {
             return invalid("automerge_collection must be a valid collection name");
         }
+        for t in &self.tokens {
+            if t.token.len() < 16 {
+                return Err(ConfigError::Invalid(format!(
+                    "token `{}` must be at least 16 characters",
+                    t.name
+                )));
+            }
+            if self.cluster_secret.as_deref() == Some(t.token.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "token `{}` equals the cluster secret: client tokens and the peer secret must differ",
+                    t.name
+                )));
+            }
+        }
         if self.push_queue == 0 {
             return invalid("push_queue must be at least 1");
         }
+        Ok(())
+    }
+
+    /// Adds the tokens of `token_file`, if any, to `tokens`.
+    pub fn load_token_file(&mut self) -> Result<(), ConfigError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct TokenFile {
+            tokens: Vec<crate::api::auth::TokenConfig>,
+        }
+        let Some(path) = self.token_file.clone() else {
+            return Ok(());
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let file: TokenFile = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        self.tokens.extend(file.tokens);
         Ok(())
     }
 

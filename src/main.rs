@@ -93,6 +93,12 @@ struct ServeArgs {
     /// Days after which unused client sync states are removed [default: 30]
     #[arg(long, env = "CONCORD_SYNC_STATE_TTL_DAYS")]
     sync_state_ttl_days: Option<u64>,
+    /// TOML file with `[[tokens]]` API tokens [default: none]
+    #[arg(long, env = "CONCORD_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve non-loopback clients even without API tokens [default: false]
+    #[arg(long, env = "CONCORD_ALLOW_UNAUTHENTICATED_REMOTE")]
+    allow_unauthenticated_remote: bool,
     /// Collection of automerge-repo documents [default: automerge]
     #[arg(long, env = "CONCORD_AUTOMERGE_COLLECTION")]
     automerge_collection: Option<String>,
@@ -135,6 +141,13 @@ impl ServeArgs {
         if self.peer_bind_ip.is_some() {
             c.peer_bind_ip = self.peer_bind_ip;
         }
+        if self.token_file.is_some() {
+            c.token_file = self.token_file;
+        }
+        if self.allow_unauthenticated_remote {
+            c.allow_unauthenticated_remote = true;
+        }
+        c.load_token_file()?;
         c.validate()?;
         Ok(c)
     }

@@ -106,17 +106,29 @@ pub async fn run(
     let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
     let node = open_node(config, advertise).await?;
     tracing::info!(%addr, node_id = %node.store.node_id(), data_dir = %node.config.data_dir.display(), "concord listening");
+    if node.config.tokens.is_empty() {
+        if node.config.allow_unauthenticated_remote {
+            tracing::warn!("no API tokens configured: serving every client without authentication");
+        } else {
+            tracing::warn!("no API tokens configured: serving loopback clients only");
+        }
+    } else {
+        tracing::info!(tokens = node.config.tokens.len(), "API tokens required");
+    }
     let app = crate::api::router(node.clone());
     let mut tasks = crate::replication::start(&node);
     tasks.push(tokio::spawn(crate::sync::sweep_states(node.clone())));
     let token = node.shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining requests");
-            token.cancel();
-        })
-        .await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining requests");
+        token.cancel();
+    })
+    .await?;
     // Serving can also end on a listener error: stop the background tasks either way.
     node.shutdown.cancel();
     for t in tasks {

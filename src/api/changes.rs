@@ -93,10 +93,21 @@ async fn page(
 pub async fn changes(
     State(node): State<Arc<Node>>,
     QueryParams(q): QueryParams<ChangesQuery>,
+    axum::Extension(who): axum::Extension<crate::api::auth::Principal>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(c) = &q.collection {
         keys::validate_collection(c)?;
+    }
+    match (&who.collections, &q.collection) {
+        (Some(_), None) => {
+            return Err(ApiError::Forbidden(format!(
+                "token `{}` is limited to some collections: pass `collection=`",
+                who.name
+            )))
+        }
+        (_, Some(c)) if !who.may_read(c) => return Err(who.not_allowed(c)),
+        _ => {}
     }
     // A reconnecting EventSource resumes from the last event it saw.
     let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok());

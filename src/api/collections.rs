@@ -27,11 +27,15 @@ pub struct CollectionInfo {
 }
 
 /// `GET /v1/collections`
-pub async fn list_collections(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
+pub async fn list_collections(
+    State(node): State<Arc<Node>>,
+    axum::Extension(who): axum::Extension<crate::api::auth::Principal>,
+) -> Result<Response, ApiError> {
     let n = node.clone();
     let cols = node.blocking(move || Ok(n.store.collections()?)).await?;
     let collections: Vec<CollectionInfo> = cols
         .into_iter()
+        .filter(|(name, _)| who.may_read(name))
         .map(|(name, docs)| CollectionInfo { name, docs })
         .collect();
     Ok(axum::Json(serde_json::json!({ "collections": collections })).into_response())

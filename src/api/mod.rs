@@ -1,6 +1,7 @@
 //! The REST API (v1): routes, extractors, conditional requests, and the one mapping of errors to
 //! `application/problem+json`. The contract is `openapi.yaml` at the repository root.
 
+pub mod auth;
 pub mod changes;
 pub mod cluster;
 pub mod collections;
@@ -24,10 +25,28 @@ use problem::ApiError;
 
 /// Builds the router with every route and layer.
 pub fn router(node: Arc<Node>) -> Router {
-    let doc = "/v1/collections/{collection}/docs/{id}";
     Router::new()
         .route("/v1/health", get(system::health))
         .route("/metrics", get(system::metrics))
+        .merge(client_routes(node.clone()))
+        .merge(peer_routes(node.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(node.config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            observe::observe,
+        ))
+        .layer(CatchPanicLayer::custom(observe::panic_response))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(node)
+}
+
+/// Client endpoints: API tokens (when configured) open them.
+fn client_routes(node: Arc<Node>) -> Router<Arc<Node>> {
+    let doc = "/v1/collections/{collection}/docs/{id}";
+    Router::new()
         .route("/v1/collections", get(collections::list_collections))
         .route(
             "/v1/collections/{collection}/docs",
@@ -71,18 +90,10 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/changes", get(changes::changes))
         .route("/v1/cluster", get(cluster::cluster))
         .route("/v1/automerge-repo", get(crate::sync::websocket::upgrade))
-        .merge(peer_routes(node.clone()))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(node.config.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            node.clone(),
-            observe::observe,
+        .route_layer(axum::middleware::from_fn_with_state(
+            node,
+            auth::require_token,
         ))
-        .layer(CatchPanicLayer::custom(observe::panic_response))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(node)
 }
 
 /// Peer-to-peer endpoints: only the cluster secret opens them.

@@ -24,6 +24,8 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
@@ -70,6 +72,7 @@ impl ApiError {
                 "The operation does not fit the document",
             ),
             Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
+            Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
             MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -173,6 +176,10 @@ impl IntoResponse for ApiError {
             } else if let Ok(v) = HeaderValue::from_str(&format!("\"{current}\"")) {
                 resp.headers_mut().insert(header::ETAG, v);
             }
+        }
+        if matches!(self, ApiError::Unauthorized(_)) {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if matches!(self, ApiError::Timeout(_) | ApiError::ShuttingDown) {
             resp.headers_mut()

@@ -64,6 +64,7 @@ fn with_etag(mut resp: Response, hs: &[ChangeHash]) -> Response {
 pub async fn sync(
     State(node): State<Arc<Node>>,
     PathParams((collection, id)): PathParams<(String, String)>,
+    axum::Extension(who): axum::Extension<crate::api::auth::Principal>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
@@ -72,6 +73,10 @@ pub async fn sync(
     let msg = automerge::sync::Message::decode(&body).map_err(|e| {
         ApiError::BadRequest(format!("the body is not an Automerge sync message: {e}"))
     })?;
+    // A read-only client may sync down, but not push changes.
+    if !msg.changes.is_empty() {
+        who.check_write(&collection)?;
+    }
     let n = node.clone();
     let reply = node
         .blocking(move || {

@@ -57,11 +57,16 @@ impl Hub {
 }
 
 /// `GET /v1/automerge-repo`: upgrades to the automerge-repo WebSocket protocol.
-pub async fn upgrade(State(node): State<Arc<Node>>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(node): State<Arc<Node>>,
+    axum::Extension(who): axum::Extension<crate::api::auth::Principal>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let limit = node.config.max_body_bytes;
+    let may_write = who.may_write(&node.config.automerge_collection);
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| serve(node, socket))
+        .on_upgrade(move |socket| serve(node, socket, may_write))
 }
 
 fn text(v: &str) -> Value {
@@ -123,12 +128,14 @@ struct Conn {
     peer_id: Option<String>,
     /// Where this client's sync states persist (clients with a storage id that are not ephemeral).
     storage_key: Option<String>,
+    /// False for read-only tokens: such clients sync down but may not push changes.
+    may_write: bool,
     states: HashMap<String, automerge::sync::State>,
     /// Documents the client asked for that the node did not have: sent when they arrive.
     wanted: HashSet<String>,
 }
 
-async fn serve(node: Arc<Node>, mut socket: WebSocket) {
+async fn serve(node: Arc<Node>, mut socket: WebSocket, may_write: bool) {
     let id = node.ws_hub.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, mut relay_rx) = mpsc::channel::<Vec<u8>>(1024);
     let cancel = CancellationToken::new();
@@ -139,6 +146,7 @@ async fn serve(node: Arc<Node>, mut socket: WebSocket) {
         id,
         peer_id: None,
         storage_key: None,
+        may_write,
         states: HashMap::new(),
         wanted: HashSet::new(),
     };
@@ -346,6 +354,11 @@ impl Conn {
             .ok_or_else(|| ProtocolError("`sync` needs `data` bytes".into()))?;
         let msg = automerge::sync::Message::decode(&data)
             .map_err(|e| ProtocolError(format!("{document_id}: invalid sync message: {e}")))?;
+        if !self.may_write && !msg.changes.is_empty() {
+            return Err(ProtocolError(
+                "this token is read-only: changes are refused".into(),
+            ));
+        }
         self.subscribe(&document_id);
         if request {
             let k = key.clone();
