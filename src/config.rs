@@ -78,6 +78,16 @@ pub struct Config {
     pub token_file: Option<PathBuf>,
     /// Serve non-loopback clients even with no tokens configured. Default false.
     pub allow_unauthenticated_remote: bool,
+    /// Requests handled at once; beyond it the node answers 503 with `Retry-After` at once instead
+    /// of queueing. Long polls and SSE streams count while they wait. Default 4096.
+    pub max_concurrent_requests: usize,
+    /// Deepest JSON nesting accepted in a request body. Default 64.
+    pub max_json_depth: usize,
+    /// Largest stored size a local write may give a document (changes from peers are always
+    /// accepted, so replicas converge). Default 67108864 (64 MiB).
+    pub max_document_bytes: u64,
+    /// Open automerge-repo WebSocket connections at once. Default 10000.
+    pub max_websockets: usize,
 }
 
 impl Default for Config {
@@ -103,6 +113,10 @@ impl Default for Config {
             tokens: Vec::new(),
             token_file: None,
             allow_unauthenticated_remote: false,
+            max_concurrent_requests: 4096,
+            max_json_depth: 64,
+            max_document_bytes: 64 << 20,
+            max_websockets: 10_000,
         }
     }
 }
@@ -161,6 +175,15 @@ impl Config {
                 )));
             }
         }
+        if self.max_concurrent_requests == 0 || self.max_websockets == 0 {
+            return invalid("max_concurrent_requests and max_websockets must be at least 1");
+        }
+        if !(1..=128).contains(&self.max_json_depth) {
+            return invalid("max_json_depth must be between 1 and 128");
+        }
+        if self.max_document_bytes < 1024 {
+            return invalid("max_document_bytes must be at least 1024");
+        }
         if self.push_queue == 0 {
             return invalid("push_queue must be at least 1");
         }
@@ -194,6 +217,7 @@ impl Config {
             cache_bytes: self.cache_bytes,
             compact_min_bytes: self.compact_min_bytes,
             sync_writes: true,
+            max_document_bytes: self.max_document_bytes,
         }
     }
 }

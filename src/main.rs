@@ -93,6 +93,18 @@ struct ServeArgs {
     /// Days after which unused client sync states are removed [default: 30]
     #[arg(long, env = "CONCORD_SYNC_STATE_TTL_DAYS")]
     sync_state_ttl_days: Option<u64>,
+    /// Requests handled at once before answering 503 [default: 4096]
+    #[arg(long, env = "CONCORD_MAX_CONCURRENT_REQUESTS")]
+    max_concurrent_requests: Option<usize>,
+    /// Deepest JSON nesting accepted [default: 64]
+    #[arg(long, env = "CONCORD_MAX_JSON_DEPTH")]
+    max_json_depth: Option<usize>,
+    /// Largest stored size a local write may give a document [default: 67108864]
+    #[arg(long, env = "CONCORD_MAX_DOCUMENT_BYTES")]
+    max_document_bytes: Option<u64>,
+    /// Open automerge-repo WebSocket connections at once [default: 10000]
+    #[arg(long, env = "CONCORD_MAX_WEBSOCKETS")]
+    max_websockets: Option<usize>,
     /// TOML file with `[[tokens]]` API tokens [default: none]
     #[arg(long, env = "CONCORD_TOKEN_FILE")]
     token_file: Option<PathBuf>,
@@ -130,7 +142,11 @@ impl ServeArgs {
             anti_entropy_interval_ms,
             push_queue,
             sync_state_ttl_days,
-            automerge_collection
+            automerge_collection,
+            max_concurrent_requests,
+            max_json_depth,
+            max_document_bytes,
+            max_websockets
         );
         if self.advertise.is_some() {
             c.advertise = self.advertise;

@@ -33,6 +33,16 @@ pub fn router(node: Arc<Node>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(node.config.max_body_bytes))
+        .layer(
+            // Beyond capacity, answer 503 at once rather than queue without bound. The limit is global:
+            // `Router::layer` wraps each route, so a per-layer semaphore would be per route.
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    node.config.max_concurrent_requests,
+                )),
+        )
         .layer(axum::middleware::from_fn_with_state(
             node.clone(),
             observe::observe,
@@ -110,6 +120,10 @@ fn peer_routes(node: Arc<Node>) -> Router<Arc<Node>> {
             node,
             auth::require_secret,
         ))
+}
+
+async fn overloaded(_: tower::BoxError) -> ApiError {
+    ApiError::Overloaded("the node is at its concurrent request limit; retry shortly".into())
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

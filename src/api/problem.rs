@@ -41,6 +41,10 @@ pub enum ApiError {
     Timeout(u64),
     #[error("the node is shutting down")]
     ShuttingDown,
+    #[error("{0}")]
+    Overloaded(String),
+    #[error("{0}")]
+    DocumentTooLarge(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -104,6 +108,12 @@ impl ApiError {
                 "timeout",
                 "Request timed out",
             ),
+            Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded", "Overloaded"),
+            DocumentTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "document-too-large",
+                "Document too large",
+            ),
             ShuttingDown => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "shutting-down",
@@ -147,6 +157,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::Doc(d) => d.into(),
             StoreError::Corrupt(_) => ApiError::Corrupt(e.to_string()),
+            StoreError::DocumentTooLarge { .. } => ApiError::DocumentTooLarge(e.to_string()),
             other => {
                 tracing::error!(error = %other, "storage error");
                 ApiError::Internal(other.to_string())
@@ -181,7 +192,10 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if matches!(self, ApiError::Timeout(_) | ApiError::ShuttingDown) {
+        if matches!(
+            self,
+            ApiError::Timeout(_) | ApiError::ShuttingDown | ApiError::Overloaded(_)
+        ) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -28,6 +28,8 @@ pub enum StoreError {
         name: &'static str,
         reason: String,
     },
+    #[error("the write would make the document larger than the limit of {limit} bytes")]
+    DocumentTooLarge { limit: u64 },
     #[error(transparent)]
     Doc(#[from] DocError),
 }

@@ -88,6 +88,8 @@ pub struct StoreOptions {
     /// Sync the WAL before acknowledging a write. Only tests and benchmarks of the ceiling turn
     /// this off.
     pub sync_writes: bool,
+    /// Largest stored size a local commit may give a document.
+    pub max_document_bytes: u64,
 }
 
 impl Default for StoreOptions {
@@ -96,6 +98,7 @@ impl Default for StoreOptions {
             cache_bytes: 256 << 20,
             compact_min_bytes: 16 << 10,
             sync_writes: true,
+            max_document_bytes: 64 << 20,
         }
     }
 }
@@ -507,6 +510,12 @@ impl Store {
             meta.snapshot_len = snapshot.len() as u64;
             meta.incr_len = 0;
             self.metrics.compactions.inc();
+        }
+
+        if origin == Origin::Local && meta.stored_len() > self.options.max_document_bytes {
+            return Err(StoreError::DocumentTooLarge {
+                limit: self.options.max_document_bytes,
+            });
         }
 
         let bucket = digest::bucket(enc);

@@ -38,6 +38,8 @@ const PROTOCOL_VERSION: &str = "1";
 #[derive(Default)]
 pub struct Hub {
     next_id: AtomicU64,
+    /// Open sockets (joined or not).
+    open: std::sync::atomic::AtomicUsize,
     conns: Mutex<HashMap<u64, ConnEntry>>,
     /// Highest `count` seen per (sender, session): ephemeral messages loop without it.
     seen: Mutex<HashMap<(String, String), u64>>,
@@ -62,6 +64,14 @@ pub async fn upgrade(
     axum::Extension(who): axum::Extension<crate::api::auth::Principal>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    if node.ws_hub.open.load(Ordering::Relaxed) >= node.config.max_websockets {
+        use axum::response::IntoResponse;
+        return ApiError::Overloaded(format!(
+            "{} WebSocket connections are open, the configured limit",
+            node.config.max_websockets
+        ))
+        .into_response();
+    }
     let limit = node.config.max_body_bytes;
     let may_write = who.may_write(&node.config.automerge_collection);
     ws.max_message_size(limit)
@@ -137,6 +147,7 @@ struct Conn {
 
 async fn serve(node: Arc<Node>, mut socket: WebSocket, may_write: bool) {
     let id = node.ws_hub.next_id.fetch_add(1, Ordering::Relaxed);
+    node.ws_hub.open.fetch_add(1, Ordering::Relaxed);
     let (tx, mut relay_rx) = mpsc::channel::<Vec<u8>>(1024);
     let cancel = CancellationToken::new();
     let mut commits = node.store.subscribe_commits();
@@ -191,6 +202,7 @@ async fn serve(node: Arc<Node>, mut socket: WebSocket, may_write: bool) {
         }
     }
     node.ws_hub.conns.lock().remove(&id);
+    node.ws_hub.open.fetch_sub(1, Ordering::Relaxed);
 }
 
 impl Conn {
