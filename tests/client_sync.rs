@@ -229,6 +229,13 @@ async fn bad_sync_input_is_a_clear_4xx_and_harms_no_one() {
             Some("c1"),
             vec![0x42, 0xff, 0xff, 0xff, 0xff, 0x0f],
             "not an Automerge sync message",
+        ), // A Bloom filter claiming 2^32 - 1 probes would make Automerge allocate without bound.
+        (
+            Some("c1"),
+            vec![
+                0x42, 0, 0, 1, 0, 8, 1, 8, 0xff, 0xff, 0xff, 0xff, 0x0f, 0, 0,
+            ],
+            "Bloom filter",
         ),
     ];
     for (client_id, body, msg) in cases {

@@ -528,7 +528,7 @@ async fn sync_session(
                 let Some(state) = st.get(&k).cloned() else {
                     continue;
                 };
-                let Ok(msg) = automerge::sync::Message::decode(&d.message) else {
+                let Ok(msg) = crate::sync::decode_message(&d.message) else {
                     continue;
                 };
                 let reply =

@@ -245,7 +245,7 @@ pub async fn sync(
             let mut out = Vec::new();
             for d in req.docs {
                 let k = key(&d.collection, &d.id)?;
-                let msg = automerge::sync::Message::decode(&d.message)
+                let msg = crate::sync::decode_message(&d.message)
                     .map_err(|e| ApiError::BadRequest(format!("{k}: invalid sync message: {e}")))?;
                 let state = n.sync_sessions.state(session, &k);
                 let reply = crate::sync::step(&n.store, Origin::Peer, &k, &mut state.lock(), msg)?;

@@ -70,7 +70,7 @@ pub async fn sync(
 ) -> Result<Response, ApiError> {
     let key = doc_key(&collection, &id)?;
     let client = client_id(&headers)?;
-    let msg = automerge::sync::Message::decode(&body).map_err(|e| {
+    let msg = super::decode_message(&body).map_err(|e| {
         ApiError::BadRequest(format!("the body is not an Automerge sync message: {e}"))
     })?;
     // A read-only client may sync down, but not push changes.

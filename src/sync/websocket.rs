@@ -364,7 +364,7 @@ impl Conn {
         let key = self.key(&document_id)?;
         let data = field_bytes(m, "data")
             .ok_or_else(|| ProtocolError("`sync` needs `data` bytes".into()))?;
-        let msg = automerge::sync::Message::decode(&data)
+        let msg = crate::sync::decode_message(&data)
             .map_err(|e| ProtocolError(format!("{document_id}: invalid sync message: {e}")))?;
         if !self.may_write && !msg.changes.is_empty() {
             return Err(ProtocolError(
