@@ -73,7 +73,11 @@ pub async fn run(node: Arc<Node>) {
                 Ok(report) => node.membership.record_sync(&peer, report),
                 Err(e) => {
                     tracing::debug!(peer, error = %e, "anti-entropy round failed");
-                    node.membership.record_failure(&peer, &e.to_string());
+                    if e.is_refusal() {
+                        node.membership.record_refusal(&peer, &e.to_string());
+                    } else {
+                        node.membership.record_failure(&peer, &e.to_string());
+                    }
                 }
             }
         }

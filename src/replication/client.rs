@@ -9,6 +9,13 @@ use thiserror::Error;
 
 use super::{auth, wire};
 
+impl PeerError {
+    /// The peer is reachable and answered, but refused (4xx): not a liveness failure.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, PeerError::Status { status, .. } if (400..500).contains(status))
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum PeerError {
     #[error("peer unreachable: {0}")]

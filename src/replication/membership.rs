@@ -162,6 +162,14 @@ impl Membership {
         }
     }
 
+    /// A peer that answered but refused a request (4xx) is alive: keep it up, keep the error.
+    pub fn record_refusal(&self, addr: &str, error: &str) {
+        if let Some(p) = self.peers.lock().get_mut(addr) {
+            tracing::warn!(peer = addr, error, "peer refused a request");
+            p.last_error = Some(error.to_string());
+        }
+    }
+
     pub fn record_failure(&self, addr: &str, error: &str) {
         if let Some(p) = self.peers.lock().get_mut(addr) {
             if p.state != PeerState::Down {

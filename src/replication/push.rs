@@ -1,7 +1,8 @@
 //! Eager push: every local commit goes to every peer that is not known to be down, at once.
 //!
-//! A dispatcher takes commits from the store's broadcast and puts them on one bounded queue per
-//! peer; a sender per peer drains its queue in batches. Nothing here can block a writer: a full
+//! A dispatcher takes commits from the store's broadcast and puts them on bounded queues per
+//! peer, in lanes by document (so one document's changes stay in order while four requests per
+//! peer are in flight); a sender per lane drains it in batches. Nothing here can block a writer: a full
 //! queue drops the push (counted), a failed send drops the batch and marks the peer down, and in
 //! both cases anti-entropy repairs the difference later.
 
@@ -17,12 +18,12 @@ use crate::store::{CommitEvent, Origin};
 /// Most changes in one push request, and most bytes.
 const BATCH_CHANGES: usize = 512;
 const BATCH_BYTES: usize = 2 << 20;
-/// Push requests in flight to one peer at once.
-const IN_FLIGHT: usize = 4;
+/// Lanes per peer: requests in flight to one peer at once (each lane is sequential).
+const LANES: usize = 4;
 
 pub async fn run(node: Arc<Node>) {
     let mut commits = node.store.subscribe_commits();
-    let mut queues: HashMap<String, mpsc::Sender<Arc<CommitEvent>>> = HashMap::new();
+    let mut lanes: HashMap<String, Vec<mpsc::Sender<Arc<CommitEvent>>>> = HashMap::new();
     loop {
         let event = tokio::select! {
             _ = node.shutdown.cancelled() => return,
@@ -39,21 +40,27 @@ pub async fn run(node: Arc<Node>) {
         if event.origin != Origin::Local {
             continue;
         }
+        // One document always travels in the same lane, so its changes arrive in order.
+        let lane = (crate::store::digest::bucket(&event.key.encode()) as usize) % LANES;
         for peer in node.membership.pushable() {
-            let queue = queues.entry(peer.clone()).or_insert_with(|| {
-                let (tx, rx) = mpsc::channel(node.config.push_queue);
-                tokio::spawn(sender(node.clone(), peer.clone(), rx));
-                tx
+            let queues = lanes.entry(peer.clone()).or_insert_with(|| {
+                (0..LANES)
+                    .map(|_| {
+                        let (tx, rx) = mpsc::channel(node.config.push_queue.div_ceil(LANES));
+                        tokio::spawn(sender(node.clone(), peer.clone(), rx));
+                        tx
+                    })
+                    .collect()
             });
-            if queue.try_send(event.clone()).is_err() {
+            if queues[lane].try_send(event.clone()).is_err() {
                 node.metrics.push_dropped.inc();
             }
         }
     }
 }
 
+/// Drains one lane of one peer's queue, a batch at a time.
 async fn sender(node: Arc<Node>, peer: String, mut rx: mpsc::Receiver<Arc<CommitEvent>>) {
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     loop {
         let first = tokio::select! {
             _ = node.shutdown.cancelled() => return,
@@ -82,36 +89,31 @@ async fn sender(node: Arc<Node>, peer: String, mut rx: mpsc::Receiver<Arc<Commit
                 })
                 .collect(),
         };
-        // Several batches in flight hide the receiver's fsync latency; changes that overtake
-        // their dependencies wait inside Automerge until those arrive.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            return;
-        };
-        let (node, peer) = (node.clone(), peer.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            match node
-                .peer_client
-                .call::<_, ()>(&peer, "/v1/peer/changes", &msg)
-                .await
-            {
-                Ok(x) => {
-                    node.membership.record_success(&peer, None);
-                    let labels = crate::metrics::PeerLabels { peer: peer.clone() };
-                    node.metrics
-                        .push_changes
-                        .get_or_create(&labels)
-                        .inc_by(count as u64);
-                    node.metrics
-                        .push_bytes
-                        .get_or_create(&labels)
-                        .inc_by(x.sent);
-                }
-                Err(e) => {
-                    node.metrics.push_dropped.inc_by(count as u64);
+        match node
+            .peer_client
+            .call::<_, ()>(&peer, "/v1/peer/changes", &msg)
+            .await
+        {
+            Ok(x) => {
+                node.membership.record_success(&peer, None);
+                let labels = crate::metrics::PeerLabels { peer: peer.clone() };
+                node.metrics
+                    .push_changes
+                    .get_or_create(&labels)
+                    .inc_by(count as u64);
+                node.metrics
+                    .push_bytes
+                    .get_or_create(&labels)
+                    .inc_by(x.sent);
+            }
+            Err(e) => {
+                node.metrics.push_dropped.inc_by(count as u64);
+                if e.is_refusal() {
+                    node.membership.record_refusal(&peer, &e.to_string());
+                } else {
                     node.membership.record_failure(&peer, &e.to_string());
                 }
             }
-        });
+        }
     }
 }

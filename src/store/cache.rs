@@ -15,6 +15,9 @@ use super::records::DocMeta;
 pub struct LoadedDoc {
     pub state: RwLock<DocState>,
     weight: AtomicU32,
+    /// Set when a failed write left the in-memory document ahead of the disk: whoever was
+    /// waiting for the lock must not use it, but load the document again.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 pub struct DocState {
@@ -28,9 +31,18 @@ impl LoadedDoc {
         let loaded = Arc::new(LoadedDoc {
             state: RwLock::new(DocState { doc, meta }),
             weight: AtomicU32::new(0),
+            poisoned: std::sync::atomic::AtomicBool::new(false),
         });
         loaded.set_heap(heap);
         loaded
+    }
+
+    pub fn poison(&self) {
+        self.poisoned.store(true, Ordering::Release);
+    }
+
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
     }
 
     pub fn heap(&self) -> i64 {

@@ -357,12 +357,20 @@ impl Store {
         f: impl FnOnce(&Automerge, &DocMeta) -> R,
     ) -> Result<Option<R>, StoreError> {
         let enc = key.encode();
-        let Some(loaded) = self.get_loaded(key, &enc, false)? else {
-            return Ok(None);
-        };
-        let state = loaded.state.read();
-        let r = contained(&key.to_string(), || f(&state.doc, &state.meta))?;
-        Ok(Some(r))
+        for _ in 0..8 {
+            let Some(loaded) = self.get_loaded(key, &enc, false)? else {
+                return Ok(None);
+            };
+            let state = loaded.state.read();
+            if loaded.is_poisoned() {
+                continue; // a write failed while we waited: load again from disk
+            }
+            let r = contained(&key.to_string(), || f(&state.doc, &state.meta))?;
+            return Ok(Some(r));
+        }
+        Err(StoreError::Corrupt(format!(
+            "{key}: could not get a consistent copy"
+        )))
     }
 
     /// Metadata only, without loading the document.
@@ -410,6 +418,13 @@ impl Store {
             }
         };
         let mut state = loaded.state.write();
+        if loaded.is_poisoned() {
+            // Cannot happen: a poisoned copy leaves the cache under this stripe's lock, which we
+            // hold. Refuse rather than build on a copy that is ahead of the disk.
+            return Err(E::from(StoreError::Corrupt(format!(
+                "{key}: stale copy; retry"
+            ))));
+        }
         let existed = !state.meta.heads.is_empty();
         let before = state.doc.get_heads();
         let was_live = existed && !state.meta.deleted;
@@ -427,13 +442,15 @@ impl Store {
             Ok(Err(e)) => {
                 // The closure may have left something in memory that is not on disk (a partial
                 // transaction, changes queued for missing dependencies): reload next time.
-                drop(state);
+                loaded.poison();
                 self.cache.invalidate(&enc);
+                drop(state);
                 return Err(e);
             }
             Err(panic) => {
-                drop(state);
+                loaded.poison();
                 self.cache.invalidate(&enc);
+                drop(state);
                 return Err(E::from(StoreError::Doc(panic)));
             }
         };
@@ -466,9 +483,10 @@ impl Store {
                 ))
             }
             Err(e) => {
-                // The in-memory document is ahead of the disk: drop it and reload next time.
-                drop(state);
+                // The in-memory document is ahead of the disk: nobody may read it again.
+                loaded.poison();
                 self.cache.invalidate(&enc);
+                drop(state);
                 Err(E::from(e))
             }
         }

@@ -157,12 +157,15 @@ pub async fn post_changes(
     if body.is_empty() {
         return Err(ApiError::InvalidBody("the body holds no changes".into()));
     }
-    let chunks = parse_chunks(&body)?;
     let n = node.clone();
     let k = key.clone();
     let committed = node
         .blocking(move || {
+            let chunks = parse_chunks(&body)?;
             let (_, c) = n.store.write::<_, ApiError>(&k, |doc, _| {
+                // Only what this request leaves missing counts: changes queued earlier (by peers
+                // or other clients) are not this client's fault.
+                let missing_before = doc.get_missing_deps(&[]);
                 for chunk in chunks {
                     match chunk {
                         Chunk::Changes(changes) => doc.apply_changes(changes),
@@ -170,7 +173,11 @@ pub async fn post_changes(
                     }
                     .map_err(|e| ApiError::BadRequest(format!("changes rejected: {e}")))?;
                 }
-                let missing = doc.get_missing_deps(&[]);
+                let missing: Vec<_> = doc
+                    .get_missing_deps(&[])
+                    .into_iter()
+                    .filter(|h| !missing_before.contains(h))
+                    .collect();
                 if !missing.is_empty() {
                     return Err(ApiError::InvalidOperation(format!(
                         "the changes depend on {} change(s) this node does not have (e.g. {}): send those too, or use /sync",

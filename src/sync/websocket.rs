@@ -35,14 +35,14 @@ use crate::store::{DocKey, Origin, StoreError};
 const PROTOCOL_VERSION: &str = "1";
 
 /// Live connections, for relaying ephemeral messages and replacing a peer that reconnects.
-#[derive(Default)]
 pub struct Hub {
     next_id: AtomicU64,
     /// Open sockets (joined or not).
     open: std::sync::atomic::AtomicUsize,
     conns: Mutex<HashMap<u64, ConnEntry>>,
-    /// Highest `count` seen per (sender, session): ephemeral messages loop without it.
-    seen: Mutex<HashMap<(String, String), u64>>,
+    /// Highest `count` seen per (sender, session): ephemeral messages loop without it. Bounded
+    /// and expiring, since clients choose the keys.
+    seen: moka::sync::Cache<(String, String), u64>,
 }
 
 struct ConnEntry {
@@ -50,6 +50,20 @@ struct ConnEntry {
     docs: HashSet<String>,
     tx: mpsc::Sender<Vec<u8>>,
     cancel: CancellationToken,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            next_id: AtomicU64::new(0),
+            open: Default::default(),
+            conns: Mutex::new(HashMap::new()),
+            seen: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(std::time::Duration::from_secs(600))
+                .build(),
+        }
+    }
 }
 
 impl Hub {
@@ -148,6 +162,11 @@ struct Conn {
 async fn serve(node: Arc<Node>, mut socket: WebSocket, may_write: bool) {
     let id = node.ws_hub.next_id.fetch_add(1, Ordering::Relaxed);
     node.ws_hub.open.fetch_add(1, Ordering::Relaxed);
+    // Unregisters the connection however the task ends (a panic included).
+    let _registration = Registration {
+        node: node.clone(),
+        id,
+    };
     let (tx, mut relay_rx) = mpsc::channel::<Vec<u8>>(1024);
     let cancel = CancellationToken::new();
     let mut commits = node.store.subscribe_commits();
@@ -180,10 +199,15 @@ async fn serve(node: Arc<Node>, mut socket: WebSocket, may_write: bool) {
         };
         match outgoing {
             Ok(frames) => {
+                let mut gone = false;
                 for f in frames {
                     if socket.send(Message::Binary(f.into())).await.is_err() {
+                        gone = true;
                         break;
                     }
+                }
+                if gone {
+                    break;
                 }
             }
             Err(ProtocolError(message)) => {
@@ -201,8 +225,18 @@ async fn serve(node: Arc<Node>, mut socket: WebSocket, may_write: bool) {
             }
         }
     }
-    node.ws_hub.conns.lock().remove(&id);
-    node.ws_hub.open.fetch_sub(1, Ordering::Relaxed);
+}
+
+struct Registration {
+    node: Arc<Node>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.node.ws_hub.conns.lock().remove(&self.id);
+        self.node.ws_hub.open.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Conn {
@@ -287,8 +321,8 @@ impl Conn {
         // A peer that reconnects replaces its old connection.
         {
             let mut conns = self.node.ws_hub.conns.lock();
-            for c in conns.values() {
-                if c.peer_id == peer {
+            for (id, c) in conns.iter() {
+                if c.peer_id == peer && *id != self.id {
                     c.cancel.cancel();
                 }
             }
@@ -467,14 +501,15 @@ impl Conn {
         ) else {
             return;
         };
-        {
-            let mut seen = self.node.ws_hub.seen.lock();
-            let last = seen.entry((sender, session)).or_insert(0);
-            if count <= *last && *last != 0 {
-                return;
-            }
-            *last = count;
+        if sender.len() > 256 || session.len() > 256 || self.key(&document_id).is_err() {
+            return;
         }
+        let seen = &self.node.ws_hub.seen;
+        let key = (sender, session);
+        if seen.get(&key).is_some_and(|last| count <= last) {
+            return;
+        }
+        seen.insert(key, count);
         self.subscribe(&document_id);
         let conns = self.node.ws_hub.conns.lock();
         for (id, c) in conns.iter() {
