@@ -21,13 +21,14 @@ use super::DocError;
 
 /// Materialises the root map of `doc` (at `heads`, or now) as a JSON object.
 pub fn to_json<R: ReadDoc>(doc: &R, heads: Option<&[ChangeHash]>) -> Map<String, Value> {
-    map_to_json(doc, &automerge::ROOT, heads)
+    map_to_json(doc, &automerge::ROOT, heads, 0)
 }
 
 fn map_to_json<R: ReadDoc>(
     doc: &R,
     obj: &ObjId,
     heads: Option<&[ChangeHash]>,
+    depth: usize,
 ) -> Map<String, Value> {
     let mut out = Map::new();
     let items = match heads {
@@ -36,13 +37,18 @@ fn map_to_json<R: ReadDoc>(
     };
     for item in items {
         let id = object_id(&item.value, || item.id());
-        let v = value_ref_to_json(doc, item.value, id, heads);
+        let v = value_ref_to_json(doc, item.value, id, heads, depth);
         out.insert(item.key.into_owned(), v);
     }
     out
 }
 
-fn list_to_json<R: ReadDoc>(doc: &R, obj: &ObjId, heads: Option<&[ChangeHash]>) -> Vec<Value> {
+fn list_to_json<R: ReadDoc>(
+    doc: &R,
+    obj: &ObjId,
+    heads: Option<&[ChangeHash]>,
+    depth: usize,
+) -> Vec<Value> {
     let items = match heads {
         Some(h) => doc.list_range_at(obj, .., h),
         None => doc.list_range(obj, ..),
@@ -50,7 +56,7 @@ fn list_to_json<R: ReadDoc>(doc: &R, obj: &ObjId, heads: Option<&[ChangeHash]>) 
     items
         .map(|item| {
             let id = object_id(&item.value, || item.id());
-            value_ref_to_json(doc, item.value, id, heads)
+            value_ref_to_json(doc, item.value, id, heads, depth)
         })
         .collect()
 }
@@ -63,17 +69,26 @@ fn object_id(value: &ValueRef<'_>, id: impl FnOnce() -> ObjId) -> ObjId {
     }
 }
 
+/// Objects nested deeper than this read as `null`. REST writes are limited to `max_json_depth`,
+/// but sync clients and ops can build deeper trees, and materialising one recursively must not
+/// overflow a worker's stack.
+pub const MAX_READ_DEPTH: usize = 256;
+
 fn value_ref_to_json<R: ReadDoc>(
     doc: &R,
     value: ValueRef<'_>,
     id: ObjId,
     heads: Option<&[ChangeHash]>,
+    depth: usize,
 ) -> Value {
+    if depth >= MAX_READ_DEPTH && matches!(value, ValueRef::Object(_)) {
+        return Value::Null;
+    }
     match value {
         ValueRef::Object(ObjType::Map | ObjType::Table) => {
-            Value::Object(map_to_json(doc, &id, heads))
+            Value::Object(map_to_json(doc, &id, heads, depth + 1))
         }
-        ValueRef::Object(ObjType::List) => Value::Array(list_to_json(doc, &id, heads)),
+        ValueRef::Object(ObjType::List) => Value::Array(list_to_json(doc, &id, heads, depth + 1)),
         ValueRef::Object(ObjType::Text) => {
             let text = match heads {
                 Some(h) => doc.text_at(&id, h),
@@ -345,6 +360,28 @@ mod tests {
                        "a": [1, "x", {"k": [true]}], "o": {"p": {"q": 1.0}}});
         let doc = store(&v);
         assert_eq!(Value::Object(to_json(&doc, None)), v);
+    }
+
+    #[test]
+    fn very_deep_documents_read_without_overflowing() {
+        let mut doc = Automerge::new();
+        doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+            let mut obj = automerge::ROOT;
+            for _ in 0..5000 {
+                obj = tx.put_object(&obj, "n", ObjType::Map)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let v = Value::Object(to_json(&doc, None));
+        let mut depth = 0;
+        let mut cur = &v;
+        while let Some(next) = cur.get("n") {
+            depth += 1;
+            cur = next;
+        }
+        assert_eq!(depth, MAX_READ_DEPTH + 1);
+        assert!(cur.is_null(), "the part beyond the limit reads as null");
     }
 
     #[test]

@@ -310,10 +310,12 @@ async fn reconcile(node: &Arc<Node>, peer: &str, t: &mut Tally) -> Result<(), Pe
                           mine: Vec<[u8; 32]>,
                           theirs: Option<u64>|
          -> Result<(), crate::store::StoreError> {
-            match plan(&n, &key, mine, theirs)? {
-                Some(Plan::Push(d)) if !d.changes.is_empty() => push.push(d),
-                Some(Plan::Pull(d)) => pull.push(d),
-                _ => {}
+            match plan(&n, &key, mine, theirs) {
+                Ok(Some(Plan::Push(d))) if !d.changes.is_empty() => push.push(d),
+                Ok(Some(Plan::Pull(d))) => pull.push(d),
+                Ok(_) => {}
+                // One unreadable document must not stop the repair of all the others.
+                Err(e) => tracing::warn!(doc = %key, error = %e, "anti-entropy skipped a document"),
             }
             Ok(())
         };
