@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up the machine and runs the whole test suite: unit, integration (real HTTP, real RocksDB,
-# real processes) and property tests.
+# real processes, Node.js clients), property tests, and the OpenAPI contract (schemathesis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/setup.sh
@@ -10,3 +10,5 @@ source scripts/setup.sh
 # `install` with a lockfile present installs exactly the locked versions.)
 npm install --prefix tests/js --no-audit --no-fund --loglevel=error
 cargo test --locked "$@"
+# The REST contract against a running node (schemathesis).
+scripts/contract-test.sh
