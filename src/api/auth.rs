@@ -200,6 +200,16 @@ fn strip_access_token(req: &mut Request) {
     }
 }
 
+/// Loopback, counting IPv4 clients of a dual-stack listener (`::ffff:127.0.0.1`).
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
 fn authenticate(
     node: &Node,
     remote: Option<SocketAddr>,
@@ -207,7 +217,7 @@ fn authenticate(
 ) -> Result<Principal, ApiError> {
     let tokens = &node.config.tokens;
     if tokens.is_empty() {
-        let loopback = remote.is_some_and(|r| r.ip().is_loopback());
+        let loopback = remote.is_some_and(|r| is_loopback(r.ip()));
         if loopback || node.config.allow_unauthenticated_remote {
             return Ok(Principal::anonymous());
         }
@@ -254,6 +264,16 @@ mod tests {
         assert!(Principal::anonymous().check_write("z").is_ok());
         assert!(is_read(&Method::POST, "/v1/collections/a/bulk-read"));
         assert!(!is_read(&Method::POST, "/v1/collections/a/bulk-write"));
+    }
+
+    #[test]
+    fn loopback_includes_mapped_ipv4() {
+        for ip in ["127.0.0.1", "127.0.0.12", "::1", "::ffff:127.0.0.1"] {
+            assert!(is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["10.0.0.1", "::ffff:10.0.0.1", "2001:db8::1"] {
+            assert!(!is_loopback(ip.parse().unwrap()), "{ip}");
+        }
     }
 
     #[test]
