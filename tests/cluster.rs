@@ -539,17 +539,7 @@ async fn an_empty_node_joins_and_receives_everything() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn randomized_schedule_of_faults_converges() {
-    let seed: u64 = std::env::var("CONCORD_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("randomized schedule seed: {seed} (rerun with CONCORD_TEST_SEED={seed})");
+    let seed = common::test_seed("randomized schedule");
     let mut rng = seed;
     let mut c = Cluster::start(3, |i| (0..3).filter(|j| *j != i).collect()).await;
     create_counters(&c).await;

@@ -103,17 +103,7 @@ async fn restart_keeps_every_document_and_the_node_id() {
 /// acknowledged write is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_loses_no_acknowledged_write() {
-    let seed: u64 = std::env::var("CONCORD_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                | 1
-        });
-    eprintln!("crash loop seed: {seed} (rerun with CONCORD_TEST_SEED={seed})");
+    let seed = common::test_seed("crash loop");
     let mut rng = seed;
     let dir = tempfile::tempdir().unwrap();
     for round in 0..10 {

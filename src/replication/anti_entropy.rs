@@ -497,11 +497,11 @@ async fn sync_session(
                 None => automerge::Automerge::new().generate_sync_message(&mut state.lock()),
             };
             if let Some(m) = msg {
-                out.push(DocMessageV1 {
-                    collection: k.collection().to_string(),
-                    id: k.id().to_string(),
-                    message: m.encode(),
-                });
+                out.push(DocMessageV1::new(
+                    k.collection().to_string(),
+                    k.id().to_string(),
+                    m,
+                ));
             }
         }
         Ok(out)
@@ -549,11 +549,7 @@ async fn sync_session(
                         Err(e) => return Err(e),
                     };
                 if let Some(m) = reply {
-                    out.push(DocMessageV1 {
-                        collection: d.collection,
-                        id: d.id,
-                        message: m.encode(),
-                    });
+                    out.push(DocMessageV1::new(d.collection, d.id, m));
                 }
             }
             Ok(out)

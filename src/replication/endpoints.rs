@@ -250,11 +250,7 @@ pub async fn sync(
                 let state = n.sync_sessions.state(session, &k);
                 let reply = crate::sync::step(&n.store, Origin::Peer, &k, &mut state.lock(), msg)?;
                 if let Some(m) = reply {
-                    out.push(DocMessageV1 {
-                        collection: d.collection,
-                        id: d.id,
-                        message: m.encode(),
-                    });
+                    out.push(DocMessageV1::new(d.collection, d.id, m));
                 }
             }
             Ok(out)

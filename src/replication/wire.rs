@@ -111,6 +111,16 @@ pub struct DocMessageV1 {
     pub message: Vec<u8>,
 }
 
+impl DocMessageV1 {
+    pub fn new(collection: String, id: String, message: automerge::sync::Message) -> Self {
+        DocMessageV1 {
+            collection,
+            id,
+            message: message.encode(),
+        }
+    }
+}
+
 /// Automerge sync messages for many documents within one session.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SyncV1 {

@@ -90,6 +90,23 @@ impl TestNode {
     }
 }
 
+/// The seed of a randomized test: `CONCORD_TEST_SEED` when set (to replay a run), else fresh;
+/// printed either way so a failure can be replayed.
+pub fn test_seed(what: &str) -> u64 {
+    let seed = std::env::var("CONCORD_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+                | 1
+        });
+    eprintln!("{what} seed: {seed} (rerun with CONCORD_TEST_SEED={seed})");
+    seed
+}
+
 /// Polls `check` until it is true, failing the test after `within`.
 pub async fn poll_until<F, Fut>(what: &str, within: Duration, mut check: F)
 where
