@@ -44,6 +44,7 @@ pub struct Metrics {
     pub push_changes: Family<PeerLabels, Counter>,
     pub push_bytes: Family<PeerLabels, Counter>,
     pub push_dropped: Counter,
+    pub writes_refused_no_space: Counter,
     wal_syncs: Counter,
     wal_syncs_seen: AtomicU64,
     cache_bytes: Gauge,
@@ -75,6 +76,7 @@ impl Metrics {
             push_changes: Family::default(),
             push_bytes: Family::default(),
             push_dropped: Counter::default(),
+            writes_refused_no_space: Counter::default(),
             wal_syncs: Counter::default(),
             wal_syncs_seen: AtomicU64::new(0),
             cache_bytes: Gauge::default(),
@@ -112,6 +114,11 @@ impl Metrics {
             "wal_syncs",
             "WAL fsyncs (group commit shares one among many writes)",
             m.wal_syncs.clone(),
+        );
+        registry.register(
+            "writes_refused_no_space",
+            "Commits refused because the disk was full (writes resume once space is freed)",
+            m.writes_refused_no_space.clone(),
         );
         registry.register(
             "cache_bytes",

@@ -45,6 +45,8 @@ pub enum ApiError {
     Overloaded(String),
     #[error("{0}")]
     DocumentTooLarge(String),
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -119,6 +121,11 @@ impl ApiError {
                 "shutting-down",
                 "Shutting down",
             ),
+            InsufficientStorage(_) => (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient-storage",
+                "Insufficient storage",
+            ),
             Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -158,6 +165,10 @@ impl From<StoreError> for ApiError {
             StoreError::Doc(d) => d.into(),
             StoreError::Corrupt(_) => ApiError::Corrupt(e.to_string()),
             StoreError::DocumentTooLarge { .. } => ApiError::DocumentTooLarge(e.to_string()),
+            StoreError::NoSpace(_) => {
+                tracing::warn!(error = %e, "write refused: disk full");
+                ApiError::InsufficientStorage(e.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "storage error");
                 ApiError::Internal(other.to_string())
@@ -198,6 +209,11 @@ impl IntoResponse for ApiError {
         ) {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if matches!(self, ApiError::InsufficientStorage(_)) {
+            // RocksDB checks for free space again every few seconds.
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
         }
         resp
     }

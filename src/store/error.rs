@@ -12,7 +12,11 @@ pub enum StoreError {
     #[error("invalid document id `{0}`: a document id is {ID_RULE}")]
     InvalidId(String),
     #[error("rocksdb: {0}")]
-    Db(#[from] rocksdb::Error),
+    Db(rocksdb::Error),
+    #[error(
+        "the node's disk is full: writes are refused until space is freed (reads still work): {0}"
+    )]
+    NoSpace(rocksdb::Error),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
     #[error("cannot encode record: {0}")]
@@ -32,4 +36,23 @@ pub enum StoreError {
     DocumentTooLarge { limit: u64 },
     #[error(transparent)]
     Doc(#[from] DocError),
+}
+
+impl From<rocksdb::Error> for StoreError {
+    /// A full disk is the one storage failure an operator fixes without touching the node (and
+    /// RocksDB resumes by itself once space returns), so it gets its own variant and answer.
+    fn from(e: rocksdb::Error) -> Self {
+        let text = e.as_ref();
+        if text.contains("No space left on device") || text.contains("NoSpace") {
+            StoreError::NoSpace(e)
+        } else {
+            StoreError::Db(e)
+        }
+    }
+}
+
+impl StoreError {
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::NoSpace(_))
+    }
 }

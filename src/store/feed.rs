@@ -18,6 +18,10 @@ pub struct FeedSeq {
 struct State {
     next: u64,
     in_flight: BTreeSet<u64>,
+    /// The highest sequence number written. The watermark never passes it: after a restart,
+    /// numbering resumes above the highest stored entry, so a number abandoned above it would be
+    /// handed out again, and a reader whose cursor had already passed it would skip that entry.
+    written: u64,
 }
 
 impl FeedSeq {
@@ -27,6 +31,7 @@ impl FeedSeq {
             state: Mutex::new(State {
                 next: last + 1,
                 in_flight: BTreeSet::new(),
+                written: last,
             }),
             watermark: watch::Sender::new(last),
         }
@@ -41,15 +46,19 @@ impl FeedSeq {
         seq
     }
 
-    /// Marks `seq` as written (or abandoned) and advances the watermark.
-    pub fn finish(&self, seq: u64) {
+    /// Marks `seq` as written (or, when `written` is false, abandoned) and advances the watermark.
+    pub fn finish(&self, seq: u64, written: bool) {
         let mark = {
             let mut st = self.state.lock();
             st.in_flight.remove(&seq);
-            match st.in_flight.first() {
+            if written {
+                st.written = st.written.max(seq);
+            }
+            let settled = match st.in_flight.first() {
                 Some(first) => first - 1,
                 None => st.next - 1,
-            }
+            };
+            settled.min(st.written)
         };
         self.watermark.send_if_modified(|w| {
             if mark > *w {
@@ -79,13 +88,34 @@ mod tests {
         let f = FeedSeq::new(10);
         let a = f.begin();
         let b = f.begin();
-        f.finish(b);
+        f.finish(b, true);
         assert_eq!(
             f.watermark(),
             10,
             "b is durable but a is not: readers must not see b yet"
         );
-        f.finish(a);
+        f.finish(a, true);
         assert_eq!(f.watermark(), 12);
+    }
+
+    #[test]
+    fn watermark_never_passes_an_abandoned_number_at_the_top() {
+        let f = FeedSeq::new(10);
+        let a = f.begin();
+        f.finish(a, true);
+        let b = f.begin();
+        f.finish(b, false);
+        assert_eq!(
+            f.watermark(),
+            11,
+            "12 was abandoned: a restart would hand it out again, so no cursor may pass it"
+        );
+        // A restart resumes after the highest stored entry (11) and reissues 12: nothing skipped.
+        let restarted = FeedSeq::new(11);
+        assert_eq!(restarted.begin(), 12);
+        // Without a restart, a later write lifts the watermark over the gap.
+        let c = f.begin();
+        f.finish(c, true);
+        assert_eq!(f.watermark(), 13);
     }
 }

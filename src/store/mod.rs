@@ -577,7 +577,12 @@ impl Store {
             self.db.write_opt(batch, &wo)?;
             Ok::<_, StoreError>(())
         })();
-        self.feed.finish(seq);
+        self.feed.finish(seq, result.is_ok());
+        if let Err(e) = &result {
+            if e.is_no_space() {
+                self.metrics.writes_refused_no_space.inc();
+            }
+        }
         result?;
         self.tree.apply(bucket, leaf_delta);
         self.metrics.commits.inc();
