@@ -25,22 +25,37 @@
 //! - [`replication`]: peers, eager push, anti-entropy (digest tree + Automerge sync).
 //! - [`sync`]: offline-first clients syncing with Automerge's protocol over HTTP.
 //! - [`metrics`]: the node's Prometheus registry.
+//! - [`codec`]: decoders of untrusted bytes (sync messages, changes, WebSocket frames, cursors),
+//!   pure like `doc`; with `doc`, all that builds without the default `server` feature.
 //!
 //! Dependencies point one way: `api` → `store` → `doc`. There are no globals except the memory
 //! allocator: Automerge makes many small allocations, which fragment glibc's malloc badly, so the
 //! whole process (tests and benchmarks included) uses jemalloc.
 
+#[cfg(feature = "server")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-pub mod api;
-pub mod config;
+// Pure: no I/O and none of the server's dependencies (the fuzz targets build only these).
+pub mod codec;
 pub mod doc;
+
+#[cfg(feature = "server")]
+pub mod api;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
 pub mod replication;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
 pub mod sync;
 
+#[cfg(feature = "server")]
 pub use config::Config;
+#[cfg(feature = "server")]
 pub use server::run;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::QueryParams;
 use super::problem::ApiError;
+use crate::codec::cursor::{self, Cursor};
 use crate::doc::heads;
 use crate::server::Node;
 use crate::store::{keys, FeedEntry};
@@ -64,14 +65,14 @@ fn row(seq: u64, e: FeedEntry) -> ChangeRow {
 }
 
 fn parse_since(node: &Node, since: Option<&str>) -> Result<u64, ApiError> {
-    match since {
+    match since
+        .map(cursor::parse)
+        .transpose()
+        .map_err(ApiError::BadRequest)?
+    {
         None => Ok(0),
-        Some("now") => Ok(*node.store.feed_watermark().borrow()),
-        Some(s) => s.parse::<u64>().map_err(|_| {
-            ApiError::BadRequest(format!(
-                "invalid cursor `{s}`: use a `cursor` from this feed, `0` or `now`"
-            ))
-        }),
+        Some(Cursor::Now) => Ok(*node.store.feed_watermark().borrow()),
+        Some(Cursor::After(seq)) => Ok(seq),
     }
 }
 

@@ -62,33 +62,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-/// The deepest nesting of arrays and objects in a JSON text (strings are skipped, escapes
-/// included). Run before parsing, so a hostile body cannot make the parser recurse deeply.
-pub fn json_depth(bytes: &[u8]) -> usize {
-    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &b in bytes {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    max
-}
-
 /// A JSON request body of type `T`; the `Content-Type` must be JSON.
 pub struct Json<T>(pub T);
 
@@ -110,7 +83,7 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<Node>> for Json<T> {
             }
         }
         let bytes = body_bytes(req, node).await?;
-        let depth = json_depth(&bytes);
+        let depth = crate::codec::json_depth(&bytes);
         if depth > node.config.max_json_depth {
             return Err(ApiError::InvalidBody(format!(
                 "the JSON nests {depth} levels deep; the limit is {}",
@@ -162,16 +135,6 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for QueryPa
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn json_depth_ignores_strings() {
-        assert_eq!(
-            super::json_depth(br#"{"a": [1, {"b": "[[[{{{"}], "c": "\\\"["}"#),
-            3
-        );
-        assert_eq!(super::json_depth(b"1"), 0);
-        assert_eq!(super::json_depth(b"[[[]]]"), 3);
-    }
-
     #[test]
     fn json_content_types() {
         assert!(super::is_json("application/json"));

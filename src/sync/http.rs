@@ -15,6 +15,7 @@ use crate::api::docs::doc_key;
 use crate::api::extract::RawBody;
 use crate::api::extract::{PathParams, QueryParams};
 use crate::api::problem::ApiError;
+use crate::codec::chunks::{parse_chunks, Chunk};
 use crate::doc::{heads, json, DocError};
 use crate::server::Node;
 use crate::store::{DocKey, Origin};
@@ -161,7 +162,7 @@ pub async fn post_changes(
     let k = key.clone();
     let committed = node
         .blocking(move || {
-            let chunks = parse_chunks(&body)?;
+            let chunks = parse_chunks(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
             let (_, c) = n.store.write::<_, ApiError>(&k, |doc, _| {
                 // Only what this request leaves missing counts: changes queued earlier (by peers
                 // or other clients) are not this client's fault.
@@ -200,61 +201,6 @@ pub async fn post_changes(
         (status, axum::Json(body)).into_response(),
         &committed.meta.heads(),
     ))
-}
-
-/// What a posted body holds: changes, or a whole saved document.
-enum Chunk {
-    Changes(Vec<automerge::Change>),
-    Document(Box<automerge::Automerge>),
-}
-
-const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
-
-/// Splits concatenated Automerge chunks (magic, checksum, type, LEB128 length, data) and checks
-/// each one, so garbage is refused instead of being silently skipped.
-fn parse_chunks(mut data: &[u8]) -> Result<Vec<Chunk>, ApiError> {
-    let bad = |why: &str| ApiError::BadRequest(format!("the body is not Automerge changes: {why}"));
-    let mut changes = Vec::new();
-    let mut out = Vec::new();
-    while !data.is_empty() {
-        if data.len() < 10 || data[..4] != CHUNK_MAGIC {
-            return Err(bad("expected a chunk header"));
-        }
-        let (mut len, mut shift, mut pos) = (0u64, 0u32, 9usize);
-        loop {
-            let b = *data.get(pos).ok_or_else(|| bad("truncated chunk length"))?;
-            len |= u64::from(b & 0x7f)
-                .checked_shl(shift)
-                .ok_or_else(|| bad("chunk length overflows"))?;
-            pos += 1;
-            shift += 7;
-            if b & 0x80 == 0 {
-                break;
-            }
-            if shift > 63 {
-                return Err(bad("chunk length overflows"));
-            }
-        }
-        let end = usize::try_from(len)
-            .ok()
-            .and_then(|l| pos.checked_add(l))
-            .filter(|e| *e <= data.len())
-            .ok_or_else(|| bad("truncated chunk"))?;
-        let chunk = &data[..end];
-        if data[8] == 0 {
-            let doc = automerge::Automerge::load_with_options(
-                chunk,
-                automerge::LoadOptions::new().on_partial_load(automerge::OnPartialLoad::Error),
-            )
-            .map_err(|e| bad(&e.to_string()))?;
-            out.push(Chunk::Document(Box::new(doc)));
-        } else {
-            changes.push(automerge::Change::try_from(chunk).map_err(|e| bad(&e.to_string()))?);
-        }
-        data = &data[end..];
-    }
-    out.push(Chunk::Changes(changes));
-    Ok(out)
 }
 
 /// `GET .../docs/{id}` with `Accept: application/octet-stream`: the whole document (`save()`).

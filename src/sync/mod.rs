@@ -18,45 +18,8 @@ use crate::doc::DocError;
 use crate::server::Node;
 use crate::store::{DocKey, Origin, Store, StoreError};
 
-/// Reads an unsigned LEB128 number; returns it and the bytes it took.
-pub fn leb128_u64(data: &[u8]) -> Option<(u64, usize)> {
-    let mut value = 0u64;
-    for (i, b) in data.iter().enumerate().take(10) {
-        value |= u64::from(b & 0x7f).checked_shl(7 * i as u32)?;
-        if b & 0x80 == 0 {
-            return Some((value, i + 1));
-        }
-    }
-    None
-}
-
-/// Decodes a sync message from an untrusted peer and checks what Automerge itself trusts: a
-/// Bloom filter claiming billions of probes per entry makes Automerge allocate without bound (an
-/// abort no panic handler can catch), and zero bits per entry divides by zero.
-pub fn decode_message(bytes: &[u8]) -> Result<automerge::sync::Message, String> {
-    let msg = automerge::sync::Message::decode(bytes).map_err(|e| e.to_string())?;
-    for have in &msg.have {
-        let raw = have.bloom.to_bytes();
-        if raw.is_empty() {
-            continue;
-        }
-        let mut at = 0;
-        let mut next = || {
-            let (v, n) = leb128_u64(raw.get(at..).unwrap_or(&[]))?;
-            at += n;
-            Some(v)
-        };
-        let (Some(_entries), Some(bits), Some(probes)) = (next(), next(), next()) else {
-            return Err("malformed Bloom filter".into());
-        };
-        if !(1..=64).contains(&bits) || !(1..=32).contains(&probes) {
-            return Err(format!(
-                "Bloom filter out of range ({bits} bits per entry, {probes} probes)"
-            ));
-        }
-    }
-    Ok(msg)
-}
+/// Decodes a sync message from an untrusted peer (see [`crate::codec::sync_message`]).
+pub use crate::codec::decode_sync_message as decode_message;
 
 /// One step of the Automerge sync protocol against a stored document, for every kind of peer
 /// (HTTP clients, automerge-repo clients, other nodes): applies the other side's message (its

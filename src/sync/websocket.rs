@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::problem::ApiError;
+use crate::codec::frame::{self, encode, map, text, Frame};
 use crate::server::Node;
 use crate::store::{DocKey, Origin, StoreError};
 
@@ -91,43 +92,6 @@ pub async fn upgrade(
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| serve(node, socket, may_write))
-}
-
-fn text(v: &str) -> Value {
-    Value::Text(v.to_string())
-}
-
-fn map(pairs: Vec<(&str, Value)>) -> Value {
-    Value::Map(pairs.into_iter().map(|(k, v)| (text(k), v)).collect())
-}
-
-fn encode(v: &Value) -> Vec<u8> {
-    let mut out = Vec::new();
-    // Writing to a Vec cannot fail.
-    let _ = ciborium::into_writer(v, &mut out);
-    out
-}
-
-fn field<'a>(m: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
-    m.iter()
-        .find(|(k, _)| k.as_text() == Some(key))
-        .map(|(_, v)| v)
-}
-
-fn field_text(m: &[(Value, Value)], key: &str) -> Option<String> {
-    field(m, key).and_then(|v| v.as_text()).map(str::to_string)
-}
-
-fn field_bytes(m: &[(Value, Value)], key: &str) -> Option<Vec<u8>> {
-    field(m, key).and_then(|v| v.as_bytes()).cloned()
-}
-
-fn field_u64(m: &[(Value, Value)], key: &str) -> Option<u64> {
-    match field(m, key)? {
-        Value::Integer(i) => u64::try_from(*i).ok(),
-        Value::Float(f) if *f >= 0.0 => Some(*f as u64),
-        _ => None,
-    }
 }
 
 /// Why a connection must end with an `error` frame.
@@ -241,15 +205,7 @@ impl Drop for Registration {
 
 impl Conn {
     fn key(&self, document_id: &str) -> Result<DocKey, ProtocolError> {
-        let valid = bs58::decode(document_id)
-            .with_check(None)
-            .into_vec()
-            .is_ok_and(|b| b.len() == 16);
-        if !valid {
-            return Err(ProtocolError(format!(
-                "`{document_id}` is not an automerge-repo DocumentId"
-            )));
-        }
+        // Decoding checked the id already.
         DocKey::new(&self.node.config.automerge_collection, document_id)
             .map_err(ProtocolError::from)
     }
@@ -260,59 +216,40 @@ impl Conn {
         tx: &mpsc::Sender<Vec<u8>>,
         cancel: &CancellationToken,
     ) -> Result<Vec<Vec<u8>>, ProtocolError> {
-        let value: Value = ciborium::from_reader(frame)
-            .map_err(|e| ProtocolError(format!("malformed CBOR frame: {e}")))?;
-        let Value::Map(m) = value else {
-            return Err(ProtocolError("a frame must be a CBOR map".into()));
-        };
-        let kind = field_text(&m, "type")
-            .ok_or_else(|| ProtocolError("a message needs a `type`".into()))?;
-        if self.peer_id.is_none() && kind != "join" {
-            return Err(ProtocolError(format!("`{kind}` before `join`")));
+        let frame = frame::decode(frame).map_err(|e| ProtocolError(e.0))?;
+        if self.peer_id.is_none() && !matches!(frame, Frame::Join(_)) {
+            return Err(ProtocolError(format!("`{}` before `join`", frame.kind())));
         }
-        match kind.as_str() {
-            "join" => self.join(&m, tx, cancel),
-            "request" | "sync" => self.sync(&m, kind == "request").await,
-            "ephemeral" => {
-                self.relay(&m);
+        match frame {
+            Frame::Join(j) => self.join(j, tx, cancel),
+            Frame::Sync {
+                request,
+                document_id,
+                message,
+            } => self.sync(document_id, message, request).await,
+            Frame::Ephemeral(e) => {
+                self.relay(e);
                 Ok(Vec::new())
             }
-            // `leave`, remote-heads gossip, and types from future versions.
-            _ => Ok(Vec::new()),
+            Frame::Other { .. } => Ok(Vec::new()),
         }
     }
 
     fn join(
         &mut self,
-        m: &[(Value, Value)],
+        join: frame::Join,
         tx: &mpsc::Sender<Vec<u8>>,
         cancel: &CancellationToken,
     ) -> Result<Vec<Vec<u8>>, ProtocolError> {
-        let peer = field_text(m, "senderId")
-            .ok_or_else(|| ProtocolError("`join` needs a `senderId`".into()))?;
-        let versions: Vec<String> = match field(m, "supportedProtocolVersions") {
-            Some(Value::Array(vs)) => vs
-                .iter()
-                .filter_map(|v| v.as_text().map(str::to_string))
-                .collect(),
-            _ => vec![PROTOCOL_VERSION.to_string()],
-        };
-        if !versions.iter().any(|v| v == PROTOCOL_VERSION) {
+        // A client that lists no versions speaks the first one.
+        let versions = join.versions;
+        if !versions.is_empty() && !versions.iter().any(|v| v == PROTOCOL_VERSION) {
             return Err(ProtocolError(format!(
                 "unsupported protocol version(s) {versions:?}: this server speaks \"{PROTOCOL_VERSION}\""
             )));
         }
-        let meta = match field(m, "peerMetadata") {
-            Some(Value::Map(pm)) => Some(pm.clone()),
-            _ => None,
-        };
-        let ephemeral = meta
-            .as_ref()
-            .and_then(|pm| field(pm, "isEphemeral"))
-            .and_then(|v| v.as_bool())
-            .unwrap_or(false);
-        let storage = meta.as_ref().and_then(|pm| field_text(pm, "storageId"));
-        self.storage_key = match (ephemeral, storage) {
+        let peer = join.sender_id;
+        self.storage_key = match (join.ephemeral, join.storage_id) {
             (false, Some(s)) if !s.is_empty() && s.len() <= 100 => {
                 Some(format!("repo:{}", s.replace('\0', "")))
             }
@@ -390,16 +327,11 @@ impl Conn {
 
     async fn sync(
         &mut self,
-        m: &[(Value, Value)],
+        document_id: String,
+        msg: automerge::sync::Message,
         request: bool,
     ) -> Result<Vec<Vec<u8>>, ProtocolError> {
-        let document_id = field_text(m, "documentId")
-            .ok_or_else(|| ProtocolError("`sync` needs a `documentId`".into()))?;
         let key = self.key(&document_id)?;
-        let data = field_bytes(m, "data")
-            .ok_or_else(|| ProtocolError("`sync` needs `data` bytes".into()))?;
-        let msg = crate::sync::decode_message(&data)
-            .map_err(|e| ProtocolError(format!("{document_id}: invalid sync message: {e}")))?;
         if !self.may_write && !msg.changes.is_empty() {
             return Err(ProtocolError(
                 "this token is read-only: changes are refused".into(),
@@ -492,31 +424,22 @@ impl Conn {
     }
 
     /// Relays an ephemeral message to the other connections on its document.
-    fn relay(&self, m: &[(Value, Value)]) {
-        let (Some(sender), Some(session), Some(count), Some(document_id)) = (
-            field_text(m, "senderId"),
-            field_text(m, "sessionId"),
-            field_u64(m, "count"),
-            field_text(m, "documentId"),
-        ) else {
-            return;
-        };
-        if sender.len() > 256 || session.len() > 256 || self.key(&document_id).is_err() {
-            return;
-        }
+    fn relay(&self, e: frame::Ephemeral) {
         let seen = &self.node.ws_hub.seen;
-        let key = (sender, session);
-        if seen.get(&key).is_some_and(|last| count <= last) {
+        let key = (e.sender_id, e.session_id);
+        if seen.get(&key).is_some_and(|last| e.count <= last) {
             return;
         }
-        seen.insert(key, count);
+        seen.insert(key, e.count);
+        let document_id = e.document_id;
         self.subscribe(&document_id);
         let conns = self.node.ws_hub.conns.lock();
         for (id, c) in conns.iter() {
             if *id == self.id || !c.docs.contains(&document_id) {
                 continue;
             }
-            let mut pairs: Vec<(Value, Value)> = m
+            let mut pairs: Vec<(Value, Value)> = e
+                .fields
                 .iter()
                 .filter(|(k, _)| k.as_text() != Some("targetId"))
                 .cloned()

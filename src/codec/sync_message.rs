@@ -1,0 +1,54 @@
+//! Automerge sync messages from untrusted peers and clients.
+
+/// Reads an unsigned LEB128 number; returns it and the bytes it took.
+pub fn leb128_u64(data: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, b) in data.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f).checked_shl(7 * i as u32)?;
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// Decodes a sync message and checks what Automerge itself trusts: a Bloom filter claiming
+/// billions of probes per entry makes Automerge allocate without bound (an abort no panic handler
+/// can catch), and zero bits per entry divides by zero.
+pub fn decode_sync_message(bytes: &[u8]) -> Result<automerge::sync::Message, String> {
+    let msg = automerge::sync::Message::decode(bytes).map_err(|e| e.to_string())?;
+    for have in &msg.have {
+        let raw = have.bloom.to_bytes();
+        if raw.is_empty() {
+            continue;
+        }
+        let mut at = 0;
+        let mut next = || {
+            let (v, n) = leb128_u64(raw.get(at..).unwrap_or(&[]))?;
+            at += n;
+            Some(v)
+        };
+        let (Some(_entries), Some(bits), Some(probes)) = (next(), next(), next()) else {
+            return Err("malformed Bloom filter".into());
+        };
+        if !(1..=64).contains(&bits) || !(1..=32).contains(&probes) {
+            return Err(format!(
+                "Bloom filter out of range ({bits} bits per entry, {probes} probes)"
+            ));
+        }
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leb128_reads_and_refuses_overlong_numbers() {
+        assert_eq!(leb128_u64(&[0x05]), Some((5, 1)));
+        assert_eq!(leb128_u64(&[0xe5, 0x8e, 0x26]), Some((624_485, 3)));
+        assert_eq!(leb128_u64(&[0x80; 11]), None);
+        assert_eq!(leb128_u64(&[]), None);
+    }
+}
