@@ -227,9 +227,9 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let mut doc = automerge::Automerge::new();
+        let doc = automerge::Automerge::new();
         let msg = automerge::sync::SyncDoc::generate_sync_message(
-            &mut doc,
+            &doc,
             &mut automerge::sync::State::new(),
         )
         .unwrap();
