@@ -8,7 +8,6 @@
 //!
 //! Run: `cargo bench --bench http_load -- --docs 10000 --conns 64 --secs 10 --rss-docs 100000`
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,58 +46,6 @@ fn opts() -> Opts {
         i += 1;
     }
     o
-}
-
-struct Server {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    async fn start() -> Server {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = support::free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_concord"))
-            .args([
-                "serve",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--log-level",
-                "warn",
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn concord");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http.get(format!("{url}/v1/health")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Server {
-            child,
-            url,
-            _dir: dir,
-        }
-    }
-
-    fn rss_kib(&self) -> u64 {
-        support::rss_kib(self.child.id())
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-    }
 }
 
 fn xorshift(s: &mut u64) -> u64 {
@@ -312,7 +259,7 @@ fn in_process_phase(o: &Opts) -> Report {
 }
 
 async fn rss_phase(o: &Opts) {
-    let server = Server::start().await;
+    let server = support::Process::start(0, &[]).await;
     let idle = server.rss_kib();
     preload(&server.url, "rss", o.rss_docs, 2).await;
     // Read every document back so the cache holds as many as it can.
@@ -371,7 +318,7 @@ async fn main() {
     );
     println!("| phase | throughput | p50 | p99 | ops | errors |");
     println!("| --- | --- | --- | --- | --- | --- |");
-    let server = Server::start().await;
+    let server = support::Process::start(0, &[]).await;
     preload(&server.url, "load", o.docs, 2).await;
     let patch = http_phase("HTTP PATCH (durable, 1 field)", &server.url, &o, true).await;
     patch.print();

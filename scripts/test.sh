@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up the machine and runs the whole test suite: unit, integration (real HTTP, real RocksDB,
-# real processes, Node.js clients), property tests, and the OpenAPI contract (schemathesis).
+# real processes, Node.js clients), property tests, a bounded fuzz run of every decoder of untrusted
+# input, and the OpenAPI contract (schemathesis).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/setup.sh
@@ -10,5 +11,7 @@ source scripts/setup.sh
 # `install` with a lockfile present installs exactly the locked versions.)
 npm install --prefix tests/js --no-audit --no-fund --loglevel=error
 cargo test --locked "$@"
+# Every decoder of untrusted bytes under libFuzzer, briefly (longer runs: scripts/fuzz.sh 600).
+scripts/fuzz.sh "${CONCORD_FUZZ_SECONDS:-20}"
 # The REST contract against a running node (schemathesis).
 scripts/contract-test.sh

@@ -252,6 +252,8 @@ async fn bad_sync_input_is_a_clear_4xx_and_harms_no_one() {
     for body in [
         b"garbage".to_vec(),
         vec![0x85, 0x6f, 0x4a, 0x83, 1, 2, 3, 4, 1, 0xff],
+        // Found by fuzzing: Automerge panics decoding this change (contained: a 400).
+        include_bytes!("../fuzz/regressions/changes-actor-index-overflow").to_vec(),
     ] {
         let r = http
             .post(format!("{url}/changes"))

@@ -20,3 +20,60 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
+
+/// A real `concord serve` process on loopback with its own data directory; SIGTERM on drop.
+pub struct Process {
+    pub child: std::process::Child,
+    pub url: String,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// Starts a node on `port` (0: a free one) with extra `serve` flags, and waits until it serves.
+    pub async fn start(port: u16, extra: &[String]) -> Process {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = if port == 0 { free_port() } else { port };
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--log-level",
+                "warn",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn concord");
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while http.get(format!("{url}/v1/health")).send().await.is_err() {
+            assert!(std::time::Instant::now() < deadline, "server did not start");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        Process {
+            child,
+            url,
+            port,
+            _dir: dir,
+        }
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.child.id())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}

@@ -111,7 +111,7 @@ pub fn decode(bytes: &[u8]) -> Result<Frame, FrameError> {
                     "`{document_id}` is not an automerge-repo DocumentId"
                 ));
             }
-            let Some(data) = field(&m, "data").and_then(|v| v.as_bytes()) else {
+            let Some(data) = field(&m, "data").and_then(byte_string) else {
                 return err(format!("`{kind}` needs `data` bytes"));
             };
             let message = decode_sync_message(data)
@@ -178,6 +178,16 @@ fn field<'a>(m: &'a [(Value, Value)], key: &str) -> Option<&'a Value> {
         .map(|(_, v)| v)
 }
 
+/// A byte string, also as a typed array (RFC 8746 tag 64), which some CBOR encoders send for
+/// JavaScript's `Uint8Array`.
+fn byte_string(v: &Value) -> Option<&[u8]> {
+    match v {
+        Value::Bytes(b) => Some(b),
+        Value::Tag(64, inner) => inner.as_bytes().map(Vec::as_slice),
+        _ => None,
+    }
+}
+
 fn field_text(m: &[(Value, Value)], key: &str) -> Option<String> {
     field(m, key).and_then(|v| v.as_text()).map(str::to_string)
 }
@@ -233,14 +243,24 @@ mod tests {
             &mut automerge::sync::State::new(),
         )
         .unwrap();
+        let encoded = msg.encode();
         let sync = frame(vec![
             ("type", text("request")),
             ("documentId", text(doc_id)),
-            ("data", Value::Bytes(msg.encode())),
+            ("data", Value::Bytes(encoded.clone())),
         ]);
         assert!(matches!(
             decode(&sync).unwrap(),
             Frame::Sync { request: true, .. }
+        ));
+        let tagged = frame(vec![
+            ("type", text("sync")),
+            ("documentId", text(doc_id)),
+            ("data", Value::Tag(64, Box::new(Value::Bytes(encoded)))),
+        ]);
+        assert!(matches!(
+            decode(&tagged).unwrap(),
+            Frame::Sync { request: false, .. }
         ));
         for bad in [
             b"\xff".to_vec(),

@@ -14,9 +14,13 @@ pub fn leb128_u64(data: &[u8]) -> Option<(u64, usize)> {
 
 /// Decodes a sync message and checks what Automerge itself trusts: a Bloom filter claiming
 /// billions of probes per entry makes Automerge allocate without bound (an abort no panic handler
-/// can catch), and zero bits per entry divides by zero.
+/// can catch), zero bits per entry divides by zero, and a bundle among the changes can expand
+/// without bound (see [`super::chunks::split`]).
 pub fn decode_sync_message(bytes: &[u8]) -> Result<automerge::sync::Message, String> {
-    let msg = automerge::sync::Message::decode(bytes).map_err(|e| e.to_string())?;
+    let msg =
+        crate::doc::contain::contained("sync message", || automerge::sync::Message::decode(bytes))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
     for have in &msg.have {
         let raw = have.bloom.to_bytes();
         if raw.is_empty() {
@@ -37,6 +41,9 @@ pub fn decode_sync_message(bytes: &[u8]) -> Result<automerge::sync::Message, Str
             ));
         }
     }
+    for entry in msg.changes.iter() {
+        super::chunks::split(entry).map_err(|e| e.0)?;
+    }
     Ok(msg)
 }
 
@@ -50,5 +57,13 @@ mod tests {
         assert_eq!(leb128_u64(&[0xe5, 0x8e, 0x26]), Some((624_485, 3)));
         assert_eq!(leb128_u64(&[0x80; 11]), None);
         assert_eq!(leb128_u64(&[]), None);
+    }
+
+    /// Found by fuzzing: a bundle in the changes made Automerge allocate gigabytes.
+    #[test]
+    fn a_bundle_bomb_is_refused_before_automerge_sees_it() {
+        let input = include_bytes!("../../fuzz/regressions/sync-message-bundle-bomb");
+        let e = decode_sync_message(input).expect_err("refused");
+        assert!(e.contains("chunk type 3"), "{e}");
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use automerge::{Change, ChangeHash};
+use automerge::ChangeHash;
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -124,7 +124,7 @@ pub async fn apply_changes(node: &Arc<Node>, docs: Vec<DocChangesV1>) -> Result<
         let changes = d
             .changes
             .iter()
-            .map(|b| Change::try_from(b.as_slice()))
+            .map(|b| crate::codec::chunks::decode_change(b))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ApiError::BadRequest(format!("{k}: invalid change: {e}")))?;
         parsed.push((k, changes));
