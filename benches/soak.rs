@@ -294,8 +294,10 @@ async fn soak(http: &reqwest::Client, nodes: &[Process], o: &Opts, rate: f64) {
         })
     };
 
-    println!("| t (s) | rate | p50 | p99 | max | errors | RSS node 1 | RSS node 2 | RSS node 3 |");
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| t (s) | rate | p50 | p99 | max | errors | RSS node 1 | RSS node 2 | RSS node 3 | node 1: doc cache | memtables |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut acc: Vec<Window> = (0..=windows).map(|_| Window::default()).collect();
     let mut rss_rows = Vec::new();
     for w in 0..windows {
@@ -308,6 +310,8 @@ async fn soak(http: &reqwest::Client, nodes: &[Process], o: &Opts, rate: f64) {
             }
         }
         let rss: Vec<u64> = nodes.iter().map(|n| n.rss_kib()).collect();
+        let gauges = metrics(http, &nodes[0]).await;
+        let gauge = |name: &str| gauges.get(name).copied().unwrap_or(0.0) / (1 << 20) as f64;
         // Requests still in flight finish into this window: the row is printed one window late
         // only in the sense that stragglers of the last moments may be missing.
         let slot = &mut acc[w];
@@ -320,7 +324,7 @@ async fn soak(http: &reqwest::Client, nodes: &[Process], o: &Opts, rate: f64) {
             slot.lat_us[i] as f64 / 1000.0
         };
         println!(
-            "| {} | {:.0}/s | {:.1} ms | {:.1} ms | {:.0} ms | {} | {:.0} MiB | {:.0} MiB | {:.0} MiB |",
+            "| {} | {:.0}/s | {:.1} ms | {:.1} ms | {:.0} ms | {} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.0} MiB |",
             o.window * (w as u64 + 1),
             slot.lat_us.len() as f64 / o.window as f64,
             pct(0.5),
@@ -330,6 +334,8 @@ async fn soak(http: &reqwest::Client, nodes: &[Process], o: &Opts, rate: f64) {
             rss[0] as f64 / 1024.0,
             rss[1] as f64 / 1024.0,
             rss[2] as f64 / 1024.0,
+            gauge("concord_cache_bytes"),
+            gauge("concord_memtable_bytes"),
         );
         rss_rows.push(rss.iter().sum::<u64>());
     }
@@ -349,6 +355,21 @@ async fn soak(http: &reqwest::Client, nodes: &[Process], o: &Opts, rate: f64) {
             100.0 * (last - half) / half.max(1.0)
         );
     }
+}
+
+/// The node's gauges (`/metrics` lines without labels).
+async fn metrics(http: &reqwest::Client, node: &Process) -> std::collections::HashMap<String, f64> {
+    let text = match http.get(format!("{}/metrics", node.url)).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.contains('{'))
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 #[tokio::main]

@@ -50,6 +50,8 @@ pub struct Metrics {
     cache_bytes: Gauge,
     cache_docs: Gauge,
     store_bytes: Gauge,
+    memtable_bytes: Gauge,
+    block_cache_bytes: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -82,6 +84,8 @@ impl Metrics {
             cache_bytes: Gauge::default(),
             cache_docs: Gauge::default(),
             store_bytes: Gauge::default(),
+            memtable_bytes: Gauge::default(),
+            block_cache_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -136,6 +140,16 @@ impl Metrics {
             m.store_bytes.clone(),
         );
         registry.register(
+            "memtable_bytes",
+            "Bytes in RocksDB memtables (bounded to 64 MiB for all column families)",
+            m.memtable_bytes.clone(),
+        );
+        registry.register(
+            "block_cache_bytes",
+            "Bytes in RocksDB's block cache (bounded to 64 MiB)",
+            m.block_cache_bytes.clone(),
+        );
+        registry.register(
             "anti_entropy_rounds",
             "Completed anti-entropy rounds, by peer",
             m.ae_rounds.clone(),
@@ -178,6 +192,8 @@ impl Metrics {
         self.cache_bytes.set(stats.cache_bytes as i64);
         self.cache_docs.set(stats.cache_docs as i64);
         self.store_bytes.set(stats.store_bytes as i64);
+        self.memtable_bytes.set(stats.memtable_bytes as i64);
+        self.block_cache_bytes.set(stats.block_cache_bytes as i64);
         let before = self.wal_syncs_seen.swap(stats.wal_syncs, Ordering::Relaxed);
         self.wal_syncs
             .inc_by(stats.wal_syncs.saturating_sub(before));

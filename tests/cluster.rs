@@ -698,6 +698,52 @@ async fn randomized_schedule_of_faults_converges() {
     check_acked(&c, &acked).await;
 }
 
+/// Eager push alone (anti-entropy is an hour away) carries small commits in their events and
+/// commits larger than an event may hold by reading them from the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_push_carries_small_and_large_commits() {
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let n1 = TestNode::start_with(d1.path(), |c| {
+        c.cluster_secret = Some(SECRET.into());
+        c.anti_entropy_interval_ms = 3_600_000;
+    })
+    .await;
+    let a1 = n1.url.trim_start_matches("http://").to_string();
+    let n0 = TestNode::start_with(d0.path(), move |c| {
+        c.cluster_secret = Some(SECRET.into());
+        c.peers = vec![a1];
+        c.anti_entropy_interval_ms = 3_600_000;
+    })
+    .await;
+    let http = client();
+    let large = "x".repeat(3 * concord::store::INLINE_CHANGE_BYTES);
+    for (id, body) in [
+        ("small", json!({"s": "hi"})),
+        ("large", json!({"s": large})),
+    ] {
+        let r = http
+            .put(n0.url(&format!("/v1/collections/p/docs/{id}")))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let url = n1.url(&format!("/v1/collections/p/docs/{id}"));
+        poll_until(&format!("{id} pushed"), Duration::from_secs(20), || {
+            let (http, url, body) = (http.clone(), url.clone(), body.clone());
+            async move {
+                match http.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => r.json::<Value>().await.ok() == Some(body),
+                    _ => false,
+                }
+            }
+        })
+        .await;
+    }
+    n0.stop().await;
+    n1.stop().await;
+}
+
 /// Creates the documents the field writers patch, so that no writer ever needs a creating PUT
 /// (which replaces the document, and so could remove another writer's acknowledged field).
 async fn create_docs(c: &Cluster) {

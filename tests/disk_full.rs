@@ -101,11 +101,11 @@ async fn full_disk_refuses_writes_keeps_reads_and_recovers() {
         eprintln!("skipped: mounting a tmpfs needs root");
         return;
     }
-    // RocksDB resumes once a memtable's worth (64 MiB) is free again: room for that once the
+    // RocksDB resumes once a memtable's worth (16 MiB) is free again: room for that once the
     // filler goes. The disk is nearly full from the start: RocksDB preallocates its WAL for a
-    // whole memtable (about 70 MiB) when space allows, and filling that through the API would
-    // take minutes; the path to a refused write is the same.
-    let disk = SmallDisk::mount(256 << 20).expect("mount a tmpfs (root can)");
+    // whole memtable (about 18 MiB) when space allows, and filling that through the API is
+    // slow; the path to a refused write is the same.
+    let disk = SmallDisk::mount(128 << 20).expect("mount a tmpfs (root can)");
     let filler = disk.path.join("filler");
     let filled = fill(&filler, 4 << 20);
     eprintln!("filled the disk with {filled} bytes");

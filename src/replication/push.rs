@@ -2,9 +2,11 @@
 //!
 //! A dispatcher takes commits from the store's broadcast and puts them on bounded queues per
 //! peer, in lanes by document (so one document's changes stay in order while four requests per
-//! peer are in flight); a sender per lane drains it in batches. Nothing here can block a writer: a full
-//! queue drops the push (counted), a failed send drops the batch and marks the peer down, and in
-//! both cases anti-entropy repairs the difference later.
+//! peer are in flight); a sender per lane drains it in batches. Nothing here can block a writer:
+//! a full queue drops the push (counted), a failed send drops the batch and marks the peer down,
+//! and in both cases anti-entropy repairs the difference later. A queued commit holds at most
+//! [`crate::store::INLINE_CHANGE_BYTES`] of changes (larger ones are read from the store when
+//! sent), so a peer's queue is bounded in bytes as well as in commits.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +17,8 @@ use super::wire::{ChangesV1, DocChangesV1};
 use crate::server::Node;
 use crate::store::{CommitEvent, Origin};
 
-/// Most changes in one push request, and most bytes.
+/// Most changes in one push request, and most bytes (of changes carried in events; a commit larger
+/// than [`crate::store::INLINE_CHANGE_BYTES`] is read from the store when its batch is sent).
 const BATCH_CHANGES: usize = 512;
 const BATCH_BYTES: usize = 2 << 20;
 /// Lanes per peer: requests in flight to one peer at once (each lane is sequential).
@@ -67,28 +70,35 @@ async fn sender(node: Arc<Node>, peer: String, mut rx: mpsc::Receiver<Arc<Commit
             e = rx.recv() => match e { Some(e) => e, None => return },
         };
         let mut batch = vec![first];
-        let mut count = batch[0].changes.len();
-        let mut bytes: usize = batch[0].changes.iter().map(Vec::len).sum();
+        let mut count = batch[0].changes.as_ref().map_or(1, Vec::len);
+        let mut bytes = inline_bytes(&batch[0]);
         while count < BATCH_CHANGES && bytes < BATCH_BYTES {
             match rx.try_recv() {
                 Ok(e) => {
-                    count += e.changes.len();
-                    bytes += e.changes.iter().map(Vec::len).sum::<usize>();
+                    count += e.changes.as_ref().map_or(1, Vec::len);
+                    bytes += inline_bytes(&e);
                     batch.push(e);
                 }
                 Err(_) => break,
             }
         }
-        let msg = ChangesV1 {
-            docs: batch
-                .iter()
-                .map(|e| DocChangesV1 {
-                    collection: e.key.collection().to_string(),
-                    id: e.key.id().to_string(),
-                    changes: e.changes.clone(),
-                })
-                .collect(),
-        };
+        let mut docs = Vec::with_capacity(batch.len());
+        for e in &batch {
+            let changes = match &e.changes {
+                Some(c) => c.clone(),
+                None => match stored_changes(&node, e).await {
+                    Some(c) => c,
+                    // Unreadable now: anti-entropy will repair it.
+                    None => continue,
+                },
+            };
+            docs.push(DocChangesV1 {
+                collection: e.key.collection().to_string(),
+                id: e.key.id().to_string(),
+                changes,
+            });
+        }
+        let msg = ChangesV1 { docs };
         match node
             .peer_client
             .call::<_, ()>(&peer, "/v1/peer/changes", &msg)
@@ -116,4 +126,20 @@ async fn sender(node: Arc<Node>, peer: String, mut rx: mpsc::Receiver<Arc<Commit
             }
         }
     }
+}
+
+fn inline_bytes(e: &CommitEvent) -> usize {
+    e.changes
+        .as_ref()
+        .map_or(0, |c| c.iter().map(Vec::len).sum())
+}
+
+/// The changes of a commit too large to travel in its event: everything after the heads the
+/// document had before it (later commits' changes too, which the peer takes idempotently).
+async fn stored_changes(node: &Arc<Node>, e: &CommitEvent) -> Option<Vec<Vec<u8>>> {
+    let (n, key, before) = (node.clone(), e.key.clone(), e.before.clone());
+    node.blocking(move || Ok(super::endpoints::changes_after(&n, &key, &before)?))
+        .await
+        .ok()
+        .and_then(|(_, changes)| changes)
 }
