@@ -295,9 +295,9 @@ async fn soak(http: &reqwest::Client, nodes: &[Process], o: &Opts, rate: f64) {
     };
 
     println!(
-        "| t (s) | rate | p50 | p99 | max | errors | RSS node 1 | RSS node 2 | RSS node 3 | node 1: doc cache | memtables |"
+        "| t (s) | rate | p50 | p99 | max | errors | RSS node 1 | RSS node 2 | RSS node 3 | node 1: heap | doc cache | memtables |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let mut acc: Vec<Window> = (0..=windows).map(|_| Window::default()).collect();
     let mut rss_rows = Vec::new();
     for w in 0..windows {
@@ -324,7 +324,7 @@ async fn soak(http: &reqwest::Client, nodes: &[Process], o: &Opts, rate: f64) {
             slot.lat_us[i] as f64 / 1000.0
         };
         println!(
-            "| {} | {:.0}/s | {:.1} ms | {:.1} ms | {:.0} ms | {} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.0} MiB |",
+            "| {} | {:.0}/s | {:.1} ms | {:.1} ms | {:.0} ms | {} | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.0} MiB | {:.0} MiB |",
             o.window * (w as u64 + 1),
             slot.lat_us.len() as f64 / o.window as f64,
             pct(0.5),
@@ -334,6 +334,7 @@ async fn soak(http: &reqwest::Client, nodes: &[Process], o: &Opts, rate: f64) {
             rss[0] as f64 / 1024.0,
             rss[1] as f64 / 1024.0,
             rss[2] as f64 / 1024.0,
+            gauge("concord_heap_allocated_bytes"),
             gauge("concord_cache_bytes"),
             gauge("concord_memtable_bytes"),
         );

@@ -52,6 +52,8 @@ pub struct Metrics {
     store_bytes: Gauge,
     memtable_bytes: Gauge,
     block_cache_bytes: Gauge,
+    heap_allocated_bytes: Gauge,
+    heap_resident_bytes: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -86,6 +88,8 @@ impl Metrics {
             store_bytes: Gauge::default(),
             memtable_bytes: Gauge::default(),
             block_cache_bytes: Gauge::default(),
+            heap_allocated_bytes: Gauge::default(),
+            heap_resident_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -145,6 +149,16 @@ impl Metrics {
             m.memtable_bytes.clone(),
         );
         registry.register(
+            "heap_allocated_bytes",
+            "Bytes the process has allocated (jemalloc)",
+            m.heap_allocated_bytes.clone(),
+        );
+        registry.register(
+            "heap_resident_bytes",
+            "Bytes jemalloc holds resident (allocated, freed pages not yet returned, metadata)",
+            m.heap_resident_bytes.clone(),
+        );
+        registry.register(
             "block_cache_bytes",
             "Bytes in RocksDB's block cache (bounded to 64 MiB)",
             m.block_cache_bytes.clone(),
@@ -194,6 +208,10 @@ impl Metrics {
         self.store_bytes.set(stats.store_bytes as i64);
         self.memtable_bytes.set(stats.memtable_bytes as i64);
         self.block_cache_bytes.set(stats.block_cache_bytes as i64);
+        if let Some((allocated, resident)) = crate::store::memory::heap() {
+            self.heap_allocated_bytes.set(allocated as i64);
+            self.heap_resident_bytes.set(resident as i64);
+        }
         let before = self.wal_syncs_seen.swap(stats.wal_syncs, Ordering::Relaxed);
         self.wal_syncs
             .inc_by(stats.wal_syncs.saturating_sub(before));

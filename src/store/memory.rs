@@ -25,6 +25,17 @@ fn net_allocated() -> i64 {
     }
 }
 
+/// The process's heap: bytes allocated by the program, and bytes jemalloc holds resident for it
+/// (allocated plus freed pages not yet returned to the system, plus its own metadata).
+pub fn heap() -> Option<(u64, u64)> {
+    use tikv_jemalloc_ctl::{epoch, stats};
+    epoch::advance().ok()?;
+    Some((
+        stats::allocated::read().ok()? as u64,
+        stats::resident::read().ok()? as u64,
+    ))
+}
+
 /// Heap retained by what ran on this thread between [`Meter::start`] and [`Meter::retained`].
 pub struct Meter(i64);
 

@@ -491,12 +491,18 @@ impl Store {
                 },
             ));
         }
+        let change_bytes: usize = new_changes.iter().map(|c| c.raw_bytes().len()).sum();
         match self.commit(key, &enc, &mut state, new_changes, was_live, origin) {
             Ok(meta) => {
                 let created = !was_live && !meta.deleted;
-                loaded.set_heap(loaded.heap() + grown);
+                let remeasure = loaded.add_write(grown, change_bytes);
                 drop(state);
-                self.cache.insert(enc, loaded);
+                if remeasure {
+                    // Estimates drift: the next use loads it from disk, measured exactly.
+                    self.cache.invalidate(&enc);
+                } else {
+                    self.cache.insert(enc, loaded);
+                }
                 Ok((
                     value,
                     Committed {
