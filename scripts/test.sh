@@ -11,7 +11,8 @@ source scripts/setup.sh
 # `install` with a lockfile present installs exactly the locked versions.)
 npm install --prefix tests/js --no-audit --no-fund --loglevel=error
 cargo test --locked "$@"
-# Every decoder of untrusted bytes under libFuzzer, briefly (longer runs: scripts/fuzz.sh 600).
-scripts/fuzz.sh "${CONCORD_FUZZ_SECONDS:-20}"
+# Every decoder of untrusted bytes under libFuzzer, briefly and reproducibly (longer, random
+# runs: scripts/fuzz.sh 600).
+scripts/fuzz.sh --ci
 # The REST contract against a running node (schemathesis).
 scripts/contract-test.sh
