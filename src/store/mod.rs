@@ -206,6 +206,10 @@ impl Store {
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_block_cache(&block_cache);
         table.set_bloom_filter(10.0, false);
+        // Index and filter blocks live in the block cache, so their memory is bounded by it
+        // instead of growing with the data (level 0's stay pinned: they are read on every get).
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         let descriptors = cfs::ALL.iter().map(|name| {
             let mut o = Options::default();
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
