@@ -267,16 +267,29 @@ impl Cluster {
 
     /// The status, or [`NOT_SENT`] / [`UNKNOWN`] when no answer came.
     async fn send(&self, i: usize, method: reqwest::Method, path: &str, body: Value) -> u16 {
+        self.send_with(i, method, path, body, &[]).await
+    }
+
+    async fn send_with(
+        &self,
+        i: usize,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> u16 {
         let Some(url) = self.try_url(i, path) else {
             return NOT_SENT;
         };
-        let r = self
+        let mut req = self
             .http
             .request(method, url)
             .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await;
+            .body(body.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await;
         match r {
             Ok(r) => r.status().as_u16(),
             Err(e) if e.is_connect() => NOT_SENT,
@@ -335,14 +348,28 @@ async fn random_write(c: &Cluster, rng: &mut u64, acked: &mut Acked, tag: &str, 
                     )
                     .await;
                 if s == 404 {
+                    // Create only if still absent: a PUT replaces the whole document, so if a
+                    // peer's push created it meanwhile, a plain PUT would remove the fields other
+                    // writers had acknowledged.
                     s = c
-                        .send(
+                        .send_with(
                             i,
                             reqwest::Method::PUT,
                             &format!("/v1/collections/w/docs/{doc}"),
                             body,
+                            &[("if-none-match", "*")],
                         )
                         .await;
+                    if s == 412 {
+                        s = c
+                            .send(
+                                i,
+                                reqwest::Method::POST,
+                                &format!("/v1/collections/w/docs/{doc}/ops"),
+                                json!({"ops": [{"op": "set", "path": format!("/{field}"), "value": n}]}),
+                            )
+                            .await;
+                    }
                 }
             }
             if s == 200 || s == 201 {

@@ -12,9 +12,51 @@ pub struct ChunkError(pub String);
 /// Decodes one change. Automerge panics on some malformed changes (an actor index beyond `u32`,
 /// found by fuzzing): contained, that is an error like any other.
 pub fn decode_change(bytes: &[u8]) -> Result<automerge::Change, String> {
-    contained("change", || automerge::Change::try_from(bytes))
+    let change = contained("change", || automerge::Change::try_from(bytes))
         .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+    contained("change", || check_ops(&change)).map_err(|e| e.to_string())??;
+    Ok(change)
+}
+
+/// Structural rules every valid change keeps, checked before Automerge applies it. Automerge
+/// trusts them: a change with mark operations on the root map (found by fuzzing) makes it panic
+/// inside a destructor while unwinding, an abort that no handler can contain, so one request
+/// could stop a node. The root and the objects the change creates have known types; objects of
+/// earlier changes are not checked here.
+fn check_ops(change: &automerge::Change) -> Result<(), String> {
+    use automerge::legacy::{Key, ObjectId, OpId, OpType};
+    let expanded = change.decode();
+    let (start, actor) = (change.start_op().get(), change.actor_id());
+    // Objects this change creates: true for maps (keys), false for sequences (positions).
+    let mut created: std::collections::HashMap<OpId, bool> = std::collections::HashMap::new();
+    for (i, op) in expanded.operations.iter().enumerate() {
+        let positional = matches!(op.key, Key::Seq(_));
+        if op.insert && !positional {
+            return Err(format!("operation {i}: an insert needs a list position"));
+        }
+        if matches!(op.action, OpType::MarkBegin(_) | OpType::MarkEnd(_)) && !op.insert {
+            return Err(format!("operation {i}: a mark is inserted into a sequence"));
+        }
+        let map = match &op.obj {
+            ObjectId::Root => Some(true),
+            ObjectId::Id(id) => created.get(id).copied(),
+        };
+        match map {
+            Some(true) if positional => {
+                return Err(format!("operation {i}: a map has keys, not list positions"))
+            }
+            Some(false) if !positional => {
+                return Err(format!("operation {i}: a sequence has positions, not keys"))
+            }
+            _ => {}
+        }
+        if let OpType::Make(t) = &op.action {
+            let is_map = matches!(t, automerge::ObjType::Map | automerge::ObjType::Table);
+            created.insert(OpId::new(start + i as u64, actor), is_map);
+        }
+    }
+    Ok(())
 }
 
 /// What a posted body holds: changes, or a whole saved document.
@@ -123,6 +165,40 @@ mod tests {
         change[8] = 3;
         let e = parse_chunks(&change).err().expect("refused");
         assert!(e.to_string().contains("chunk type 3"), "{e}");
+    }
+
+    /// Found by a longer fuzz run: mark operations on the root map made Automerge abort the
+    /// process (a panic in a destructor while unwinding) when applied.
+    #[test]
+    fn a_change_that_aborts_automerge_is_refused_before_it_is_applied() {
+        let input = include_bytes!("../../fuzz/regressions/changes-mark-on-root-aborts");
+        let e = parse_chunks(input).err().expect("refused");
+        assert!(e.to_string().contains("operation"), "{e}");
+    }
+
+    #[test]
+    fn valid_changes_pass_the_structural_check() {
+        use automerge::transaction::Transactable;
+        let mut doc = automerge::AutoCommit::new();
+        let text = doc
+            .put_object(automerge::ROOT, "t", automerge::ObjType::Text)
+            .unwrap();
+        doc.splice_text(&text, 0, 0, "hello world").unwrap();
+        let list = doc
+            .put_object(automerge::ROOT, "l", automerge::ObjType::List)
+            .unwrap();
+        doc.insert(&list, 0, 1).unwrap();
+        let map = doc
+            .insert_object(&list, 1, automerge::ObjType::Map)
+            .unwrap();
+        doc.put(&map, "k", "v").unwrap();
+        let mark = automerge::marks::Mark::new("bold".into(), true, 0, 5);
+        doc.mark(&text, mark, automerge::marks::ExpandMark::After)
+            .unwrap();
+        doc.increment(automerge::ROOT, "c", 1).ok();
+        let bytes = doc.save_incremental();
+        let chunks = parse_chunks(&bytes).expect("a real change passes");
+        assert!(matches!(chunks.as_slice(), [Chunk::Changes(c)] if !c.is_empty()));
     }
 
     /// The first input the `changes` fuzz target found: Automerge panicked decoding it.

@@ -42,7 +42,11 @@ pub fn decode_sync_message(bytes: &[u8]) -> Result<automerge::sync::Message, Str
         }
     }
     for entry in msg.changes.iter() {
-        super::chunks::split(entry).map_err(|e| e.0)?;
+        for (kind, chunk) in super::chunks::split(entry).map_err(|e| e.0)? {
+            if kind != 0 {
+                super::chunks::decode_change(chunk)?;
+            }
+        }
     }
     Ok(msg)
 }
