@@ -457,17 +457,16 @@ async fn check_acked(c: &Cluster, acked: &Acked) {
     }
 }
 
+/// Creates an empty document on node 0.
+async fn create_empty(c: &Cluster, collection: &str, id: &str) {
+    let path = format!("/v1/collections/{collection}/docs/{id}");
+    let s = c.send(0, reqwest::Method::PUT, &path, json!({})).await;
+    assert_eq!(s, 201, "{path}");
+}
+
 async fn create_counters(c: &Cluster) {
     for k in 0..3 {
-        let s = c
-            .send(
-                0,
-                reqwest::Method::PUT,
-                &format!("/v1/collections/k/docs/c{k}"),
-                json!({}),
-            )
-            .await;
-        assert_eq!(s, 201);
+        create_empty(c, "k", &format!("c{k}")).await;
         let s = c
             .send(
                 0,
@@ -775,15 +774,7 @@ async fn eager_push_carries_small_and_large_commits() {
 /// (which replaces the document, and so could remove another writer's acknowledged field).
 async fn create_docs(c: &Cluster) {
     for d in 0..8 {
-        let s = c
-            .send(
-                0,
-                reqwest::Method::PUT,
-                &format!("/v1/collections/w/docs/d{d}"),
-                json!({}),
-            )
-            .await;
-        assert_eq!(s, 201);
+        create_empty(c, "w", &format!("d{d}")).await;
     }
     c.wait_converged("w").await;
 }
