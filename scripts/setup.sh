@@ -1,29 +1,25 @@
 #!/usr/bin/env bash
-# Installs what building Concord needs on a fresh Debian machine: a C/C++ toolchain and libclang
-# (RocksDB is compiled from source by the rocksdb crate), and Rust if it is missing.
+# Installs what building and testing Concord needs on a fresh Debian machine, and puts cargo on
+# PATH. Sourced by run-node.sh, test.sh and .ci/run. What counts as missing is decided by
+# needs.sh (exact packages and working programs, never look-alike files): a C/C++ toolchain and
+# libclang (RocksDB is compiled from source by the rocksdb crate, through bindgen), curl, Python's
+# venv (the contract test), Node.js and npm (the JavaScript client tests), and Rust when missing.
 set -euo pipefail
 
+_concord_scripts="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-need=()
-command -v cc >/dev/null 2>&1 || need+=(build-essential)
-command -v c++ >/dev/null 2>&1 || need+=(g++)
-command -v curl >/dev/null 2>&1 || need+=(curl)
-command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
-# Python's venv holds schemathesis for the contract test.
-command -v python3 >/dev/null 2>&1 || need+=(python3)
-python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
-# Node.js runs the JavaScript client tests (tests/js).
-command -v node >/dev/null 2>&1 || need+=(nodejs)
-command -v npm >/dev/null 2>&1 || need+=(npm)
-if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
-  need+=(libclang-dev)
-fi
-if [ "${#need[@]}" -gt 0 ]; then
-  echo "setup: installing ${need[*]}"
+mapfile -t _concord_need < <("$_concord_scripts/needs.sh")
+if [ "${#_concord_need[@]}" -gt 0 ]; then
+  echo "setup: installing ${_concord_need[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${_concord_need[@]}" >/dev/null
+  mapfile -t _concord_still < <("$_concord_scripts/needs.sh")
+  if [ "${#_concord_still[@]}" -gt 0 ]; then
+    echo "setup: still missing after apt-get install: ${_concord_still[*]}" >&2
+    exit 1
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -2,7 +2,8 @@
 //! acknowledged is lost, and the node takes writes again on its own once space returns.
 //!
 //! The test mounts a small tmpfs of its own for the node's data directory, so it needs root (as CI
-//! and the development machines have); elsewhere it says why it cannot run and passes.
+//! and the development machines have). Under CI (`CI` set) it fails when it cannot mount; elsewhere
+//! it says why it cannot run and passes.
 
 mod common;
 
@@ -98,7 +99,12 @@ async fn check_all(http: &reqwest::Client, node: &NodeProcess, acked: &[(String,
 #[tokio::test]
 async fn full_disk_refuses_writes_keeps_reads_and_recovers() {
     if !is_root() {
-        eprintln!("skipped: mounting a tmpfs needs root");
+        // CI runs as root: there a skip would hide the test, so it fails instead.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run this test as root (it mounts a tmpfs)"
+        );
+        eprintln!("skipped: mounting a tmpfs needs root (outside CI only)");
         return;
     }
     // RocksDB resumes once a memtable's worth (16 MiB) is free again: room for that once the
