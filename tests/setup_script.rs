@@ -79,10 +79,7 @@ impl FakeMachine {
             .arg(script)
             .env_clear()
             .env("PATH", self.bin())
-            .env(
-                "CONCORD_SETUP_DPKG_ADMINDIR",
-                self.dir.path().join("dpkg"),
-            )
+            .env("CONCORD_SETUP_DPKG_ADMINDIR", self.dir.path().join("dpkg"))
             .output()
             .expect("run needs.sh");
         assert!(
