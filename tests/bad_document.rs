@@ -231,3 +231,107 @@ async fn a_corrupt_document_does_not_stop_replication_of_the_others() {
     b.stop().await;
     c.stop().await;
 }
+
+/// `POST /v1/peer/changes` answers per document: a document with a valid change is applied, one
+/// whose change is garbage is rejected, and one whose change depends on a change the node lacks
+/// is parked; none of them fails the others, and the answer says which is which.
+#[tokio::test]
+async fn peer_changes_answer_per_document() {
+    use automerge::transaction::Transactable;
+    use concord::replication::wire::{ChangesResultV1, ChangesV1, DocChangesV1, CONTENT_TYPE};
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start_with(dir.path(), cluster_config).await;
+    let http = client();
+
+    // Two changes of one document; the node gets only the second (its dependency is missing).
+    let mut doc = automerge::AutoCommit::new();
+    doc.put(automerge::ROOT, "a", 1).unwrap();
+    doc.commit();
+    doc.put(automerge::ROOT, "b", 2).unwrap();
+    doc.commit();
+    let changes: Vec<Vec<u8>> = doc
+        .get_changes(&[])
+        .iter()
+        .map(|c| c.raw_bytes().to_vec())
+        .collect();
+    assert_eq!(changes.len(), 2);
+
+    let msg = ChangesV1 {
+        docs: vec![
+            DocChangesV1 {
+                collection: "c".into(),
+                id: "good".into(),
+                changes: vec![changes[0].clone()],
+            },
+            DocChangesV1 {
+                collection: "c".into(),
+                id: "garbage".into(),
+                changes: vec![b"not an automerge change".to_vec()],
+            },
+            DocChangesV1 {
+                collection: "c".into(),
+                id: "orphan".into(),
+                changes: vec![changes[1].clone()],
+            },
+            DocChangesV1 {
+                collection: "c".into(),
+                id: "bad id with spaces".into(),
+                changes: vec![changes[0].clone()],
+            },
+        ],
+    };
+    let r = http
+        .post(node.url("/v1/peer/changes"))
+        .header(concord::replication::auth::HEADER, SECRET)
+        .header("content-type", CONTENT_TYPE)
+        .body(postcard::to_stdvec(&msg).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let result = ChangesResultV1::decode(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(result.applied, 2, "{result:?}");
+    let ids = |v: &[concord::replication::wire::DocIssueV1]| {
+        let mut ids: Vec<String> = v.iter().map(|d| d.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&result.parked), vec!["orphan"]);
+    assert_eq!(ids(&result.rejected), vec!["bad id with spaces", "garbage"]);
+    assert_eq!(get(&http, &node, "good").await, Some(json!({"a": 1})));
+    assert_eq!(get(&http, &node, "garbage").await, None);
+    node.stop().await;
+}
+
+/// A listing with `include_docs` names the document it could not read instead of hiding it.
+#[tokio::test]
+async fn include_docs_reports_an_unreadable_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = client();
+    {
+        let node = TestNode::start_with(dir.path(), cluster_config).await;
+        put(&http, &node, "bad", json!({"v": 1})).await;
+        put(&http, &node, "good", json!({"v": 2})).await;
+        node.stop().await;
+    }
+    corrupt(dir.path(), "bad");
+    let node = TestNode::start_with(dir.path(), cluster_config).await;
+    let v: Value = http
+        .get(node.url("/v1/collections/c/docs?include_docs=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let docs = v["docs"].as_array().unwrap();
+    assert_eq!(docs.len(), 2, "{v}");
+    assert_eq!(docs[0]["id"], "bad");
+    assert_eq!(docs[0]["error_status"], 500, "{v}");
+    assert!(docs[0]["error"].as_str().unwrap().contains("load"), "{v}");
+    assert!(docs[0].get("body").is_none());
+    assert_eq!(docs[1]["body"], json!({"v": 2}));
+    assert!(docs[1].get("error").is_none());
+    node.stop().await;
+}
