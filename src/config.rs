@@ -69,6 +69,10 @@ pub struct Config {
     pub peer_bind_ip: Option<std::net::IpAddr>,
     /// Client sync states unused for this many days are removed. Default 30.
     pub sync_state_ttl_days: u64,
+    /// Persisted client sync states one principal (a token; everyone, without tokens) may own.
+    /// Beyond it, that principal's new clients still sync, but their states are not kept (a
+    /// reconnect resends a little more). Default 1000000.
+    pub max_sync_states_per_principal: u64,
     /// The collection that holds automerge-repo documents (by DocumentId). Default `automerge`.
     pub automerge_collection: String,
     /// API tokens (`[[tokens]]` tables: name, token, access = "read" | "write", collections).
@@ -109,6 +113,7 @@ impl Default for Config {
             push_queue: 10_000,
             peer_bind_ip: None,
             sync_state_ttl_days: 30,
+            max_sync_states_per_principal: 1_000_000,
             automerge_collection: "automerge".to_string(),
             tokens: Vec::new(),
             token_file: None,

@@ -93,6 +93,9 @@ struct ServeArgs {
     /// Days after which unused client sync states are removed [default: 30]
     #[arg(long, env = "CONCORD_SYNC_STATE_TTL_DAYS")]
     sync_state_ttl_days: Option<u64>,
+    /// Persisted client sync states per principal (token) [default: 1000000]
+    #[arg(long, env = "CONCORD_MAX_SYNC_STATES_PER_PRINCIPAL")]
+    max_sync_states_per_principal: Option<u64>,
     /// Requests handled at once before answering 503 [default: 4096]
     #[arg(long, env = "CONCORD_MAX_CONCURRENT_REQUESTS")]
     max_concurrent_requests: Option<usize>,
@@ -142,6 +145,7 @@ impl ServeArgs {
             anti_entropy_interval_ms,
             push_queue,
             sync_state_ttl_days,
+            max_sync_states_per_principal,
             automerge_collection,
             max_concurrent_requests,
             max_json_depth,

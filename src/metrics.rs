@@ -44,6 +44,9 @@ pub struct Metrics {
     pub push_changes: Family<PeerLabels, Counter>,
     pub push_bytes: Family<PeerLabels, Counter>,
     pub push_dropped: Counter,
+    pub push_docs_rejected: Counter,
+    pub replication_docs_skipped: Counter,
+    pub sync_states_over_quota: Counter,
     pub writes_refused_no_space: Counter,
     wal_syncs: Counter,
     wal_syncs_seen: AtomicU64,
@@ -80,6 +83,9 @@ impl Metrics {
             push_changes: Family::default(),
             push_bytes: Family::default(),
             push_dropped: Counter::default(),
+            push_docs_rejected: Counter::default(),
+            replication_docs_skipped: Counter::default(),
+            sync_states_over_quota: Counter::default(),
             writes_refused_no_space: Counter::default(),
             wal_syncs: Counter::default(),
             wal_syncs_seen: AtomicU64::new(0),
@@ -197,6 +203,23 @@ impl Metrics {
             "push_dropped",
             "Changes not pushed (queue full, lagging or failed); anti-entropy repairs them",
             m.push_dropped.clone(),
+        );
+        registry.register(
+            "push_docs_rejected",
+            "Documents in eager pushes that a peer could not take (its answer says why; \
+             anti-entropy retries them)",
+            m.push_docs_rejected.clone(),
+        );
+        registry.register(
+            "replication_docs_skipped",
+            "Documents this node could not read, store or serve on a peer path (each is logged \
+             with its key); every other document still moves",
+            m.replication_docs_skipped.clone(),
+        );
+        registry.register(
+            "sync_states_over_quota",
+            "Client sync states not kept because their principal owns max_sync_states_per_principal",
+            m.sync_states_over_quota.clone(),
         );
         Arc::new(Metrics { registry, ..m })
     }

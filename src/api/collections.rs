@@ -63,6 +63,12 @@ pub struct ListedDoc {
     pub deleted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<Map<String, Value>>,
+    /// With `include_docs`, why the body is missing (the status a read of it alone would get, and
+    /// the problem's detail): a listing never hides a document it could not read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `GET /v1/collections/{collection}/docs`
@@ -91,20 +97,24 @@ pub async fn list_docs(
                 if meta.deleted && !q.include_deleted {
                     continue;
                 }
-                let body = if q.include_docs && !meta.deleted {
+                let (body, error) = if q.include_docs && !meta.deleted {
                     let key = doc_key(&collection, &id)?;
                     match read_blocking(&n, &key, None, None) {
-                        Ok(Read::Body(b, _)) => Some(b),
-                        _ => None,
+                        Ok(Read::Body(b, _)) => (Some(b), None),
+                        // Deleted or removed between the listing and the read.
+                        Ok(_) => (None, None),
+                        Err(e) => (None, Some(e)),
                     }
                 } else {
-                    None
+                    (None, None)
                 };
                 docs.push(ListedDoc {
                     version: heads::format(&meta.heads()),
                     deleted: meta.deleted,
                     id,
                     body,
+                    error_status: error.as_ref().map(|e| e.status().as_u16()),
+                    error: error.map(|e| e.to_string()),
                 });
             }
             Ok((docs, next))

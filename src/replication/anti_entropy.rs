@@ -12,7 +12,7 @@
 //!
 //! Documents one side has never seen and tombstones are ordinary documents here.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 
 use super::client::{Exchange, PeerError};
 use super::endpoints::{apply_changes, changes_after};
-use super::membership::RepairReport;
+use super::membership::{RepairReport, SkippedDoc};
 use super::wire::*;
 use crate::metrics::PeerLabels;
 use crate::server::Node;
@@ -73,11 +73,7 @@ pub async fn run(node: Arc<Node>) {
                 Ok(report) => node.membership.record_sync(&peer, report),
                 Err(e) => {
                     tracing::debug!(peer, error = %e, "anti-entropy round failed");
-                    if e.is_refusal() {
-                        node.membership.record_refusal(&peer, &e.to_string());
-                    } else {
-                        node.membership.record_failure(&peer, &e.to_string());
-                    }
+                    node.membership.record_error(&peer, &e);
                 }
             }
         }
@@ -95,6 +91,8 @@ struct Tally {
     sent: u64,
     received: u64,
     docs: u64,
+    /// Documents left out because one side could not read or take them.
+    skipped: Vec<SkippedDoc>,
 }
 
 impl Tally {
@@ -102,6 +100,15 @@ impl Tally {
         self.sent += x.sent;
         self.received += x.received;
         x.value
+    }
+}
+
+fn skipped(side: &'static str, collection: &str, id: &str, error: String) -> SkippedDoc {
+    SkippedDoc {
+        collection: collection.to_string(),
+        id: id.to_string(),
+        side,
+        error,
     }
 }
 
@@ -136,13 +143,25 @@ pub async fn round(node: &Arc<Node>, peer: &str) -> Result<RepairReport, PeerErr
     if node.store.digest_root() != root.root {
         reconcile(node, peer, &mut t).await?;
     }
-    let report = RepairReport {
+    let mut report = RepairReport {
         at_ms: now_ms(),
         docs: t.docs,
         bytes_sent: t.sent,
         bytes_received: t.received,
         millis: started.elapsed().as_millis() as u64,
+        ..RepairReport::default()
     };
+    for s in t.skipped {
+        report.skip(s);
+    }
+    if report.skipped_docs > 0 {
+        tracing::warn!(
+            peer,
+            skipped = report.skipped_docs,
+            first = ?report.skipped.first(),
+            "anti-entropy left out documents it could not reconcile"
+        );
+    }
     node.metrics.ae_rounds.get_or_create(&labels).inc();
     node.metrics
         .ae_docs_repaired
@@ -168,13 +187,14 @@ pub async fn round(node: &Arc<Node>, peer: &str) -> Result<RepairReport, PeerErr
     Ok(report)
 }
 
+/// Runs store work off the async workers. Its failures are this node's, never the peer's.
 async fn blocking<T: Send + 'static>(
-    node: &Arc<Node>,
     f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, PeerError> {
-    node.blocking(move || f().map_err(crate::api::problem::ApiError::from))
+    tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| PeerError::Unreachable(format!("local store: {e}")))
+        .map_err(|e| PeerError::Local(format!("worker task failed: {e}")))?
+        .map_err(|e| PeerError::Local(format!("local store: {e}")))
 }
 
 /// Walks the digest tree down to the buckets whose nodes differ from the peer's.
@@ -303,106 +323,85 @@ async fn reconcile(node: &Arc<Node>, peer: &str, t: &mut Tally) -> Result<(), Pe
         }
     }
     let n = node.clone();
-    let (to_push, to_pull) = blocking(node, move || {
+    let (to_push, to_pull, unreadable) = blocking(move || {
         let mut push = Vec::new();
         let mut pull = Vec::new();
-        let mut decide = |key: DocKey,
-                          mine: Vec<[u8; 32]>,
-                          theirs: Option<u64>|
-         -> Result<(), crate::store::StoreError> {
+        let mut unreadable = Vec::new();
+        let mut decide = |key: DocKey, mine: Vec<[u8; 32]>, theirs: Option<u64>| {
             match plan(&n, &key, mine, theirs) {
                 Ok(Some(Plan::Push(d))) if !d.changes.is_empty() => push.push(d),
                 Ok(Some(Plan::Pull(d))) => pull.push(d),
                 Ok(_) => {}
                 // One unreadable document must not stop the repair of all the others.
-                Err(e) => tracing::warn!(doc = %key, error = %e, "anti-entropy skipped a document"),
+                Err(e) => {
+                    n.metrics.replication_docs_skipped.inc();
+                    tracing::warn!(doc = %key, error = %e, "anti-entropy skipped a document");
+                    unreadable.push(skipped("local", key.collection(), key.id(), e.to_string()));
+                }
             }
-            Ok(())
         };
         for b in buckets {
             for (k, heads) in n.store.bucket_docs(b)? {
                 let leaf = crate::store::digest::leaf(&k.encode(), &heads);
                 let theirs = their_docs.remove(&(k.collection().to_string(), k.id().to_string()));
                 if theirs != Some(leaf) {
-                    decide(k, heads, theirs)?;
+                    decide(k, heads, theirs);
                 }
             }
         }
         // Documents only the peer has.
         for (c, i) in their_docs.into_keys() {
             if let Ok(k) = DocKey::new(&c, &i) {
-                decide(k, Vec::new(), None)?;
+                decide(k, Vec::new(), None);
             }
         }
-        Ok((push, pull))
+        Ok((push, pull, unreadable))
     })
     .await?;
+    t.skipped.extend(unreadable);
     t.docs += (to_push.len() + to_pull.len()) as u64;
 
     // Push and pull at once, several requests each in flight: one side's fsyncs overlap the
-    // other's reads. Pull: the peer sends what we lack when it knows all our heads, else tells us
-    // its heads.
-    let requests: Vec<PullV1> = to_pull
-        .chunks(DOCS_PER_REQUEST)
-        .map(|c| PullV1 { docs: c.to_vec() })
-        .collect();
-    let pulls = futures::stream::iter(requests)
-        .map(|req| async move {
-            let x: Exchange<PullResponseV1> =
-                node.peer_client.call(peer, "/v1/peer/pull", &req).await?;
-            let mut pulled = Vec::new();
-            let mut unserved = Vec::new();
-            for d in x.value.docs {
-                match d.changes {
-                    Some(changes) if !changes.is_empty() => pulled.push(DocChangesV1 {
-                        collection: d.collection,
-                        id: d.id,
-                        changes,
-                    }),
-                    Some(_) => {}
-                    None => unserved.push(d),
-                }
-            }
-            apply_changes(node, pulled)
-                .await
-                .map_err(|e| PeerError::Decode(format!("applying pulled changes: {e}")))?;
-            Ok::<_, PeerError>(Exchange {
-                value: unserved,
-                sent: x.sent,
-                received: x.received,
-            })
-        })
-        .buffer_unordered(REQUESTS_IN_FLIGHT)
-        .collect::<Vec<_>>();
-    let (pushed, pulled) = tokio::join!(push_all(node, peer, to_push), pulls);
-    t.add(pushed?);
-    let mut answers = Vec::new();
-    for r in pulled {
-        answers.extend(t.add(r?));
-    }
+    // other's reads.
+    let (pushed, pulled) =
+        tokio::join!(push_all(node, peer, to_push), pull_all(node, peer, to_pull));
+    let pushed = t.add(pushed?);
+    t.skipped.extend(pushed);
+    let (answers, pull_skipped) = t.add(pulled?);
+    t.skipped.extend(pull_skipped);
+
     // It could not serve us: push where it is behind, sync where both sides moved.
     let n = node.clone();
-    let (to_push, concurrent) = blocking(node, move || {
+    let (to_push, concurrent, unreadable) = blocking(move || {
         let mut push = Vec::new();
         let mut concurrent = Vec::new();
+        let mut unreadable = Vec::new();
         for d in answers {
             let Ok(key) = DocKey::new(&d.collection, &d.id) else {
                 continue;
             };
-            match changes_after(&n, &key, &d.heads)?.1 {
-                Some(changes) if !changes.is_empty() => push.push(DocChangesV1 {
+            match changes_after(&n, &key, &d.heads) {
+                Ok((_, Some(changes))) if !changes.is_empty() => push.push(DocChangesV1 {
                     collection: d.collection,
                     id: d.id,
                     changes,
                 }),
-                Some(_) => {}
-                None => concurrent.push((d.collection, d.id)),
+                Ok((_, Some(_))) => {}
+                Ok((_, None)) => concurrent.push((d.collection, d.id)),
+                Err(e) => {
+                    n.metrics.replication_docs_skipped.inc();
+                    tracing::warn!(doc = %key, error = %e, "anti-entropy skipped a document");
+                    unreadable.push(skipped("local", &d.collection, &d.id, e.to_string()));
+                }
             }
         }
-        Ok((push, concurrent))
+        Ok((push, concurrent, unreadable))
     })
     .await?;
-    t.add(push_all(node, peer, to_push).await?);
+    t.skipped.extend(unreadable);
+    let pushed = push_all(node, peer, to_push).await?;
+    let rejected = t.add(pushed);
+    t.skipped.extend(rejected);
     for chunk in concurrent.chunks(DOCS_PER_REQUEST) {
         sync_session(node, peer, chunk, t).await?;
     }
@@ -412,23 +411,108 @@ async fn reconcile(node: &Arc<Node>, peer: &str, t: &mut Tally) -> Result<(), Pe
 /// Requests of one round in flight at once.
 const REQUESTS_IN_FLIGHT: usize = 4;
 
-/// Sends changes the peer lacks, several requests at a time.
+/// Pulls what we lack of `docs` from the peer; returns the documents it could not serve (we have
+/// changes it lacks: its heads are in the answer) and the documents skipped.
+///
+/// The peer leaves documents out of an answer past its byte budget (and documents it cannot
+/// read): those are asked for again, for as long as answers make progress.
+async fn pull_all(
+    node: &Arc<Node>,
+    peer: &str,
+    docs: Vec<DocHeadsV1>,
+) -> Result<Exchange<(Vec<PulledV1>, Vec<SkippedDoc>)>, PeerError> {
+    let mut total = Exchange {
+        value: (Vec::new(), Vec::new()),
+        sent: 0,
+        received: 0,
+    };
+    let mut wanted = docs;
+    while !wanted.is_empty() {
+        let requests: Vec<PullV1> = wanted
+            .chunks(DOCS_PER_REQUEST)
+            .map(|c| PullV1 { docs: c.to_vec() })
+            .collect();
+        let answers: Vec<Result<(PullV1, Exchange<PullResponseV1>), PeerError>> =
+            futures::stream::iter(requests)
+                .map(|req| async move {
+                    let x = node.peer_client.call(peer, "/v1/peer/pull", &req).await?;
+                    Ok((req, x))
+                })
+                .buffer_unordered(REQUESTS_IN_FLIGHT)
+                .collect()
+                .await;
+        let mut again = Vec::new();
+        let mut progress = false;
+        for answer in answers {
+            let (req, x) = answer?;
+            total.sent += x.sent;
+            total.received += x.received;
+            let mut answered = HashSet::new();
+            let mut pulled = Vec::new();
+            for d in x.value.docs {
+                answered.insert((d.collection.clone(), d.id.clone()));
+                match d.changes {
+                    Some(changes) if !changes.is_empty() => pulled.push(DocChangesV1 {
+                        collection: d.collection,
+                        id: d.id,
+                        changes,
+                    }),
+                    Some(_) => {}
+                    None => total.value.0.push(d),
+                }
+            }
+            progress |= !answered.is_empty();
+            again.extend(
+                req.docs
+                    .into_iter()
+                    .filter(|d| !answered.contains(&(d.collection.clone(), d.id.clone()))),
+            );
+            let applied = apply_changes(node, pulled)
+                .await
+                .map_err(|e| PeerError::Local(format!("applying pulled changes: {e}")))?;
+            for r in applied.rejected {
+                total
+                    .value
+                    .1
+                    .push(skipped("local", &r.collection, &r.id, r.reason));
+            }
+        }
+        if !progress {
+            // The peer serves none of what is left (it cannot read them): next round.
+            for d in &again {
+                total.value.1.push(skipped(
+                    "peer",
+                    &d.collection,
+                    &d.id,
+                    "the peer did not serve it".into(),
+                ));
+            }
+            break;
+        }
+        wanted = again;
+    }
+    Ok(total)
+}
+
+/// Sends changes the peer lacks, several requests at a time, each bounded in documents and
+/// bytes; returns the documents the peer could not take.
 async fn push_all(
     node: &Arc<Node>,
     peer: &str,
     docs: Vec<DocChangesV1>,
-) -> Result<Exchange<()>, PeerError> {
-    let results: Vec<Result<Exchange<()>, PeerError>> = futures::stream::iter(chunk_changes(docs))
-        .map(|chunk| async move {
-            node.peer_client
-                .call(peer, "/v1/peer/changes", &ChangesV1 { docs: chunk })
-                .await
-        })
-        .buffer_unordered(REQUESTS_IN_FLIGHT)
-        .collect()
-        .await;
+) -> Result<Exchange<Vec<SkippedDoc>>, PeerError> {
+    let results: Vec<Result<Exchange<ChangesResultV1>, PeerError>> =
+        futures::stream::iter(chunk_changes(docs, DOCS_PER_REQUEST, PUSH_REQUEST_BYTES))
+            .map(|chunk| async move {
+                node.peer_client
+                    .push_changes(peer, &ChangesV1 { docs: chunk })
+                    .await
+            })
+            .buffer_unordered(REQUESTS_IN_FLIGHT)
+            .collect()
+            .await;
     let mut total = Exchange {
-        value: (),
+        value: Vec::new(),
         sent: 0,
         received: 0,
     };
@@ -436,28 +520,13 @@ async fn push_all(
         let r = r?;
         total.sent += r.sent;
         total.received += r.received;
+        for d in r.value.rejected {
+            total
+                .value
+                .push(skipped("peer", &d.collection, &d.id, d.reason));
+        }
     }
     Ok(total)
-}
-
-/// Splits pushes so no request is too large.
-fn chunk_changes(docs: Vec<DocChangesV1>) -> Vec<Vec<DocChangesV1>> {
-    let mut out = Vec::new();
-    let mut cur = Vec::new();
-    let mut bytes = 0;
-    for d in docs {
-        let b: usize = d.changes.iter().map(Vec::len).sum();
-        if !cur.is_empty() && (cur.len() >= DOCS_PER_REQUEST || bytes + b > 4 << 20) {
-            out.push(std::mem::take(&mut cur));
-            bytes = 0;
-        }
-        bytes += b;
-        cur.push(d);
-    }
-    if !cur.is_empty() {
-        out.push(cur);
-    }
-    out
 }
 
 /// Runs the Automerge sync protocol for `docs` with `peer` until neither side has anything to say.
@@ -484,17 +553,24 @@ async fn sync_session(
     // First messages.
     let n = node.clone();
     let st = states.clone();
-    let mut outgoing = blocking(node, move || {
+    let (mut outgoing, unreadable) = blocking(move || {
         let mut out = Vec::new();
+        let mut unreadable = Vec::new();
         for k in keys {
             let state = st[&k].clone();
-            let msg = n
+            let msg = match n
                 .store
-                .read(&k, |doc, _| doc.generate_sync_message(&mut state.lock()))?;
-            let msg = match msg {
-                Some(m) => m,
+                .read(&k, |doc, _| doc.generate_sync_message(&mut state.lock()))
+            {
+                Ok(Some(m)) => m,
                 // We do not have it at all: start from an empty document's point of view.
-                None => automerge::Automerge::new().generate_sync_message(&mut state.lock()),
+                Ok(None) => automerge::Automerge::new().generate_sync_message(&mut state.lock()),
+                Err(e) => {
+                    n.metrics.replication_docs_skipped.inc();
+                    tracing::warn!(doc = %k, error = %e, "anti-entropy skipped a document");
+                    unreadable.push(skipped("local", k.collection(), k.id(), e.to_string()));
+                    continue;
+                }
             };
             if let Some(m) = msg {
                 out.push(DocMessageV1::new(
@@ -504,9 +580,10 @@ async fn sync_session(
                 ));
             }
         }
-        Ok(out)
+        Ok((out, unreadable))
     })
     .await?;
+    t.skipped.extend(unreadable);
     for _ in 0..16 {
         if outgoing.is_empty() {
             break;
@@ -525,8 +602,9 @@ async fn sync_session(
         );
         let n = node.clone();
         let st = states.clone();
-        outgoing = blocking(node, move || {
+        let (next, unreadable) = blocking(move || {
             let mut out = Vec::new();
+            let mut unreadable = Vec::new();
             for d in resp.docs {
                 let Ok(k) = DocKey::new(&d.collection, &d.id) else {
                     continue;
@@ -540,21 +618,25 @@ async fn sync_session(
                 let reply =
                     match crate::sync::step(&n.store, Origin::Peer, &k, &mut state.lock(), msg) {
                         Ok(r) => r,
-                        Err(crate::store::StoreError::Doc(
-                            e @ crate::doc::DocError::SyncRejected(_),
-                        )) => {
-                            tracing::warn!(doc = %k, error = %e, "peer sync message rejected");
+                        // A full disk stops the round (every document would fail the same).
+                        Err(e) if e.is_no_space() => return Err(e),
+                        // One document that cannot be synced leaves the session; others go on.
+                        Err(e) => {
+                            n.metrics.replication_docs_skipped.inc();
+                            tracing::warn!(doc = %k, error = %e, "anti-entropy skipped a document");
+                            unreadable.push(skipped("local", &d.collection, &d.id, e.to_string()));
                             None
                         }
-                        Err(e) => return Err(e),
                     };
                 if let Some(m) = reply {
                     out.push(DocMessageV1::new(d.collection, d.id, m));
                 }
             }
-            Ok(out)
+            Ok((out, unreadable))
         })
         .await?;
+        outgoing = next;
+        t.skipped.extend(unreadable);
     }
     Ok(())
 }

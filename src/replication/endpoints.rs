@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use automerge::ChangeHash;
+use automerge::{ChangeHash, ReadDoc};
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -29,10 +29,6 @@ fn encode<T: Serialize>(v: &T) -> Result<Response, ApiError> {
         bytes,
     )
         .into_response())
-}
-
-fn key(collection: &str, id: &str) -> Result<DocKey, ApiError> {
-    Ok(DocKey::new(collection, id)?)
 }
 
 /// `POST /v1/peer/hello`: learn the caller and its members; answer with the digest root.
@@ -115,56 +111,135 @@ pub async fn bucket_docs(
 /// Documents applied at once by one request, so their fsyncs group.
 const APPLY_PARALLELISM: usize = 64;
 
+/// What became of one document's changes.
+enum Applied {
+    Durable,
+    /// Some changes wait for dependencies this node lacks (held in memory only).
+    Parked(String),
+}
+
+fn issue(key: (&str, &str), reason: String) -> DocIssueV1 {
+    DocIssueV1 {
+        collection: key.0.to_string(),
+        id: key.1.to_string(),
+        reason,
+    }
+}
+
 /// Applies changes from a peer to the local store (durably, idempotently: Automerge ignores
-/// changes it has, and queues changes whose dependencies have not arrived yet).
-pub async fn apply_changes(node: &Arc<Node>, docs: Vec<DocChangesV1>) -> Result<u64, ApiError> {
+/// changes it has, and queues changes whose dependencies have not arrived yet), document by
+/// document: one document that cannot be taken (an invalid change, or a local copy that cannot be
+/// read) is reported in the result and never stops the others. The one failure for the whole
+/// batch is a full disk, which every document would meet: the peer should retry later.
+pub async fn apply_changes(
+    node: &Arc<Node>,
+    docs: Vec<DocChangesV1>,
+) -> Result<ChangesResultV1, StoreError> {
+    let mut result = ChangesResultV1::default();
     let mut parsed = Vec::with_capacity(docs.len());
     for d in docs {
-        let k = key(&d.collection, &d.id)?;
-        let changes = d
+        let k = match DocKey::new(&d.collection, &d.id) {
+            Ok(k) => k,
+            Err(e) => {
+                result
+                    .rejected
+                    .push(issue((&d.collection, &d.id), e.to_string()));
+                continue;
+            }
+        };
+        match d
             .changes
             .iter()
             .map(|b| crate::codec::chunks::decode_change(b))
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError::BadRequest(format!("{k}: invalid change: {e}")))?;
-        parsed.push((k, changes));
+        {
+            Ok(changes) => parsed.push((k, changes)),
+            Err(e) => result.rejected.push(issue(
+                (&d.collection, &d.id),
+                format!("invalid change: {e}"),
+            )),
+        }
     }
-    let results: Vec<Result<(), ApiError>> = futures::stream::iter(parsed)
+    let outcomes: Vec<(DocKey, Result<Applied, StoreError>)> = futures::stream::iter(parsed)
         .map(|(k, changes)| {
             let n = node.clone();
             async move {
-                n.clone()
-                    .blocking(move || {
-                        n.store
-                            .write_from::<_, ApiError>(Origin::Peer, &k, |doc, _| {
-                                doc.apply_changes(changes).map_err(|e| {
-                                    ApiError::BadRequest(format!("{k}: changes rejected: {e}"))
-                                })
-                            })
-                            .map(|_| ())
-                    })
+                let key = k.clone();
+                let r = tokio::task::spawn_blocking(move || apply_one(&n, &k, changes))
                     .await
+                    .unwrap_or_else(|e| {
+                        Err(StoreError::Corrupt(format!("worker task failed: {e}")))
+                    });
+                (key, r)
             }
         })
         .buffer_unordered(APPLY_PARALLELISM)
         .collect()
         .await;
-    let mut applied = 0;
-    for r in results {
-        r?;
-        applied += 1;
+    let mut no_space = None;
+    for (k, r) in outcomes {
+        match r {
+            Ok(Applied::Durable) => result.applied += 1,
+            Ok(Applied::Parked(why)) => {
+                result.applied += 1;
+                result.parked.push(issue((k.collection(), k.id()), why));
+            }
+            Err(e) if e.is_no_space() => no_space = Some(e),
+            Err(e) => {
+                node.metrics.replication_docs_skipped.inc();
+                tracing::warn!(doc = %k, error = %e, "could not take a peer's changes for a document");
+                result
+                    .rejected
+                    .push(issue((k.collection(), k.id()), e.to_string()));
+            }
+        }
     }
-    Ok(applied)
+    match no_space {
+        Some(e) => Err(e),
+        None => Ok(result),
+    }
 }
 
-/// `POST /v1/peer/changes`
+fn apply_one(
+    node: &Node,
+    key: &DocKey,
+    changes: Vec<automerge::Change>,
+) -> Result<Applied, StoreError> {
+    let (parked, _) = node
+        .store
+        .write_from::<_, StoreError>(Origin::Peer, key, |doc, _| {
+            let missing_before = doc.get_missing_deps(&[]);
+            doc.apply_changes(changes).map_err(|e| {
+                crate::doc::DocError::SyncRejected(format!("changes rejected: {e}"))
+            })?;
+            let missing: Vec<_> = doc
+                .get_missing_deps(&[])
+                .into_iter()
+                .filter(|h| !missing_before.contains(h))
+                .collect();
+            Ok(missing.first().map(|h| {
+                format!(
+                    "waiting for {} change(s) this node lacks (e.g. {})",
+                    missing.len(),
+                    hex::encode(h.0)
+                )
+            }))
+        })?;
+    Ok(match parked {
+        Some(why) => Applied::Parked(why),
+        None => Applied::Durable,
+    })
+}
+
+/// `POST /v1/peer/changes`: 200 with [`ChangesResultV1`] (per-document outcomes), or 507 when
+/// this node's disk is full.
 pub async fn changes(
     State(node): State<Arc<Node>>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let req: ChangesV1 = decode(&body)?;
-    apply_changes(&node, req.docs).await?;
-    encode(&())
+    let result = apply_changes(&node, req.docs).await?;
+    encode(&result)
 }
 
 /// A document's heads here, and its changes after some heads (`None`: some of those are unknown).
@@ -204,7 +279,13 @@ pub fn changes_after(
         }))
 }
 
-/// `POST /v1/peer/pull`
+/// Changes a pull response carries before it stops adding documents: a burst of large commits
+/// never makes one answer huge, and the puller asks again for the documents left out.
+pub const PULL_RESPONSE_BYTES: usize = 8 << 20;
+
+/// `POST /v1/peer/pull`: for each document, the changes after the puller's heads (or our heads
+/// when we cannot serve it). A document this node cannot read is left out (and logged), never
+/// failing the others; so are documents past [`PULL_RESPONSE_BYTES`].
 pub async fn pull(
     State(node): State<Arc<Node>>,
     RawBody(body): RawBody,
@@ -214,9 +295,26 @@ pub async fn pull(
     let resp = node
         .blocking(move || {
             let mut resp = PullResponseV1::default();
+            let mut bytes = 0usize;
             for d in req.docs {
-                let k = key(&d.collection, &d.id)?;
-                let (heads, changes) = changes_after(&n, &k, &d.heads)?;
+                if bytes >= PULL_RESPONSE_BYTES {
+                    break;
+                }
+                let Ok(k) = DocKey::new(&d.collection, &d.id) else {
+                    continue;
+                };
+                let (heads, changes) = match changes_after(&n, &k, &d.heads) {
+                    Ok(x) => x,
+                    Err(e) if e.is_no_space() => return Err(e.into()),
+                    Err(e) => {
+                        n.metrics.replication_docs_skipped.inc();
+                        tracing::warn!(doc = %k, error = %e, "cannot serve a document to a peer");
+                        continue;
+                    }
+                };
+                bytes += changes
+                    .as_ref()
+                    .map_or(0, |c| c.iter().map(Vec::len).sum::<usize>());
                 resp.docs.push(PulledV1 {
                     collection: d.collection,
                     id: d.id,
@@ -244,13 +342,26 @@ pub async fn sync(
         .blocking(move || {
             let mut out = Vec::new();
             for d in req.docs {
-                let k = key(&d.collection, &d.id)?;
-                let msg = crate::sync::decode_message(&d.message)
-                    .map_err(|e| ApiError::BadRequest(format!("{k}: invalid sync message: {e}")))?;
-                let state = n.sync_sessions.state(session, &k);
-                let reply = crate::sync::step(&n.store, Origin::Peer, &k, &mut state.lock(), msg)?;
-                if let Some(m) = reply {
-                    out.push(DocMessageV1::new(d.collection, d.id, m));
+                // One document that cannot be synced (a bad message, an unreadable copy here)
+                // is left out of the answer; the others go on. A full disk stops the batch.
+                let Ok(k) = DocKey::new(&d.collection, &d.id) else {
+                    continue;
+                };
+                let reply = crate::sync::decode_message(&d.message)
+                    .map_err(|e| StoreError::Doc(crate::doc::DocError::SyncRejected(e.to_string())))
+                    .and_then(|msg| {
+                        let state = n.sync_sessions.state(session, &k);
+                        let mut state = state.lock();
+                        crate::sync::step(&n.store, Origin::Peer, &k, &mut state, msg)
+                    });
+                match reply {
+                    Ok(Some(m)) => out.push(DocMessageV1::new(d.collection, d.id, m)),
+                    Ok(None) => {}
+                    Err(e) if e.is_no_space() => return Err(e.into()),
+                    Err(e) => {
+                        n.metrics.replication_docs_skipped.inc();
+                        tracing::warn!(doc = %k, error = %e, "cannot sync a document with a peer");
+                    }
                 }
             }
             Ok(out)

@@ -33,6 +33,32 @@ pub struct RepairReport {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub millis: u64,
+    /// Documents left out of the round because one side could not read or take them (everything
+    /// else was still reconciled); the first few are listed in `skipped`.
+    pub skipped_docs: u64,
+    pub skipped: Vec<SkippedDoc>,
+}
+
+/// A document a round could not reconcile, and why.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SkippedDoc {
+    pub collection: String,
+    pub id: String,
+    /// `local` (this node could not read or store it) or `peer` (the peer could not).
+    pub side: &'static str,
+    pub error: String,
+}
+
+/// How many skipped documents a report lists (the count covers all of them).
+pub const SKIPPED_LISTED: usize = 10;
+
+impl RepairReport {
+    pub fn skip(&mut self, doc: SkippedDoc) {
+        self.skipped_docs += 1;
+        if self.skipped.len() < SKIPPED_LISTED {
+            self.skipped.push(doc);
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -184,10 +210,38 @@ impl Membership {
         }
     }
 
+    /// A peer pushing back (503 overloaded, 507 disk full): alive, asked again a little later.
+    pub fn record_backpressure(&self, addr: &str, error: &str) {
+        if let Some(p) = self.peers.lock().get_mut(addr) {
+            tracing::info!(peer = addr, error, "peer is pushing back");
+            p.last_error = Some(error.to_string());
+            p.next_attempt = Some(Instant::now() + self.base_backoff.saturating_mul(2));
+        }
+    }
+
+    /// Records a failed exchange with `addr` according to whose fault it was: only the peer's own
+    /// failures mark it down; a local failure says nothing about it.
+    pub fn record_error(&self, addr: &str, e: &super::client::PeerError) {
+        use super::client::{Blame, PeerError};
+        match (e.blame(), e) {
+            (Blame::PeerDown, _) => self.record_failure(addr, &e.to_string()),
+            (
+                Blame::PeerAlive,
+                PeerError::Status {
+                    status: 503 | 507, ..
+                },
+            ) => self.record_backpressure(addr, &e.to_string()),
+            (Blame::PeerAlive, _) => self.record_refusal(addr, &e.to_string()),
+            (Blame::Local, _) => {
+                tracing::warn!(peer = addr, error = %e, "exchange with peer failed on this node")
+            }
+        }
+    }
+
     pub fn record_sync(&self, addr: &str, report: RepairReport) {
         if let Some(p) = self.peers.lock().get_mut(addr) {
             p.last_sync_ms = Some(report.at_ms);
-            if report.docs > 0 {
+            if report.docs > 0 || report.skipped_docs > 0 {
                 p.last_repair = Some(report);
             }
         }
@@ -224,5 +278,41 @@ mod tests {
             .unwrap();
         assert_eq!(a.state, PeerState::Up);
         assert_eq!(a.consecutive_failures, 0);
+    }
+
+    #[test]
+    fn errors_mark_a_peer_down_only_when_they_are_its_own() {
+        use crate::replication::client::PeerError;
+        let m = Membership::new(
+            "me:1".into(),
+            "id".into(),
+            &["a:1".into()],
+            Duration::from_millis(100),
+        );
+        m.record_success("a:1", None);
+        let state = |m: &Membership| m.snapshot()[0].state;
+        m.record_error("a:1", &PeerError::Local("local store: corrupt".into()));
+        assert_eq!(state(&m), PeerState::Up, "a local failure");
+        m.record_error(
+            "a:1",
+            &PeerError::Status {
+                status: 507,
+                body: "disk full".into(),
+            },
+        );
+        assert_eq!(state(&m), PeerState::Up, "back-pressure");
+        assert_eq!(m.pushable(), vec!["a:1"], "still pushed to");
+        assert!(
+            m.due(Instant::now()).is_empty(),
+            "asked again a little later"
+        );
+        m.record_error(
+            "a:1",
+            &PeerError::Status {
+                status: 500,
+                body: "boom".into(),
+            },
+        );
+        assert_eq!(state(&m), PeerState::Down, "the peer's own failure");
     }
 }

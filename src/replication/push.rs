@@ -3,17 +3,20 @@
 //! A dispatcher takes commits from the store's broadcast and puts them on bounded queues per
 //! peer, in lanes by document (so one document's changes stay in order while four requests per
 //! peer are in flight); a sender per lane drains it in batches. Nothing here can block a writer:
-//! a full queue drops the push (counted), a failed send drops the batch and marks the peer down,
-//! and in both cases anti-entropy repairs the difference later. A queued commit holds at most
-//! [`crate::store::INLINE_CHANGE_BYTES`] of changes (larger ones are read from the store when
-//! sent), so a peer's queue is bounded in bytes as well as in commits.
+//! a full queue drops the push (counted), a failed send drops the batch (and marks the peer down
+//! only when the fault is the peer's: no answer, or its own 5xx; 503/507 are back-pressure), and
+//! in both cases anti-entropy repairs the difference later. A peer that cannot take one document
+//! (its copy unreadable) takes the others, and its answer names the rest. A queued commit holds
+//! at most [`crate::store::INLINE_CHANGE_BYTES`] of changes (larger ones are read from the store
+//! when sent, and requests are split by bytes), so a peer's queue is bounded in bytes as well as
+//! in commits.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::wire::{ChangesV1, DocChangesV1};
+use super::wire::{chunk_changes, ChangesV1, DocChangesV1, PUSH_REQUEST_BYTES};
 use crate::server::Node;
 use crate::store::{CommitEvent, Origin};
 
@@ -98,30 +101,42 @@ async fn sender(node: Arc<Node>, peer: String, mut rx: mpsc::Receiver<Arc<Commit
                 changes,
             });
         }
-        let msg = ChangesV1 { docs };
-        match node
-            .peer_client
-            .call::<_, ()>(&peer, "/v1/peer/changes", &msg)
-            .await
-        {
-            Ok(x) => {
-                node.membership.record_success(&peer, None);
-                let labels = crate::metrics::PeerLabels { peer: peer.clone() };
-                node.metrics
-                    .push_changes
-                    .get_or_create(&labels)
-                    .inc_by(count as u64);
-                node.metrics
-                    .push_bytes
-                    .get_or_create(&labels)
-                    .inc_by(x.sent);
-            }
-            Err(e) => {
-                node.metrics.push_dropped.inc_by(count as u64);
-                if e.is_refusal() {
-                    node.membership.record_refusal(&peer, &e.to_string());
-                } else {
-                    node.membership.record_failure(&peer, &e.to_string());
+        // Changes read from the store can be far larger than the event said: split by bytes, in
+        // order, so a burst of large commits never gets the small ones refused with it.
+        for docs in chunk_changes(docs, BATCH_CHANGES, PUSH_REQUEST_BYTES) {
+            let changes: usize = docs.iter().map(|d| d.changes.len()).sum();
+            match node
+                .peer_client
+                .push_changes(&peer, &ChangesV1 { docs })
+                .await
+            {
+                Ok(x) => {
+                    node.membership.record_success(&peer, None);
+                    let labels = crate::metrics::PeerLabels { peer: peer.clone() };
+                    node.metrics
+                        .push_changes
+                        .get_or_create(&labels)
+                        .inc_by(changes as u64);
+                    node.metrics
+                        .push_bytes
+                        .get_or_create(&labels)
+                        .inc_by(x.sent);
+                    if !x.value.rejected.is_empty() {
+                        // The peer took the rest; anti-entropy retries these.
+                        node.metrics
+                            .push_docs_rejected
+                            .inc_by(x.value.rejected.len() as u64);
+                        tracing::warn!(
+                            peer,
+                            rejected = x.value.rejected.len(),
+                            first = ?x.value.rejected.first(),
+                            "peer could not take pushed changes of some documents"
+                        );
+                    }
+                }
+                Err(e) => {
+                    node.metrics.push_dropped.inc_by(changes as u64);
+                    node.membership.record_error(&peer, &e);
                 }
             }
         }
@@ -138,8 +153,9 @@ fn inline_bytes(e: &CommitEvent) -> usize {
 /// document had before it (later commits' changes too, which the peer takes idempotently).
 async fn stored_changes(node: &Arc<Node>, e: &CommitEvent) -> Option<Vec<Vec<u8>>> {
     let (n, key, before) = (node.clone(), e.key.clone(), e.before.clone());
-    node.blocking(move || Ok(super::endpoints::changes_after(&n, &key, &before)?))
+    tokio::task::spawn_blocking(move || super::endpoints::changes_after(&n, &key, &before))
         .await
         .ok()
+        .and_then(Result::ok)
         .and_then(|(_, changes)| changes)
 }

@@ -81,6 +81,39 @@ pub struct ChangesV1 {
     pub docs: Vec<DocChangesV1>,
 }
 
+/// A document a peer could not take or serve, and why (one bad document never fails a batch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocIssueV1 {
+    pub collection: String,
+    pub id: String,
+    pub reason: String,
+}
+
+/// The answer to [`ChangesV1`]: what became durable, and per document what did not.
+///
+/// Nodes before this type answered an empty body: postcard decodes `()` from these bytes (it
+/// ignores what follows), and an empty answer decodes here as "all applied" (see
+/// [`ChangesResultV1::decode`]), so mixed-version clusters keep talking.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangesResultV1 {
+    /// Documents whose changes are applied and durable.
+    pub applied: u64,
+    /// Documents whose changes wait for dependencies the receiver lacks: held in memory only, not
+    /// durable; anti-entropy sends the missing changes.
+    pub parked: Vec<DocIssueV1>,
+    /// Documents the receiver could not take (an invalid change, or its own copy unreadable).
+    pub rejected: Vec<DocIssueV1>,
+}
+
+impl ChangesResultV1 {
+    pub fn decode(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        if bytes.is_empty() {
+            return Ok(ChangesResultV1::default());
+        }
+        postcard::from_bytes(bytes)
+    }
+}
+
 /// "Send me what you have after these heads", for documents the puller is behind on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PullV1 {
@@ -99,6 +132,8 @@ pub struct PulledV1 {
     pub changes: Option<Vec<Vec<u8>>>,
 }
 
+/// Documents the responder cannot serve (unreadable here) and documents past its byte budget are
+/// left out; the puller asks again for those it still lacks while answers make progress.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PullResponseV1 {
     pub docs: Vec<PulledV1>,
@@ -126,4 +161,153 @@ impl DocMessageV1 {
 pub struct SyncV1 {
     pub session: u64,
     pub docs: Vec<DocMessageV1>,
+}
+
+/// A push request's target size in change bytes, well under any node's body limit (16 MiB by
+/// default). A single change larger than this travels alone.
+pub const PUSH_REQUEST_BYTES: usize = 4 << 20;
+
+/// Splits changes into requests of at most `max_docs` documents and about `max_bytes` of changes,
+/// so a burst of large commits never makes a request that a peer refuses whole (and with it the
+/// small commits batched alongside). A document whose changes exceed the budget is split across
+/// consecutive requests, its changes in order; a single change larger than the budget travels
+/// alone.
+pub fn chunk_changes(
+    docs: Vec<DocChangesV1>,
+    max_docs: usize,
+    max_bytes: usize,
+) -> Vec<Vec<DocChangesV1>> {
+    let mut out = Vec::new();
+    let mut cur: Vec<DocChangesV1> = Vec::new();
+    let mut bytes = 0usize;
+    for DocChangesV1 {
+        collection,
+        id,
+        changes,
+    } in docs
+    {
+        if cur.len() >= max_docs.max(1) {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        let mut part = Vec::new();
+        for c in changes {
+            if bytes > 0 && bytes + c.len() > max_bytes {
+                if !part.is_empty() {
+                    cur.push(DocChangesV1 {
+                        collection: collection.clone(),
+                        id: id.clone(),
+                        changes: std::mem::take(&mut part),
+                    });
+                }
+                out.push(std::mem::take(&mut cur));
+                bytes = 0;
+            }
+            bytes += c.len();
+            part.push(c);
+        }
+        if !part.is_empty() {
+            cur.push(DocChangesV1 {
+                collection,
+                id,
+                changes: part,
+            });
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(id: &str, sizes: &[usize]) -> DocChangesV1 {
+        DocChangesV1 {
+            collection: "c".into(),
+            id: id.into(),
+            changes: sizes.iter().map(|n| vec![0u8; *n]).collect(),
+        }
+    }
+
+    fn shape(chunks: &[Vec<DocChangesV1>]) -> Vec<Vec<(String, Vec<usize>)>> {
+        chunks
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|d| (d.id.clone(), d.changes.iter().map(Vec::len).collect()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn small_documents_share_requests_up_to_the_count() {
+        let docs = (0..5).map(|i| doc(&format!("d{i}"), &[10])).collect();
+        let chunks = chunk_changes(docs, 2, 1000);
+        assert_eq!(
+            chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![2, 2, 1]
+        );
+    }
+
+    #[test]
+    fn large_commits_do_not_carry_small_ones_over_the_byte_budget() {
+        let docs = vec![
+            doc("small1", &[10]),
+            doc("big", &[600, 600]),
+            doc("small2", &[10]),
+        ];
+        let chunks = chunk_changes(docs, 100, 1000);
+        let s = |id: &str, sizes: &[usize]| (id.to_string(), sizes.to_vec());
+        assert_eq!(
+            shape(&chunks),
+            vec![
+                vec![s("small1", &[10]), s("big", &[600])],
+                vec![s("big", &[600]), s("small2", &[10])],
+            ]
+        );
+        for c in &chunks {
+            let bytes: usize = c.iter().flat_map(|d| &d.changes).map(Vec::len).sum();
+            assert!(bytes <= 1000, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_change_travels_alone_and_order_is_kept() {
+        let docs = vec![doc("a", &[5, 5000, 7]), doc("b", &[3])];
+        let chunks = chunk_changes(docs, 100, 1000);
+        let s = |id: &str, sizes: &[usize]| (id.to_string(), sizes.to_vec());
+        assert_eq!(
+            shape(&chunks),
+            vec![
+                vec![s("a", &[5])],
+                vec![s("a", &[5000])],
+                vec![s("a", &[7]), s("b", &[3])],
+            ]
+        );
+    }
+
+    #[test]
+    fn old_empty_answers_decode_as_all_applied() {
+        assert_eq!(
+            ChangesResultV1::decode(&[]).unwrap(),
+            ChangesResultV1::default()
+        );
+        let r = ChangesResultV1 {
+            applied: 2,
+            parked: vec![],
+            rejected: vec![DocIssueV1 {
+                collection: "c".into(),
+                id: "x".into(),
+                reason: "bad".into(),
+            }],
+        };
+        let bytes = postcard::to_stdvec(&r).unwrap();
+        assert_eq!(ChangesResultV1::decode(&bytes).unwrap(), r);
+        // What an older node decodes the new answer as.
+        postcard::from_bytes::<()>(&bytes).unwrap();
+    }
 }

@@ -26,11 +26,12 @@ pub mod memory;
 pub mod migrate;
 pub mod records;
 pub mod sync_states;
+pub use sync_states::StatePut;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use automerge::{ActorId, Automerge};
+use automerge::{ActorId, Automerge, ReadDoc};
 use parking_lot::Mutex;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
@@ -161,6 +162,8 @@ pub struct Store {
     metrics: Arc<Metrics>,
     events: tokio::sync::broadcast::Sender<Arc<CommitEvent>>,
     tree: digest::Tree,
+    /// Persisted client sync states per owner, counted on first use (see `sync_states`).
+    sync_state_counts: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 fn counts_merge(
@@ -253,6 +256,7 @@ impl Store {
             block_cache,
             cache: DocCache::new(options.cache_bytes),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            sync_state_counts: Mutex::new(Default::default()),
             feed: FeedSeq::new(last_feed),
             actor: ActorId::from(node_id.as_bytes().as_slice()),
             node_id,
@@ -462,16 +466,24 @@ impl Store {
             None
         };
 
+        let missing_before = state.doc.get_missing_deps(&[]);
         let meter = memory::Meter::start();
         let outcome = contained(&key.to_string(), || f(&mut state.doc, meta_in.as_ref()));
         let grown = meter.retained();
         let value = match outcome {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
-                // The closure may have left something in memory that is not on disk (a partial
-                // transaction, changes queued for missing dependencies): reload next time.
-                loaded.poison();
-                self.cache.invalidate(&enc);
+                // Most failed writes (412, 404, a refused op) leave the document as it was:
+                // Automerge transactions roll back, so the cached copy stays and a retry needs no
+                // reload. But the closure may have left something in memory that is not on disk
+                // (changes applied, or queued for missing dependencies, before it failed): then
+                // nobody may read this copy again.
+                let unchanged = state.doc.get_heads() == before
+                    && state.doc.get_missing_deps(&[]) == missing_before;
+                if !unchanged {
+                    loaded.poison();
+                    self.cache.invalidate(&enc);
+                }
                 drop(state);
                 return Err(e);
             }
@@ -804,4 +816,50 @@ fn decode_seq(k: &[u8]) -> Result<u64, StoreError> {
     <[u8; 8]>::try_from(k)
         .map(u64::from_be_bytes)
         .map_err(|_| StoreError::Corrupt("feed key".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+    use automerge::ROOT;
+
+    fn put(doc: &mut Automerge, field: &str, value: i64) -> Result<(), StoreError> {
+        let mut tx = doc.transaction();
+        tx.put(ROOT, field, value)
+            .map_err(|e| StoreError::Doc(DocError::from(e)))?;
+        tx.commit();
+        Ok(())
+    }
+
+    #[test]
+    fn a_refused_write_keeps_the_cached_copy_and_a_half_done_one_drops_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let store = Store::open(dir.path(), StoreOptions::default(), metrics.clone()).unwrap();
+        let key = DocKey::new("c", "d").unwrap();
+        store
+            .write::<_, StoreError>(&key, |doc, _| put(doc, "a", 1))
+            .unwrap();
+        let misses = metrics.cache_misses.get();
+
+        // Refused before changing anything (as a 412 or a 404 is): the copy stays cached.
+        let refused =
+            store.write::<(), StoreError>(&key, |_, _| Err(StoreError::Corrupt("refused".into())));
+        assert!(refused.is_err());
+        store.read(&key, |_, _| ()).unwrap();
+        assert_eq!(metrics.cache_misses.get(), misses, "reread from the cache");
+
+        // Failed after a change was applied in memory: that copy is ahead of the disk and must go.
+        let half = store.write::<(), StoreError>(&key, |doc, _| {
+            put(doc, "b", 2)?;
+            Err(StoreError::Corrupt("failed late".into()))
+        });
+        assert!(half.is_err());
+        let has_b = store
+            .read(&key, |doc, _| doc.get(ROOT, "b").unwrap().is_some())
+            .unwrap();
+        assert_eq!(has_b, Some(false), "the unstored change is not visible");
+        assert_eq!(metrics.cache_misses.get(), misses + 1, "reloaded from disk");
+    }
 }

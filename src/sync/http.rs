@@ -81,14 +81,14 @@ pub async fn sync(
     let n = node.clone();
     let reply = node
         .blocking(move || {
-            let mut state = match n.store.sync_state(&client, &key)? {
+            let mut state = match n.store.sync_state(&who.name, &client, &key)? {
                 Some(b) => automerge::sync::State::decode(&b)
                     .unwrap_or_else(|_| automerge::sync::State::new()),
                 None => automerge::sync::State::new(),
             };
             let reply =
                 super::step(&n.store, Origin::Local, &key, &mut state, msg)?.map(|m| m.encode());
-            n.store.put_sync_state(&client, &key, &state.encode())?;
+            super::keep_state(&n, &who.name, &client, &key, &state)?;
             Ok(reply)
         })
         .await?;

@@ -40,6 +40,27 @@ pub fn step(
     Ok(reply)
 }
 
+/// Persists a client's sync state, within its principal's quota
+/// (`max_sync_states_per_principal`): beyond it the client still syncs, without a kept state.
+pub fn keep_state(
+    node: &Node,
+    owner: &str,
+    client: &str,
+    key: &DocKey,
+    state: &automerge::sync::State,
+) -> Result<(), StoreError> {
+    let quota = node.config.max_sync_states_per_principal;
+    if node
+        .store
+        .put_sync_state(owner, client, key, &state.encode(), quota)?
+        == crate::store::StatePut::OverQuota
+    {
+        node.metrics.sync_states_over_quota.inc();
+        tracing::debug!(owner, client, doc = %key, quota, "sync state not kept: the principal is at its quota");
+    }
+    Ok(())
+}
+
 /// Removes client sync states unused for `sync_state_ttl_days`, once at start and then hourly.
 pub async fn sweep_states(node: Arc<Node>) {
     let ttl_ms = node.config.sync_state_ttl_days.saturating_mul(86_400_000);

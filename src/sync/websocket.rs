@@ -89,9 +89,10 @@ pub async fn upgrade(
     }
     let limit = node.config.max_body_bytes;
     let may_write = who.may_write(&node.config.automerge_collection);
+    let owner = who.name.clone();
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| serve(node, socket, may_write))
+        .on_upgrade(move |socket| serve(node, socket, may_write, owner))
 }
 
 /// Why a connection must end with an `error` frame.
@@ -116,6 +117,8 @@ struct Conn {
     peer_id: Option<String>,
     /// Where this client's sync states persist (clients with a storage id that are not ephemeral).
     storage_key: Option<String>,
+    /// The principal (token name) that owns the persisted states.
+    owner: String,
     /// False for read-only tokens: such clients sync down but may not push changes.
     may_write: bool,
     states: HashMap<String, automerge::sync::State>,
@@ -123,7 +126,7 @@ struct Conn {
     wanted: HashSet<String>,
 }
 
-async fn serve(node: Arc<Node>, mut socket: WebSocket, may_write: bool) {
+async fn serve(node: Arc<Node>, mut socket: WebSocket, may_write: bool, owner: String) {
     let id = node.ws_hub.next_id.fetch_add(1, Ordering::Relaxed);
     node.ws_hub.open.fetch_add(1, Ordering::Relaxed);
     // Unregisters the connection however the task ends (a panic included).
@@ -140,6 +143,7 @@ async fn serve(node: Arc<Node>, mut socket: WebSocket, may_write: bool) {
         id,
         peer_id: None,
         storage_key: None,
+        owner,
         may_write,
         states: HashMap::new(),
         wanted: HashSet::new(),
@@ -316,7 +320,7 @@ impl Conn {
             return Ok(s);
         }
         if let Some(client) = &self.storage_key {
-            if let Some(bytes) = self.node.store.sync_state(client, key)? {
+            if let Some(bytes) = self.node.store.sync_state(&self.owner, client, key)? {
                 if let Ok(s) = automerge::sync::State::decode(&bytes) {
                     return Ok(s);
                 }
@@ -359,13 +363,14 @@ impl Conn {
         let mut state = self.take_state(&document_id, &key)?;
         let node = self.node.clone();
         let storage = self.storage_key.clone();
+        let owner = self.owner.clone();
         let (state, reply) = node
             .clone()
             .blocking(move || {
                 let reply = super::step(&node.store, Origin::Local, &key, &mut state, msg)?
                     .map(|m| m.encode());
                 if let Some(client) = &storage {
-                    node.store.put_sync_state(client, &key, &state.encode())?;
+                    crate::sync::keep_state(&node, &owner, client, &key, &state)?;
                 }
                 Ok((state, reply))
             })
