@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{client, TestNode};
+use common::{client, metric, scrape, TestNode};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -98,15 +98,7 @@ async fn health_and_metrics() {
     assert_eq!(v["status"], "ok");
     assert_eq!(v["node_id"].as_str().unwrap().len(), 36);
     a.put(&format!("{D}/m"), json!({"a": 1})).await;
-    let text = a
-        .http
-        .get(a.node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = scrape(&a.http, &a.node.url).await;
     for name in [
         "concord_http_requests_total",
         "concord_http_request_duration_seconds_bucket",
@@ -118,7 +110,54 @@ async fn health_and_metrics() {
     ] {
         assert!(text.contains(name), "metrics lack {name}:\n{text}");
     }
-    assert!(text.contains("route=\"/v1/collections/{collection}/docs/{id}\""));
+
+    // The figures move with the work done, by exactly as much.
+    let doc_route = "route=\"/v1/collections/{collection}/docs/{id}\"";
+    let created =
+        format!("concord_http_requests_total{{method=\"PUT\",{doc_route},status=\"201\"}}");
+    let replaced =
+        format!("concord_http_requests_total{{method=\"PUT\",{doc_route},status=\"200\"}}");
+    let read = format!("concord_http_requests_total{{method=\"GET\",{doc_route},status=\"200\"}}");
+    let missing =
+        format!("concord_http_requests_total{{method=\"GET\",{doc_route},status=\"404\"}}");
+    let value = |text: &str, series: &str| metric(text, series).unwrap_or(0.0);
+    let before = scrape(&a.http, &a.node.url).await;
+    assert_eq!(value(&before, &created), 1.0, "{before}");
+    for i in 0..5 {
+        let (s, _) = a.put(&format!("{D}/n{i}"), json!({"i": i})).await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    for i in 0..3 {
+        let (s, _) = a
+            .put(&format!("{D}/n{i}"), json!({"i": i, "again": true}))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+    // An identical PUT changes nothing and commits nothing.
+    let (s, _) = a.put(&format!("{D}/n4"), json!({"i": 4})).await;
+    assert_eq!(s, StatusCode::OK);
+    for i in 0..4 {
+        assert_eq!(a.get(&format!("{D}/n{i}")).await.0, 200);
+    }
+    assert_eq!(a.get(&format!("{D}/absent")).await.0, 404);
+    let after = scrape(&a.http, &a.node.url).await;
+    let rise = |series: &str| value(&after, series) - value(&before, series);
+    assert_eq!(rise(&created), 5.0, "{after}");
+    assert_eq!(rise(&replaced), 4.0, "{after}");
+    assert_eq!(rise(&read), 4.0, "{after}");
+    assert_eq!(rise(&missing), 1.0, "{after}");
+    assert_eq!(
+        rise("concord_commits_total"),
+        8.0,
+        "five creates, three replaces:\n{after}"
+    );
+    assert!(rise("concord_wal_syncs_total") >= 8.0, "{after}");
+    let latency = format!(
+        "concord_http_request_duration_seconds_count{{method=\"PUT\",{doc_route},status=\"201\"}}"
+    );
+    assert_eq!(rise(&latency), 5.0, "{after}");
+    assert!(value(&after, "concord_cache_documents") >= 6.0, "{after}");
+    assert!(value(&after, "concord_cache_bytes") > 0.0, "{after}");
 }
 
 #[tokio::test]

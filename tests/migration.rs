@@ -1,8 +1,17 @@
 //! Storage migrations: a store written at the previous schema version is brought forward, and a
-//! store from a newer version is refused with a clear message.
+//! store from a newer version is refused with a clear message. Besides stores this build
+//! downgrades, a real data directory written by the oldest Concord is checked in
+//! (`tests/fixtures/schema2-store`) and migrated step by step.
 
+mod common;
+
+use std::path::Path;
+
+use automerge::sync::SyncDoc;
 use concord::metrics::Metrics;
+use concord::store::digest;
 use concord::store::{cfs, migrate, DocKey, Store, StoreError, StoreOptions};
+use serde_json::{json, Value};
 
 fn put(store: &Store, collection: &str, id: &str, deleted: bool) {
     let key = DocKey::new(collection, id).unwrap();
@@ -99,4 +108,323 @@ fn newer_store_is_refused() {
         .expect("must refuse");
     assert!(matches!(err, StoreError::SchemaTooNew { .. }));
     assert!(err.to_string().contains("newer Concord"), "{err}");
+}
+
+/// How the fixture was made (`tests/fixtures/make-schema2-store.sh` replays it):
+///
+/// 1. `git worktree add /work/wt-old 3f2019d` — the first commit, the oldest version there is; its
+///    `CURRENT_SCHEMA` is 2 (migration m0002 was part of it). No commit ever wrote schema 1: a
+///    schema-1 store is one that predates the version key, and the schema-1 case below derives
+///    it from this real store by removing what m0002 adds.
+/// 2. `cargo build --bin concord` there (same rocksdb 0.25 as today).
+/// 3. `make-schema2-store.sh <that binary> tests/fixtures/schema2-store`: starts it on a fresh
+///    data directory, writes the documents of [`FIXTURE_DOCS`] through its HTTP API (PUT,
+///    PATCH, a text splice, a counter, deletes, a bulk write, four collections), stops it with
+///    SIGTERM (a graceful stop flushes the memtables), and drops RocksDB's info logs.
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/schema2-store");
+
+/// (collection, id, body) as the old binary was told to leave them; `None` is deleted.
+fn fixture_docs() -> Vec<(&'static str, &'static str, Option<Value>)> {
+    vec![
+        (
+            "users",
+            "alice",
+            Some(json!({"name": "Alice", "age": 30, "tags": ["a", "b"]})),
+        ),
+        ("users", "bob", Some(json!({"name": "Bob", "age": 41}))),
+        ("users", "carol", None),
+        ("notes", "n1", Some(json!({"text": "hello world"}))),
+        (
+            "notes",
+            "n2",
+            Some(json!({"nested": {"deep": [1, 2, {"x": true}], "pi": 3.5}})),
+        ),
+        ("notes", "c", Some(json!({"n": 3}))),
+        ("gone", "g1", None),
+        ("bulk", "b1", Some(json!({"v": 1}))),
+        ("bulk", "b2", Some(json!({"v": 2}))),
+    ]
+}
+
+/// Live documents per collection in the fixture.
+const FIXTURE_COUNTS: [(&str, i64); 4] = [("bulk", 2), ("gone", 0), ("notes", 3), ("users", 2)];
+
+fn copy_fixture() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(FIXTURE).expect("fixture present") {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    dir
+}
+
+fn raw_cfs(path: &Path) -> Vec<String> {
+    let mut v = rocksdb::DB::list_cf(&rocksdb::Options::default(), path).unwrap();
+    v.sort();
+    v
+}
+
+fn raw_version(path: &Path) -> Option<u32> {
+    let names = raw_cfs(path);
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), path, &names).unwrap();
+    migrate::read_version(&db).unwrap()
+}
+
+fn collections_map(store: &Store) -> Vec<(String, i64)> {
+    let mut v: Vec<_> = store
+        .collections()
+        .unwrap()
+        .into_iter()
+        .filter(|(_, n)| *n != 0)
+        .collect();
+    v.sort();
+    v
+}
+
+fn expected_counts() -> Vec<(String, i64)> {
+    FIXTURE_COUNTS
+        .iter()
+        .filter(|(_, n)| *n != 0)
+        .map(|(c, n)| (c.to_string(), *n))
+        .collect()
+}
+
+/// Every fixture document reads as the old binary left it; tombstones are tombstones.
+fn check_documents(store: &Store) {
+    for (collection, id, body) in fixture_docs() {
+        let key = DocKey::new(collection, id).unwrap();
+        let (json, deleted) = store
+            .read(&key, |doc, meta| {
+                (concord::doc::json::to_json(doc, None), meta.deleted)
+            })
+            .unwrap()
+            .unwrap_or_else(|| panic!("{key} missing"));
+        match body {
+            Some(body) => {
+                assert!(!deleted, "{key} should be live");
+                assert_eq!(Value::Object(json), body, "{key}");
+            }
+            None => assert!(deleted, "{key} should be deleted"),
+        }
+    }
+}
+
+/// Migration 3's result: the digest tree and bucket index hold exactly the documents' leaves, as
+/// computed here from each document's heads, and the tree's levels agree with each other.
+fn check_digest(store: &Store) {
+    let mut root = 0u64;
+    let mut by_bucket: std::collections::BTreeMap<u16, Vec<String>> = Default::default();
+    for (collection, id, _) in fixture_docs() {
+        let key = DocKey::new(collection, id).unwrap();
+        let heads = store.meta(&key).unwrap().unwrap().heads;
+        assert!(!heads.is_empty(), "{key} has heads");
+        root ^= digest::leaf(&key.encode(), &heads);
+        by_bucket
+            .entry(digest::bucket(&key.encode()))
+            .or_default()
+            .push(key.to_string());
+        let docs = store.bucket_docs(digest::bucket(&key.encode())).unwrap();
+        assert!(
+            docs.iter().any(|(k, h)| *k == key && *h == heads),
+            "{key} in its digest bucket with its heads"
+        );
+    }
+    assert_ne!(root, 0);
+    assert_eq!(
+        store.digest_root(),
+        root,
+        "digest root rebuilt from metadata"
+    );
+    let l1: u64 = store
+        .digest_children(1, 0)
+        .into_iter()
+        .fold(0, |a, b| a ^ b);
+    assert_eq!(l1, root);
+    let l3: u64 = (0..4096)
+        .flat_map(|p| store.digest_children(3, p))
+        .fold(0, |a, b| a ^ b);
+    assert_eq!(l3, root);
+    let indexed: usize = by_bucket
+        .keys()
+        .map(|b| store.bucket_docs(*b).unwrap().len())
+        .sum();
+    assert_eq!(indexed, fixture_docs().len(), "no stray bucket entries");
+}
+
+/// Migration 4's result: client sync states can be stored, read back and swept.
+fn check_sync_states(store: &Store) {
+    let key = DocKey::new("users", "alice").unwrap();
+    assert_eq!(store.sync_state("client-1", &key).unwrap(), None);
+    store.put_sync_state("client-1", &key, b"state").unwrap();
+    assert_eq!(
+        store.sync_state("client-1", &key).unwrap().as_deref(),
+        Some(&b"state"[..])
+    );
+    assert_eq!(store.sweep_sync_states(u64::MAX).unwrap(), 0);
+    assert_eq!(store.sweep_sync_states(0).unwrap(), 1);
+    assert_eq!(store.sync_state("client-1", &key).unwrap(), None);
+}
+
+/// After migrating, the store keeps working: counts follow new writes and deletes, and the feed
+/// still holds the old binary's entries.
+fn check_keeps_working(store: &Store) {
+    let (page, _) = store.feed_page(0, 1000, None).unwrap();
+    assert_eq!(
+        page.len(),
+        fixture_docs().len(),
+        "one feed entry per document"
+    );
+    put(store, "users", "dave", false);
+    put(store, "notes", "n1", true);
+    let mut want = expected_counts();
+    for (c, n) in &mut want {
+        match c.as_str() {
+            "users" => *n += 1,
+            "notes" => *n -= 1,
+            _ => {}
+        }
+    }
+    assert_eq!(collections_map(store), want);
+}
+
+/// The checked-in store, written by the oldest Concord binary (schema 2), opened by this build:
+/// migrations 3 (digest) and 4 (sync states) run on real old data; every document, count and
+/// tombstone survives; the result is the current schema and stays so across a reopen.
+#[test]
+fn real_schema_2_store_from_the_oldest_binary_migrates() {
+    let dir = copy_fixture();
+    assert_eq!(raw_version(dir.path()), Some(2), "the fixture is schema 2");
+    assert_eq!(
+        raw_cfs(dir.path()),
+        ["changes", "counts", "default", "feed", "meta", "snapshots"],
+        "the fixture has schema 2's column families only"
+    );
+    {
+        let store = Store::open(dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
+        check_documents(&store);
+        // Migration 2's counts were kept by the old binary's merge operator, and survive.
+        assert_eq!(collections_map(&store), expected_counts());
+        check_digest(&store);
+        check_sync_states(&store);
+        store.flush().unwrap();
+    }
+    assert_eq!(raw_version(dir.path()), Some(migrate::CURRENT_SCHEMA));
+    let mut all = cfs::ALL.map(str::to_string).to_vec();
+    all.push("default".into());
+    all.sort();
+    assert_eq!(raw_cfs(dir.path()), all);
+    // Reopened (no migration runs now), the persisted digest is the same, and writes work.
+    let store = Store::open(dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
+    store.clear_cache();
+    check_documents(&store);
+    check_digest(&store);
+    check_keeps_working(&store);
+}
+
+/// Schema 1 is a store from before the version key and the `counts` column family. No
+/// committed binary wrote one (see [`FIXTURE`]), so this derives it from the real fixture: drop
+/// `counts` and the version key. Opening it runs migration 2 (counts rebuilt from the
+/// metadata the old binary wrote), then 3 and 4.
+#[test]
+fn schema_1_layout_of_the_real_store_migrates_through_every_step() {
+    let dir = copy_fixture();
+    {
+        let names = raw_cfs(dir.path());
+        let mut db =
+            rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), &names).unwrap();
+        db.drop_cf(cfs::COUNTS).unwrap();
+        db.delete(b"schema_version").unwrap();
+        assert_eq!(migrate::read_version(&db).unwrap(), None);
+        db.flush().unwrap();
+    }
+    assert_eq!(
+        raw_cfs(dir.path()),
+        ["changes", "default", "feed", "meta", "snapshots"]
+    );
+    let store = Store::open(dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
+    assert_eq!(collections_map(&store), expected_counts(), "migration 2");
+    check_documents(&store);
+    check_digest(&store);
+    check_sync_states(&store);
+    check_keeps_working(&store);
+    drop(store);
+    assert_eq!(raw_version(dir.path()), Some(migrate::CURRENT_SCHEMA));
+}
+
+/// The migrated fixture served over HTTP: documents, collection counts and client sync (whose
+/// state lives in the column family migration 4 added).
+#[tokio::test]
+async fn migrated_real_store_serves_reads_and_client_sync() {
+    let dir = copy_fixture();
+    let node = common::TestNode::start(dir.path()).await;
+    let http = common::client();
+    for (collection, id, body) in fixture_docs() {
+        let r = http
+            .get(node.url(&format!("/v1/collections/{collection}/docs/{id}")))
+            .send()
+            .await
+            .unwrap();
+        match body {
+            Some(body) => {
+                assert_eq!(r.status(), 200, "{collection}/{id}");
+                assert_eq!(r.json::<Value>().await.unwrap(), body);
+            }
+            None => assert_eq!(r.status(), 404, "{collection}/{id}"),
+        }
+    }
+    let v: Value = http
+        .get(node.url("/v1/collections"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (name, n) in FIXTURE_COUNTS.iter().filter(|(_, n)| *n != 0) {
+        assert!(
+            v["collections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["name"] == *name && c["docs"] == *n),
+            "{name}: {n} in {v}"
+        );
+    }
+    // Sync a migrated document down over HTTP with a client id (its state is persisted).
+    let url = node.url("/v1/collections/notes/docs/n1/sync");
+    let mut doc = automerge::Automerge::new();
+    let mut state = automerge::sync::State::new();
+    for _ in 0..10 {
+        let Some(msg) = doc.generate_sync_message(&mut state) else {
+            break;
+        };
+        let r = http
+            .post(&url)
+            .header("concord-client-id", "migrated-client")
+            .body(msg.encode())
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => doc
+                .receive_sync_message(
+                    &mut state,
+                    automerge::sync::Message::decode(&r.bytes().await.unwrap()).unwrap(),
+                )
+                .unwrap(),
+            204 => break,
+            s => panic!("sync answered {s}"),
+        }
+    }
+    assert_eq!(
+        concord::doc::json::to_json(&doc, None),
+        *json!({"text": "hello world"}).as_object().unwrap()
+    );
+    node.stop().await;
+    let store = Store::open(dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
+    let key = DocKey::new("notes", "n1").unwrap();
+    assert!(
+        store.sync_state("migrated-client", &key).unwrap().is_some(),
+        "the client's sync state was persisted"
+    );
 }

@@ -205,3 +205,24 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// `GET /metrics` of the node at `base` (`http://host:port`).
+pub async fn scrape(http: &reqwest::Client, base: &str) -> String {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of one series in a Prometheus text exposition: `series` is the metric name with its
+/// labels exactly as exposed (`concord_commits_total`, or
+/// `concord_http_requests_total{method="PUT",route="...",status="201"}`). `None` when absent.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.strip_prefix(' ')?;
+        value.trim().parse().ok()
+    })
+}
