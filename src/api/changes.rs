@@ -1,5 +1,7 @@
 //! The node-wide changes feed: `GET /v1/changes`, resumable by cursor, as a plain page, a long
 //! poll, or Server-Sent Events. Each document appears once, at its latest change.
+//!
+//! Long polls and SSE streams hold one of `max_streams` slots while they last.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -14,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::QueryParams;
 use super::problem::ApiError;
+use super::streams::StreamSlot;
 use crate::codec::cursor::{self, Cursor};
 use crate::doc::heads;
 use crate::server::Node;
@@ -126,6 +129,7 @@ pub async fn changes(
             .into_response())
         }
         FeedMode::Longpoll => {
+            let _slot = node.streams.acquire()?;
             let max_wait = Duration::from_secs(node.config.request_timeout_secs).mul_f64(0.9);
             let wait = Duration::from_millis(q.timeout.unwrap_or(30_000)).min(max_wait);
             let deadline = tokio::time::Instant::now() + wait;
@@ -148,12 +152,16 @@ pub async fn changes(
                 }
             }
         }
-        FeedMode::Sse => Ok(sse(node, since, limit, q.collection).into_response()),
+        FeedMode::Sse => {
+            let slot = node.streams.acquire()?;
+            Ok(sse(node, slot, since, limit, q.collection).into_response())
+        }
     }
 }
 
 struct SseState {
     node: Arc<Node>,
+    _slot: StreamSlot,
     since: u64,
     limit: usize,
     collection: Option<String>,
@@ -163,10 +171,17 @@ struct SseState {
 
 /// Streams every change after `since` as an SSE event (`id` = cursor, so `Last-Event-ID`
 /// resumption works), until the client goes away or the node shuts down.
-fn sse(node: Arc<Node>, since: u64, limit: usize, collection: Option<String>) -> impl IntoResponse {
+fn sse(
+    node: Arc<Node>,
+    slot: StreamSlot,
+    since: u64,
+    limit: usize,
+    collection: Option<String>,
+) -> impl IntoResponse {
     let rx = node.store.feed_watermark();
     let state = SseState {
         node,
+        _slot: slot,
         since,
         limit,
         collection,
