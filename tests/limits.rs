@@ -696,3 +696,133 @@ async fn long_lived_streams_are_limited() {
     drop((doc_events, reopened));
     n.stop().await;
 }
+
+/// A collection-filtered feed behind more than one page's scan bound (10,000 entries) of other
+/// collections: the long poll and the SSE stream find the match at once instead of stalling until
+/// the next write, and the cursor they return has moved past the scanned entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filtered_feed_progresses_past_other_collections() {
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let n = TestNode::start(dir.path()).await;
+    let http = client();
+    const OTHERS: usize = 10_500;
+    for chunk in (0..OTHERS).collect::<Vec<_>>().chunks(1000) {
+        let writes: Vec<Value> = chunk
+            .iter()
+            .map(|i| json!({"id": format!("o{i}"), "op": "put", "body": {"i": i}}))
+            .collect();
+        let r = http
+            .post(n.url("/v1/collections/other/bulk-write"))
+            .json(&json!({ "writes": writes }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    let r = http
+        .put(n.url("/v1/collections/wanted/docs/needle"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let (_, all) = {
+        let r = http
+            .get(n.url("/v1/changes?since=0&limit=1"))
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    let first_seq: u64 = all["results"][0]["cursor"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    // A plain page stops at its scan bound but still advances the cursor.
+    let v: Value = http
+        .get(n.url("/v1/changes?collection=wanted&since=0"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v["results"].as_array().unwrap().is_empty(), "{v}");
+    let scanned: u64 = v["last_cursor"].as_str().unwrap().parse().unwrap();
+    assert!(
+        scanned >= first_seq + 9_999,
+        "cursor moved past the scan: {v}"
+    );
+
+    // Long poll: answers with the match at once (it waited for a write before).
+    let started = Instant::now();
+    let v: Value = http
+        .get(n.url("/v1/changes?collection=wanted&since=0&feed=longpoll&timeout=20000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["results"][0]["id"], "needle", "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let needle: u64 = v["results"][0]["cursor"].as_str().unwrap().parse().unwrap();
+    assert!(needle > first_seq + OTHERS as u64 - 1, "{v}");
+    assert_eq!(v["last_cursor"], v["results"][0]["cursor"], "{v}");
+    // Nothing new: the long poll's cursor still moves to the end of what it scanned.
+    let v: Value = http
+        .get(n.url("/v1/changes?collection=nothing&since=0&feed=longpoll&timeout=3000"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(v["results"].as_array().unwrap().is_empty(), "{v}");
+    assert_eq!(
+        v["last_cursor"].as_str().unwrap(),
+        needle.to_string(),
+        "{v}"
+    );
+
+    // SSE: the match arrives promptly, after an id-only progress event, so an EventSource that
+    // reconnects resumes past the scanned entries instead of rescanning them.
+    let mut resp = http
+        .get(n.url("/v1/changes?collection=wanted&since=0&feed=sse"))
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = String::new();
+    while !buf.contains("needle") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, resp.chunk())
+            .await
+            .expect("the match arrives before the deadline")
+            .unwrap()
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let ids: Vec<u64> = buf
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: ")?.parse().ok())
+        .collect();
+    assert_eq!(ids.len(), 2, "{buf}");
+    assert!(
+        ids[0] >= first_seq + 9_999 && ids[0] < needle,
+        "progress id: {buf}"
+    );
+    assert!(
+        buf.starts_with(&format!("id: {}\n\n", ids[0])),
+        "an id-only event (no data): {buf}"
+    );
+    assert_eq!(ids[1], needle, "{buf}");
+    n.stop().await;
+}
