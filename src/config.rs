@@ -92,6 +92,12 @@ pub struct Config {
     pub max_document_bytes: u64,
     /// Open automerge-repo WebSocket connections at once. Default 10000.
     pub max_websockets: usize,
+    /// Documents one automerge-repo WebSocket connection may have open; naming one more gets an
+    /// `error` frame and the connection is closed. Default 10000.
+    pub max_ws_docs_per_connection: usize,
+    /// Long-lived HTTP streams open at once (changes-feed SSE and long polls, per-document
+    /// events); beyond it the node answers 503 with `Retry-After`. Default 1000.
+    pub max_streams: usize,
 }
 
 impl Default for Config {
@@ -122,6 +128,8 @@ impl Default for Config {
             max_json_depth: 64,
             max_document_bytes: 64 << 20,
             max_websockets: 10_000,
+            max_ws_docs_per_connection: 10_000,
+            max_streams: 1000,
         }
     }
 }
@@ -182,6 +190,13 @@ impl Config {
         }
         if self.max_concurrent_requests == 0 || self.max_websockets == 0 {
             return invalid("max_concurrent_requests and max_websockets must be at least 1");
+        }
+        if self.max_ws_docs_per_connection == 0 {
+            return invalid("max_ws_docs_per_connection must be at least 1");
+        }
+        // The stream slots are semaphore permits, which have a ceiling.
+        if self.max_streams == 0 || self.max_streams > tokio::sync::Semaphore::MAX_PERMITS {
+            return invalid("max_streams must be at least 1 (and below 2^61)");
         }
         if !(1..=128).contains(&self.max_json_depth) {
             return invalid("max_json_depth must be between 1 and 128");

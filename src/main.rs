@@ -108,6 +108,12 @@ struct ServeArgs {
     /// Open automerge-repo WebSocket connections at once [default: 10000]
     #[arg(long, env = "CONCORD_MAX_WEBSOCKETS")]
     max_websockets: Option<usize>,
+    /// Documents open on one automerge-repo WebSocket connection [default: 10000]
+    #[arg(long, env = "CONCORD_MAX_WS_DOCS_PER_CONNECTION")]
+    max_ws_docs_per_connection: Option<usize>,
+    /// Long-lived HTTP streams (SSE, long polls) open at once [default: 1000]
+    #[arg(long, env = "CONCORD_MAX_STREAMS")]
+    max_streams: Option<usize>,
     /// TOML file with `[[tokens]]` API tokens [default: none]
     #[arg(long, env = "CONCORD_TOKEN_FILE")]
     token_file: Option<PathBuf>,
@@ -150,7 +156,9 @@ impl ServeArgs {
             max_concurrent_requests,
             max_json_depth,
             max_document_bytes,
-            max_websockets
+            max_websockets,
+            max_ws_docs_per_connection,
+            max_streams
         );
         if self.advertise.is_some() {
             c.advertise = self.advertise;

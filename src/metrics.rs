@@ -57,6 +57,17 @@ pub struct Metrics {
     block_cache_bytes: Gauge,
     heap_allocated_bytes: Gauge,
     heap_resident_bytes: Gauge,
+    websockets_open: Gauge,
+    websocket_documents: Gauge,
+    streams_open: Gauge,
+}
+
+/// Connection figures sampled when metrics are rendered.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LiveStats {
+    pub websockets_open: usize,
+    pub websocket_documents: usize,
+    pub streams_open: usize,
 }
 
 fn latency_histogram() -> Histogram {
@@ -96,6 +107,9 @@ impl Metrics {
             block_cache_bytes: Gauge::default(),
             heap_allocated_bytes: Gauge::default(),
             heap_resident_bytes: Gauge::default(),
+            websockets_open: Gauge::default(),
+            websocket_documents: Gauge::default(),
+            streams_open: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -128,6 +142,21 @@ impl Metrics {
             "wal_syncs",
             "WAL fsyncs (group commit shares one among many writes)",
             m.wal_syncs.clone(),
+        );
+        registry.register(
+            "websockets_open",
+            "automerge-repo WebSocket connections open or being upgraded",
+            m.websockets_open.clone(),
+        );
+        registry.register(
+            "websocket_documents",
+            "Documents open over all automerge-repo WebSocket connections",
+            m.websocket_documents.clone(),
+        );
+        registry.register(
+            "streams_open",
+            "Long-lived HTTP streams open (SSE, long polls), bounded by max_streams",
+            m.streams_open.clone(),
         );
         registry.register(
             "writes_refused_no_space",
@@ -225,7 +254,11 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with store gauges refreshed from `stats`.
-    pub fn render(&self, stats: StoreStats) -> String {
+    pub fn render(&self, stats: StoreStats, live: LiveStats) -> String {
+        self.websockets_open.set(live.websockets_open as i64);
+        self.websocket_documents
+            .set(live.websocket_documents as i64);
+        self.streams_open.set(live.streams_open as i64);
         self.cache_bytes.set(stats.cache_bytes as i64);
         self.cache_docs.set(stats.cache_docs as i64);
         self.store_bytes.set(stats.store_bytes as i64);

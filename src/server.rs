@@ -43,6 +43,8 @@ pub struct Node {
     pub sync_sessions: SyncSessions,
     /// Live automerge-repo WebSocket connections.
     pub ws_hub: crate::sync::websocket::Hub,
+    /// Slots of long-lived HTTP streams (SSE, long polls), bounded by `max_streams`.
+    pub streams: crate::api::streams::StreamSlots,
     /// Cancelled when the node starts shutting down, so long-lived streams end and let the
     /// graceful shutdown finish.
     pub shutdown: CancellationToken,
@@ -83,6 +85,7 @@ pub async fn open_node(config: Config, advertise: String) -> Result<Arc<Node>, S
         std::time::Duration::from_millis(config.anti_entropy_interval_ms),
     );
     let peer_client = PeerClient::new(config.cluster_secret.clone(), config.peer_bind_ip)?;
+    let streams = crate::api::streams::StreamSlots::new(config.max_streams);
     Ok(Arc::new(Node {
         config,
         store: Arc::new(store),
@@ -91,6 +94,7 @@ pub async fn open_node(config: Config, advertise: String) -> Result<Arc<Node>, S
         peer_client,
         sync_sessions: SyncSessions::default(),
         ws_hub: Default::default(),
+        streams,
         shutdown: CancellationToken::new(),
     }))
 }

@@ -254,15 +254,20 @@ fn check_digest(store: &Store) {
 /// Migration 4's result: client sync states can be stored, read back and swept.
 fn check_sync_states(store: &Store) {
     let key = DocKey::new("users", "alice").unwrap();
-    assert_eq!(store.sync_state("client-1", &key).unwrap(), None);
-    store.put_sync_state("client-1", &key, b"state").unwrap();
+    assert_eq!(store.sync_state("owner", "client-1", &key).unwrap(), None);
+    store
+        .put_sync_state("owner", "client-1", &key, b"state", u64::MAX)
+        .unwrap();
     assert_eq!(
-        store.sync_state("client-1", &key).unwrap().as_deref(),
+        store
+            .sync_state("owner", "client-1", &key)
+            .unwrap()
+            .as_deref(),
         Some(&b"state"[..])
     );
     assert_eq!(store.sweep_sync_states(u64::MAX).unwrap(), 0);
     assert_eq!(store.sweep_sync_states(0).unwrap(), 1);
-    assert_eq!(store.sync_state("client-1", &key).unwrap(), None);
+    assert_eq!(store.sync_state("owner", "client-1", &key).unwrap(), None);
 }
 
 /// After migrating, the store keeps working: counts follow new writes and deletes, and the feed
@@ -424,7 +429,10 @@ async fn migrated_real_store_serves_reads_and_client_sync() {
     let store = Store::open(dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
     let key = DocKey::new("notes", "n1").unwrap();
     assert!(
-        store.sync_state("migrated-client", &key).unwrap().is_some(),
+        store
+            .sync_state("anonymous", "migrated-client", &key)
+            .unwrap()
+            .is_some(),
         "the client's sync state was persisted"
     );
 }

@@ -1,5 +1,11 @@
 //! The node-wide changes feed: `GET /v1/changes`, resumable by cursor, as a plain page, a long
 //! poll, or Server-Sent Events. Each document appears once, at its latest change.
+//!
+//! Long polls and SSE streams hold one of `max_streams` slots while they last. With a collection
+//! filter, one page scans a bounded number of feed entries; a page that stops at that bound
+//! without a match still advances the cursor, and the long poll and the stream go on scanning at
+//! once rather than wait for the next write (they would stall behind a long run of other
+//! collections' entries).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -14,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::extract::QueryParams;
 use super::problem::ApiError;
+use super::streams::StreamSlot;
 use crate::codec::cursor::{self, Cursor};
 use crate::doc::heads;
 use crate::server::Node;
@@ -126,6 +133,7 @@ pub async fn changes(
             .into_response())
         }
         FeedMode::Longpoll => {
+            let _slot = node.streams.acquire()?;
             let max_wait = Duration::from_secs(node.config.request_timeout_secs).mul_f64(0.9);
             let wait = Duration::from_millis(q.timeout.unwrap_or(30_000)).min(max_wait);
             let deadline = tokio::time::Instant::now() + wait;
@@ -141,6 +149,9 @@ pub async fn changes(
                     )
                     .into_response());
                 }
+                if scan_unfinished(&rx, last) {
+                    continue;
+                }
                 tokio::select! {
                     r = rx.changed() => if r.is_err() { return Err(ApiError::ShuttingDown) },
                     _ = tokio::time::sleep_until(deadline) => {}
@@ -148,13 +159,29 @@ pub async fn changes(
                 }
             }
         }
-        FeedMode::Sse => Ok(sse(node, since, limit, q.collection).into_response()),
+        FeedMode::Sse => {
+            let slot = node.streams.acquire()?;
+            Ok(sse(node, slot, since, limit, q.collection).into_response())
+        }
     }
 }
 
+/// Whether a page ended before the visible end of the feed (its scan bound, with a collection
+/// filter), so the next page should follow at once instead of waiting for a write.
+fn scan_unfinished(rx: &tokio::sync::watch::Receiver<u64>, last: u64) -> bool {
+    last < *rx.borrow()
+}
+
+/// A stream skipping this many entries of other collections sends an id-only event, so a
+/// reconnecting `EventSource` (which resumes from the last id it saw) does not rescan them.
+const PROGRESS_EVERY: u64 = 10_000;
+
 struct SseState {
     node: Arc<Node>,
+    _slot: StreamSlot,
     since: u64,
+    /// The cursor last sent as an event id.
+    sent: u64,
     limit: usize,
     collection: Option<String>,
     rx: tokio::sync::watch::Receiver<u64>,
@@ -163,11 +190,19 @@ struct SseState {
 
 /// Streams every change after `since` as an SSE event (`id` = cursor, so `Last-Event-ID`
 /// resumption works), until the client goes away or the node shuts down.
-fn sse(node: Arc<Node>, since: u64, limit: usize, collection: Option<String>) -> impl IntoResponse {
+fn sse(
+    node: Arc<Node>,
+    slot: StreamSlot,
+    since: u64,
+    limit: usize,
+    collection: Option<String>,
+) -> impl IntoResponse {
     let rx = node.store.feed_watermark();
     let state = SseState {
         node,
+        _slot: slot,
         since,
+        sent: since,
         limit,
         collection,
         rx,
@@ -177,6 +212,7 @@ fn sse(node: Arc<Node>, since: u64, limit: usize, collection: Option<String>) ->
         loop {
             if let Some(r) = st.buffered.pop_front() {
                 let data = serde_json::to_string(&r).unwrap_or_default();
+                st.sent = r.cursor.parse().unwrap_or(st.sent);
                 let ev = Event::default()
                     .id(r.cursor.clone())
                     .event("change")
@@ -189,6 +225,15 @@ fn sse(node: Arc<Node>, since: u64, limit: usize, collection: Option<String>) ->
                     st.since = last;
                     if !rows.is_empty() {
                         st.buffered.extend(rows);
+                        continue;
+                    }
+                    if last >= st.sent.saturating_add(PROGRESS_EVERY) {
+                        // No `data`: EventSource records the id without dispatching an event.
+                        st.sent = last;
+                        let ev = Event::default().id(last.to_string());
+                        return Some((Ok(ev), st));
+                    }
+                    if scan_unfinished(&st.rx, last) {
                         continue;
                     }
                 }

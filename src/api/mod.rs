@@ -10,6 +10,7 @@ pub mod docs;
 pub mod extract;
 pub mod observe;
 pub mod problem;
+pub mod streams;
 pub mod system;
 
 use std::sync::Arc;

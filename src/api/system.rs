@@ -30,7 +30,14 @@ pub async fn health(State(node): State<Arc<Node>>) -> axum::Json<Health> {
 pub async fn metrics(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
     let n = node.clone();
     let text = node
-        .blocking(move || Ok(n.metrics.render(n.store.stats())))
+        .blocking(move || {
+            let live = crate::metrics::LiveStats {
+                websockets_open: n.ws_hub.open(),
+                websocket_documents: n.ws_hub.tracked_docs(),
+                streams_open: n.streams.open(),
+            };
+            Ok(n.metrics.render(n.store.stats(), live))
+        })
         .await?;
     Ok((
         [(

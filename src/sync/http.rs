@@ -245,46 +245,52 @@ pub async fn events(
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> Result<Response, ApiError> {
     let key = doc_key(&collection, &id)?;
+    // Held by the stream for its life: dropped with it when the client goes away.
+    let slot = node.streams.acquire()?;
     let rx = node.store.subscribe_commits();
-    let state = (node, key, rx, true, q.include_body);
-    let stream = futures::stream::unfold(state, |(node, key, mut rx, first, body)| async move {
-        if !first {
-            loop {
-                tokio::select! {
-                    _ = node.shutdown.cancelled() => return None,
-                    e = rx.recv() => match e {
-                        Ok(e) if e.key == key => break,
-                        Ok(_) => continue,
-                        // Missed some: report the current state, which is what matters.
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                        Err(_) => return None,
-                    },
+    let state = (node, key, rx, true, q.include_body, slot);
+    let stream =
+        futures::stream::unfold(state, |(node, key, mut rx, first, body, slot)| async move {
+            if !first {
+                loop {
+                    tokio::select! {
+                        _ = node.shutdown.cancelled() => return None,
+                        e = rx.recv() => match e {
+                            Ok(e) if e.key == key => break,
+                            Ok(_) => continue,
+                            // Missed some: report the current state, which is what matters.
+                            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(_) => return None,
+                        },
+                    }
                 }
             }
-        }
-        let n = node.clone();
-        let k = key.clone();
-        let snapshot = node
-            .blocking(move || {
-                Ok(n.store.read(&k, |doc, meta| {
-                    let mut v = serde_json::json!({
-                        "version": heads::format(&meta.heads()),
-                        "deleted": meta.deleted,
-                    });
-                    if body && !meta.deleted {
-                        v["body"] = serde_json::Value::Object(json::to_json(doc, None));
-                    }
-                    v
-                })?)
-            })
-            .await
-            .ok()?;
-        let data = snapshot.unwrap_or_else(
-            || serde_json::json!({"version": "", "deleted": false, "exists": false}),
-        );
-        let ev = Event::default().event("change").data(data.to_string());
-        Some((Ok::<Event, Infallible>(ev), (node, key, rx, false, body)))
-    });
+            let n = node.clone();
+            let k = key.clone();
+            let snapshot = node
+                .blocking(move || {
+                    Ok(n.store.read(&k, |doc, meta| {
+                        let mut v = serde_json::json!({
+                            "version": heads::format(&meta.heads()),
+                            "deleted": meta.deleted,
+                        });
+                        if body && !meta.deleted {
+                            v["body"] = serde_json::Value::Object(json::to_json(doc, None));
+                        }
+                        v
+                    })?)
+                })
+                .await
+                .ok()?;
+            let data = snapshot.unwrap_or_else(
+                || serde_json::json!({"version": "", "deleted": false, "exists": false}),
+            );
+            let ev = Event::default().event("change").data(data.to_string());
+            Some((
+                Ok::<Event, Infallible>(ev),
+                (node, key, rx, false, body, slot),
+            ))
+        });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
