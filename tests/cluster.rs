@@ -1267,44 +1267,69 @@ async fn deletes_updates_and_splices_across_a_partition_merge_as_the_readme_says
     }
 }
 
-/// The README's rule for a delete concurrent with an update says the fields the update wrote
-/// survive. A merge patch that changes an existing string field edits its text in place (a
-/// minimal text diff, `doc::json::reconcile`), and an edit inside a removed field does not bring
-/// the field back: today the acknowledged update is lost to the concurrent delete and the
-/// document stays deleted on every replica. Ignored until the code or the README changes; run
-/// with `--ignored` to see it.
+/// The README's rule for a delete concurrent with an update, for the two kinds of write a merge
+/// patch makes: a field it *puts* (new, or a scalar replaced) survives the delete; an edit *inside*
+/// a field's existing value (a string edited in place as text, a nested object's field) edits a
+/// value the delete removed, so it goes with it, as Automerge treats any edit inside a removed
+/// object. Node 1's patch edits `note` and `meta.by` in place and puts `n` and `extra`: after the
+/// heal exactly `n` and `extra` remain on both nodes, and a patch made only of in-place edits
+/// leaves its document deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "known: a PATCH of an existing string field concurrent with a delete is lost (README says it survives)"]
-async fn delete_concurrent_with_a_text_field_update_keeps_the_update() {
+async fn delete_concurrent_with_edits_inside_fields_keeps_only_the_put_fields() {
     let c = Cluster::start(2, |i| vec![1 - i]).await;
     let path = "/v1/collections/del/docs/note";
-    assert_eq!(
-        c.send(
-            0,
-            reqwest::Method::PUT,
-            path,
-            json!({"note": "old", "n": 1})
-        )
-        .await,
-        201
-    );
+    let only_text = "/v1/collections/del/docs/text-only";
+    for p in [path, only_text] {
+        assert_eq!(
+            c.send(
+                0,
+                reqwest::Method::PUT,
+                p,
+                json!({"note": "old", "n": 1, "meta": {"by": "a"}})
+            )
+            .await,
+            201
+        );
+    }
     c.wait_converged("del").await;
     c.partition(&[&[0], &[1]]);
-    assert!(ok(c
-        .send(0, reqwest::Method::DELETE, path, Value::Null)
-        .await));
+    for p in [path, only_text] {
+        assert!(ok(c.send(0, reqwest::Method::DELETE, p, Value::Null).await));
+    }
     assert_eq!(
-        c.send(1, reqwest::Method::PATCH, path, json!({"note": "new"}))
+        c.send(
+            1,
+            reqwest::Method::PATCH,
+            path,
+            json!({"note": "new", "n": 2, "extra": true, "meta": {"by": "b"}})
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        c.send(1, reqwest::Method::PATCH, only_text, json!({"note": "new"}))
             .await,
         200
+    );
+    assert_eq!(
+        c.get(1, "del", "note").await,
+        (
+            200,
+            json!({"note": "new", "n": 2, "extra": true, "meta": {"by": "b"}})
+        )
     );
     c.heal();
     c.wait_converged("del").await;
     for i in 0..2 {
         assert_eq!(
             c.get(i, "del", "note").await,
-            (200, json!({"note": "new"})),
-            "node {i}: the acknowledged update of `note` must survive the concurrent delete"
+            (200, json!({"n": 2, "extra": true})),
+            "node {i}: put fields survive the concurrent delete, in-place edits do not"
+        );
+        assert_eq!(
+            c.get(i, "del", "text-only").await.0,
+            404,
+            "node {i}: a patch of in-place edits only leaves the document deleted"
         );
     }
 }

@@ -4,9 +4,11 @@
 //! [`DELETE_MESSAGE`]. It replicates like any other change. A document *is deleted* when its root
 //! is empty and one of its heads is such a change. Consequences, all deterministic on every
 //! replica:
-//! - a delete concurrent with an update: the fields the update wrote survive (Automerge's map
+//! - a delete concurrent with an update: the fields the update put survive (Automerge's map
 //!   semantics: a put concurrent with a delete wins), so the document is live again with those
-//!   fields; every other field is gone;
+//!   fields; every other field is gone, and with it any concurrent edit made inside a field's
+//!   existing value (text edited in place, a counter increment, a nested field), because the
+//!   delete removed the object those edits target;
 //! - a write after a delete re-creates the document (a write that adds nothing, such as `PUT {}`,
 //!   records an empty change so that the delete is no longer a head).
 

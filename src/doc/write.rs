@@ -144,6 +144,25 @@ mod tests {
     }
 
     #[test]
+    fn delete_concurrent_with_edits_inside_fields_removes_those_edits() {
+        let mut a = Automerge::new();
+        let start = json!({"s": "old", "c": {"x": 1}, "k": 1});
+        apply(&mut a, &Write::Replace(obj(start)), 1).unwrap();
+        let mut b = a.fork();
+        let mut only_edits = a.fork();
+        apply(&mut a, &Write::Delete, 2).unwrap();
+        let patch = json!({"s": "new", "c": {"x": 2}, "k": 2});
+        apply(&mut b, &Write::MergePatch(obj(patch)), 2).unwrap();
+        let edits = json!({"s": "new", "c": {"x": 2}});
+        apply(&mut only_edits, &Write::MergePatch(obj(edits)), 2).unwrap();
+        let mut deleted = a.fork();
+        a.merge(&mut b).unwrap();
+        assert_eq!(Value::Object(to_json(&a, None)), json!({"k": 2}));
+        deleted.merge(&mut only_edits).unwrap();
+        assert!(tombstone::is_deleted(&deleted, None));
+    }
+
+    #[test]
     fn concurrent_deletes_stay_deleted() {
         let mut a = Automerge::new();
         apply(&mut a, &Write::Replace(obj(json!({"a": 1}))), 1).unwrap();
