@@ -16,8 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use concord::config::Config;
+use concord::node::Node;
 use concord::replication::anti_entropy::round;
-use concord::server::{open_node, Node};
+use concord::server::open_node;
 use concord::store::{DocKey, Origin, StoreError};
 use serde_json::json;
 
@@ -43,7 +44,7 @@ async fn node(dir: &std::path::Path) -> (Arc<Node>, String) {
         ..Config::default()
     };
     let n = open_node(config, addr.clone()).await.expect("node");
-    let app = concord::api::router(n.clone());
+    let app = concord::server::router(n.clone());
     tokio::spawn(async move {
         axum::serve(
             listener,
@@ -174,7 +175,9 @@ async fn in_sync_cost(docs: usize) {
     let mut times = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        let r = round(&a, &b_addr).await.expect("round");
+        let r = round(&a.replica, &a.peer_client, &b_addr)
+            .await
+            .expect("round");
         times.push(t.elapsed());
         bytes = r.bytes_sent + r.bytes_received;
         assert_eq!(r.docs, 0);
@@ -202,7 +205,7 @@ async fn heal(docs: usize, changed: usize) {
     // Partition {0} | {1, 2}: side A edits documents [0, changed), side B [changed, 2*changed).
     let a_bytes = change(&nodes[0], 0, changed, "a").await;
     let b_bytes = change(&nodes[1], changed, changed, "b").await;
-    round(&nodes[1], &addrs[2])
+    round(&nodes[1].replica, &nodes[1].peer_client, &addrs[2])
         .await
         .expect("side B converges internally");
     // What must move at the heal: A's changes to two nodes, B's changes to one.
@@ -212,7 +215,9 @@ async fn heal(docs: usize, changed: usize) {
     let mut rounds = 0;
     while roots(&nodes).await.windows(2).any(|w| w[0] != w[1]) {
         for (i, j) in [(0, 1), (0, 2), (1, 2)] {
-            let r = round(&nodes[i], &addrs[j]).await.expect("round");
+            let r = round(&nodes[i].replica, &nodes[i].peer_client, &addrs[j])
+                .await
+                .expect("round");
             moved += r.bytes_sent + r.bytes_received;
             rounds += 1;
         }

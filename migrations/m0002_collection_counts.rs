@@ -6,7 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::{cfs, handle, keys::DocKey, records, StoreError};
+use crate::store::db::{cfs, handle};
+use crate::store::error::StoreError;
+use crate::store::{keys::DocKey, records};
 
 pub(super) fn run(db: &rocksdb::DB) -> Result<(), StoreError> {
     let meta = handle(db, cfs::META)?;

@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 
-use crate::store::{cfs, digest, handle, records, StoreError};
+use crate::store::db::{cfs, handle};
+use crate::store::error::StoreError;
+use crate::store::{digest, records};
 
 pub(super) fn run(db: &rocksdb::DB) -> Result<(), StoreError> {
     let meta = handle(db, cfs::META)?;

@@ -4,7 +4,7 @@
 //! The version still moves, so an older Concord refuses this directory with a clear message
 //! instead of failing to open an unknown column family.
 
-use crate::store::StoreError;
+use crate::store::error::StoreError;
 
 pub(super) fn run(_db: &rocksdb::DB) -> Result<(), StoreError> {
     Ok(())

@@ -77,7 +77,7 @@ pub struct Config {
     pub automerge_collection: String,
     /// API tokens (`[[tokens]]` tables: name, token, access = "read" | "write", collections).
     /// Default: none, and then only loopback clients are served.
-    pub tokens: Vec<crate::api::auth::TokenConfig>,
+    pub tokens: Vec<TokenConfig>,
     /// A TOML file with more `[[tokens]]` (kept out of the main config). Default: none.
     pub token_file: Option<PathBuf>,
     /// Serve non-loopback clients even with no tokens configured. Default false.
@@ -215,7 +215,7 @@ impl Config {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct TokenFile {
-            tokens: Vec<crate::api::auth::TokenConfig>,
+            tokens: Vec<TokenConfig>,
         }
         let Some(path) = self.token_file.clone() else {
             return Ok(());
@@ -239,6 +239,42 @@ impl Config {
             sync_writes: true,
             max_document_bytes: self.max_document_bytes,
         }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Reads, and syncing documents down; no writes.
+    #[default]
+    Read,
+    /// Reads and writes.
+    Write,
+}
+
+/// One API token, as configured.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// A name for logs and metrics (the token itself is never logged).
+    pub name: String,
+    /// The secret the client presents (at least 16 characters).
+    pub token: String,
+    #[serde(default)]
+    pub access: Access,
+    /// Collections the token may touch (absent: all).
+    #[serde(default)]
+    pub collections: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for TokenConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenConfig")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("access", &self.access)
+            .field("collections", &self.collections)
+            .finish()
     }
 }
 

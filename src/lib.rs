@@ -2,35 +2,31 @@
 //!
 //! # Layout
 //!
-//! ```text
-//!  HTTP clients
-//!       │
-//!       ▼
-//!   api/      routes, extractors, conditional requests, problem+json errors, observability
-//!       │
-//!       ▼
-//!   store/    RocksDB: one WriteBatch per commit, document cache, feed, migrations
-//!       │
-//!       ▼
-//!   doc/      the Automerge domain: JSON ⇄ Automerge, writes, ops, tombstones, history
+//! The house has floors; a module uses only modules on floors below its own (and, inside its
+//! folder, files that do not use it back). `tests/layering.rs` checks both.
 //!
-//!   replication/  membership, eager push and anti-entropy between nodes; uses store and doc
+//! ```text
+//! 10  server        assembles the router, starts the background tasks, runs the node
+//!  9  api/          every HTTP endpoint: REST, client sync (HTTP, WebSocket), peer endpoints
+//!  8  http/         shared HTTP plumbing: problem+json errors, extractors, principals, tokens,
+//!                   the cluster-secret check, conditional requests, request observation
+//!  7  node/         the node's state (`Node`), the WebSocket hub, stream slots
+//!  6  replication/  the replication core: membership, push lanes, anti-entropy rounds, the
+//!                   responder, over a transport trait (HTTP client or in-process)
+//!  5  sync/         the one Automerge sync step, clients' persisted sync states
+//!     config        the one configuration struct (file, env, flags), validated at start
+//!  4  store/        RocksDB: one WriteBatch per commit, document cache, feed, digest, migrations
+//!  3  metrics       the node's Prometheus registry
+//!  2  memory        the heap a document really holds (jemalloc)
+//!     blocking      blocking work off the async workers, with the caller's error type
+//!  1  codec/        decoders of untrusted bytes (sync messages, changes, frames, cursors)
+//!  0  doc/          the Automerge domain: JSON ⇄ Automerge, writes, ops, tombstones, history
 //! ```
 //!
-//! - [`config`]: the one configuration struct (file, env, flags), validated at start.
-//! - [`server`]: `run(listener, config, shutdown)` builds the [`server::Node`] and serves it.
-//! - [`api`]: the REST API (contract: `openapi.yaml`).
-//! - [`store`]: durable storage of documents, the changes feed and collection counts.
-//! - [`doc`]: pure document logic; knows neither HTTP nor RocksDB.
-//! - [`replication`]: peers, eager push, anti-entropy (digest tree + Automerge sync).
-//! - [`sync`]: offline-first clients syncing with Automerge's protocol over HTTP.
-//! - [`metrics`]: the node's Prometheus registry.
-//! - [`codec`]: decoders of untrusted bytes (sync messages, changes, WebSocket frames, cursors),
-//!   pure like `doc`; with `doc`, all that builds without the default `server` feature.
-//!
-//! Dependencies point one way: `api` → `store` → `doc`. There are no globals except the memory
-//! allocator: Automerge makes many small allocations, which fragment glibc's malloc badly, so the
-//! whole process (tests and benchmarks included) uses jemalloc.
+//! `doc` and `codec` are pure and build without the default `server` feature (the fuzz targets
+//! build only these). There are no globals except the memory allocator: Automerge makes many
+//! small allocations, which fragment glibc's malloc badly, so the whole process (tests and
+//! benchmarks included) uses jemalloc.
 
 #[cfg(feature = "server")]
 #[global_allocator]
@@ -43,9 +39,17 @@ pub mod doc;
 #[cfg(feature = "server")]
 pub mod api;
 #[cfg(feature = "server")]
+pub mod blocking;
+#[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
+pub mod http;
+#[cfg(feature = "server")]
+pub mod memory;
+#[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
+pub mod node;
 #[cfg(feature = "server")]
 pub mod replication;
 #[cfg(feature = "server")]

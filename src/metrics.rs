@@ -13,8 +13,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::store::StoreStats;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub method: String,
@@ -264,7 +262,7 @@ impl Metrics {
         self.store_bytes.set(stats.store_bytes as i64);
         self.memtable_bytes.set(stats.memtable_bytes as i64);
         self.block_cache_bytes.set(stats.block_cache_bytes as i64);
-        if let Some((allocated, resident)) = crate::store::memory::heap() {
+        if let Some((allocated, resident)) = crate::memory::heap() {
             self.heap_allocated_bytes.set(allocated as i64);
             self.heap_resident_bytes.set(resident as i64);
         }
@@ -277,4 +275,15 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The store's figures a scrape reports.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreStats {
+    pub cache_bytes: u64,
+    pub cache_docs: u64,
+    pub store_bytes: u64,
+    pub memtable_bytes: u64,
+    pub block_cache_bytes: u64,
+    pub wal_syncs: u64,
 }

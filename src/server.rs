@@ -1,22 +1,29 @@
-//! Wiring: opens the store, builds the one [`Node`] value, serves the API on an already-bound
-//! listener until `shutdown` resolves, then drains requests and flushes RocksDB.
+//! The top of the house: opens the store, builds the one [`Node`] value, assembles the router
+//! (the route tables of `api` under the shared layers of `http`), starts the background tasks,
+//! serves on an already-bound listener until `shutdown` resolves, then drains requests and
+//! flushes RocksDB.
 //!
 //! Taking a bound listener (rather than an address) lets tests start many nodes in one process on
 //! port 0 and learn their addresses before serving.
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 
-use crate::api::problem::ApiError;
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+
 use crate::config::{Config, ConfigError};
+use crate::http::problem::ApiError;
 use crate::metrics::Metrics;
-use crate::replication::anti_entropy::SyncSessions;
-use crate::replication::client::{PeerClient, PeerError};
-use crate::replication::membership::Membership;
+use crate::node::Node;
+use crate::replication::client::PeerClient;
+use crate::replication::transport::PeerError;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Error)]
@@ -31,35 +38,6 @@ pub enum ServerError {
     Join(#[from] tokio::task::JoinError),
     #[error("peer client: {0}")]
     Peer(#[from] PeerError),
-}
-
-/// Everything a request handler needs: configuration, storage, metrics and the shutdown signal.
-pub struct Node {
-    pub config: Config,
-    pub store: Arc<Store>,
-    pub metrics: Arc<Metrics>,
-    pub membership: Arc<Membership>,
-    pub peer_client: PeerClient,
-    pub sync_sessions: SyncSessions,
-    /// Live automerge-repo WebSocket connections.
-    pub ws_hub: crate::sync::websocket::Hub,
-    /// Slots of long-lived HTTP streams (SSE, long polls), bounded by `max_streams`.
-    pub streams: crate::api::streams::StreamSlots,
-    /// Cancelled when the node starts shutting down, so long-lived streams end and let the
-    /// graceful shutdown finish.
-    pub shutdown: CancellationToken,
-}
-
-impl Node {
-    /// Runs blocking work (RocksDB, Automerge) off the async workers.
-    pub async fn blocking<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| ApiError::Internal(format!("worker task failed: {e}")))?
-    }
 }
 
 /// Opens the store and builds the node (separate from [`run`] for tools and benchmarks).
@@ -78,25 +56,14 @@ pub async fn open_node(config: Config, advertise: String) -> Result<Arc<Node>, S
             path: path.display().to_string(),
             source,
         })?;
-    let membership = Membership::new(
-        advertise,
-        store.node_id().to_string(),
-        &config.peers,
-        std::time::Duration::from_millis(config.anti_entropy_interval_ms),
-    );
     let peer_client = PeerClient::new(config.cluster_secret.clone(), config.peer_bind_ip)?;
-    let streams = crate::api::streams::StreamSlots::new(config.max_streams);
-    Ok(Arc::new(Node {
+    Ok(Arc::new(Node::new(
         config,
-        store: Arc::new(store),
+        store,
         metrics,
-        membership: Arc::new(membership),
+        advertise,
         peer_client,
-        sync_sessions: SyncSessions::default(),
-        ws_hub: Default::default(),
-        streams,
-        shutdown: CancellationToken::new(),
-    }))
+    )))
 }
 
 /// Serves a node on `listener` until `shutdown` resolves; then stops accepting, finishes
@@ -119,9 +86,23 @@ pub async fn run(
     } else {
         tracing::info!(tokens = node.config.tokens.len(), "API tokens required");
     }
-    let app = crate::api::router(node.clone());
-    let mut tasks = crate::replication::start(&node);
-    tasks.push(tokio::spawn(crate::sync::sweep_states(node.clone())));
+    let app = router(node.clone());
+    let settings = crate::replication::Settings {
+        anti_entropy_interval: Duration::from_millis(node.config.anti_entropy_interval_ms),
+        push_queue: node.config.push_queue,
+    };
+    let mut tasks = crate::replication::start(
+        &node.replica,
+        node.peer_client.clone(),
+        settings,
+        &node.shutdown,
+    );
+    let ttl = Duration::from_millis(node.config.sync_state_ttl_days.saturating_mul(86_400_000));
+    tasks.push(tokio::spawn(crate::sync::sweep_states(
+        node.store.clone(),
+        ttl,
+        node.shutdown.clone(),
+    )));
     let token = node.shutdown.clone();
     axum::serve(
         listener,
@@ -147,4 +128,49 @@ pub async fn run(
         })?;
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// The whole router: health and metrics, the client API (behind tokens), the peer endpoints
+/// (behind the cluster secret), and the layers every request passes: body limit, the global
+/// concurrency limit, observation, panic containment and request ids.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .merge(crate::api::system_routes())
+        .merge(crate::api::client_routes(node.clone()))
+        .merge(crate::api::peer_routes(node.clone()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(node.config.max_body_bytes))
+        .layer(
+            // Beyond capacity, answer 503 at once rather than queue without bound. The limit is global:
+            // `Router::layer` wraps each route, so a per-layer semaphore would be per route.
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+                    node.config.max_concurrent_requests,
+                )),
+        )
+        .layer(axum::middleware::from_fn_with_state(
+            node.clone(),
+            crate::http::observe::observe,
+        ))
+        .layer(CatchPanicLayer::custom(
+            crate::http::observe::panic_response,
+        ))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(node)
+}
+
+async fn overloaded(_: tower::BoxError) -> ApiError {
+    ApiError::Overloaded("the node is at its concurrent request limit; retry shortly".into())
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use ciborium::Value as Cbor;
 use common::{client, TestNode};
-use concord::api::auth::{Access, TokenConfig};
+use concord::config::{Access, TokenConfig};
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

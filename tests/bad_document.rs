@@ -283,7 +283,7 @@ async fn peer_changes_answer_per_document() {
     };
     let r = http
         .post(node.url("/v1/peer/changes"))
-        .header(concord::replication::auth::HEADER, SECRET)
+        .header(concord::replication::client::SECRET_HEADER, SECRET)
         .header("content-type", CONTENT_TYPE)
         .body(postcard::to_stdvec(&msg).unwrap())
         .send()

@@ -547,7 +547,7 @@ async fn concurrent_websocket_upgrades_never_exceed_the_limit() {
 /// connection; another principal is refused with an `error` frame and the original stays.
 #[tokio::test]
 async fn websocket_sender_id_is_owned_by_its_principal() {
-    use concord::api::auth::{Access, TokenConfig};
+    use concord::config::{Access, TokenConfig};
     use futures::SinkExt;
     use std::time::Duration;
     let dir = tempfile::tempdir().unwrap();

@@ -18,12 +18,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::extract::QueryParams;
-use super::problem::ApiError;
-use super::streams::StreamSlot;
 use crate::codec::cursor::{self, Cursor};
 use crate::doc::heads;
-use crate::server::Node;
+use crate::http::extract::QueryParams;
+use crate::http::problem::ApiError;
+use crate::node::streams::StreamSlot;
+use crate::node::Node;
 use crate::store::{keys, FeedEntry};
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -90,7 +90,7 @@ async fn page(
     collection: Option<String>,
 ) -> Result<(Vec<ChangeRow>, u64), ApiError> {
     let n = node.clone();
-    node.blocking(move || {
+    node.blocking::<_, ApiError>(move || {
         let (entries, last) = n.store.feed_page(since, limit, collection.as_deref())?;
         Ok((entries.into_iter().map(|(s, e)| row(s, e)).collect(), last))
     })
@@ -101,7 +101,7 @@ async fn page(
 pub async fn changes(
     State(node): State<Arc<Node>>,
     QueryParams(q): QueryParams<ChangesQuery>,
-    axum::Extension(who): axum::Extension<crate::api::auth::Principal>,
+    axum::Extension(who): axum::Extension<crate::http::auth::Principal>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(c) = &q.collection {

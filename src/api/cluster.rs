@@ -5,8 +5,8 @@ use std::sync::Arc;
 use axum::extract::State;
 use serde::Serialize;
 
+use crate::node::Node;
 use crate::replication::membership::PeerInfo;
-use crate::server::Node;
 
 #[derive(Debug, Serialize)]
 pub struct ClusterView {

@@ -10,13 +10,13 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::conditional::Condition;
 use super::docs::{self, body_object, doc_key, read_blocking, write_blocking, Read, Requires};
-use super::extract::{Json, PathParams, QueryParams};
-use super::problem::ApiError;
 use crate::doc::heads;
 use crate::doc::write::Write;
-use crate::server::Node;
+use crate::http::conditional::Condition;
+use crate::http::extract::{Json, PathParams, QueryParams};
+use crate::http::problem::ApiError;
+use crate::node::Node;
 use crate::store::keys;
 
 #[derive(Debug, Serialize)]
@@ -29,10 +29,12 @@ pub struct CollectionInfo {
 /// `GET /v1/collections`
 pub async fn list_collections(
     State(node): State<Arc<Node>>,
-    axum::Extension(who): axum::Extension<crate::api::auth::Principal>,
+    axum::Extension(who): axum::Extension<crate::http::auth::Principal>,
 ) -> Result<Response, ApiError> {
     let n = node.clone();
-    let cols = node.blocking(move || Ok(n.store.collections()?)).await?;
+    let cols = node
+        .blocking::<_, ApiError>(move || Ok(n.store.collections()?))
+        .await?;
     let collections: Vec<CollectionInfo> = cols
         .into_iter()
         .filter(|(name, _)| who.may_read(name))
@@ -85,7 +87,7 @@ pub async fn list_docs(
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let n = node.clone();
     let (docs, next) = node
-        .blocking(move || {
+        .blocking::<_, ApiError>(move || {
             let raw = n.store.list(&collection, q.after.as_deref(), limit)?;
             let next = if raw.len() == limit {
                 raw.last().map(|(id, _)| id.clone())
@@ -230,7 +232,9 @@ pub async fn bulk_write(
                 let n = node.clone();
                 let k = key.clone();
                 let r = node
-                    .blocking(move || write_blocking(&n, &k, &write, requires, cond.as_ref(), None))
+                    .blocking::<_, ApiError>(move || {
+                        write_blocking(&n, &k, &write, requires, cond.as_ref(), None)
+                    })
                     .await;
                 match r {
                     Ok(c) => {
@@ -292,7 +296,7 @@ pub async fn bulk_read(
     check_batch(&node, body.ids.len())?;
     let n = node.clone();
     let results = node
-        .blocking(move || {
+        .blocking::<_, ApiError>(move || {
             Ok(body
                 .ids
                 .into_iter()

@@ -10,12 +10,12 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::conditional::Condition;
-use super::extract::{Json, PathParams, QueryParams};
-use super::problem::ApiError;
 use crate::doc::write::Write;
 use crate::doc::{heads, history, json, ops::Op, tombstone, DocError};
-use crate::server::Node;
+use crate::http::conditional::Condition;
+use crate::http::extract::{Json, PathParams, QueryParams};
+use crate::http::problem::ApiError;
+use crate::node::Node;
 use crate::store::{now_ms, Committed, DocKey, DocMeta};
 
 /// What a write answers.
@@ -106,7 +106,7 @@ async fn write(
     let n = node.clone();
     let k = key.clone();
     let committed = node
-        .blocking(move || {
+        .blocking::<_, ApiError>(move || {
             write_blocking(
                 &n,
                 &k,
@@ -318,14 +318,14 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = doc_key(&collection, &id)?;
-    if crate::sync::http::wants_bytes(&headers) && q.at.is_none() {
-        return crate::sync::http::get_bytes(node, key).await;
+    if super::doc_bytes::wants_bytes(&headers) && q.at.is_none() {
+        return super::doc_bytes::get_bytes(node, key).await;
     }
     let at = q.at.as_deref().map(heads::parse).transpose()?;
     let if_none_match = Condition::from_headers(&headers, header::IF_NONE_MATCH)?;
     let n = node.clone();
     let read = node
-        .blocking(move || {
+        .blocking::<_, ApiError>(move || {
             let read = read_blocking(&n, &key, at.as_deref(), if_none_match.as_ref())?;
             // Serialise here too: it is CPU work that should not sit on the async workers.
             Ok(match read {
@@ -394,7 +394,7 @@ pub async fn history(
     };
     let n = node.clone();
     let page = node
-        .blocking(move || {
+        .blocking::<_, ApiError>(move || {
             n.store
                 .read(&key, |doc, _| {
                     if let Some(b) = &before {

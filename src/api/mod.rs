@@ -1,61 +1,36 @@
-//! The REST API (v1): routes, extractors, conditional requests, and the one mapping of errors to
-//! `application/problem+json`. The contract is `openapi.yaml` at the repository root.
+//! Every HTTP endpoint, as route tables the server assembles: the REST API (v1) for clients,
+//! client sync over HTTP (`client_sync`) and the automerge-repo WebSocket (`websocket`), and the
+//! peer endpoints (`peer`). Handlers use the shared plumbing of [`crate::http`] (errors,
+//! extractors, principals) and the node's state. The contract is `openapi.yaml` at the
+//! repository root.
 
-pub mod auth;
 pub mod changes;
+pub mod client_sync;
 pub mod cluster;
 pub mod collections;
-pub mod conditional;
+pub mod doc_bytes;
 pub mod docs;
-pub mod extract;
-pub mod observe;
-pub mod problem;
-pub mod streams;
+pub mod peer;
 pub mod system;
+pub mod websocket;
 
 use std::sync::Arc;
 
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
-use crate::server::Node;
-use problem::ApiError;
+use crate::http::{auth, peer_auth};
+use crate::node::Node;
 
-/// Builds the router with every route and layer.
-pub fn router(node: Arc<Node>) -> Router {
+/// Health and metrics: open to everyone (no token), so probes and scrapers need no secret.
+pub fn system_routes() -> Router<Arc<Node>> {
     Router::new()
         .route("/v1/health", get(system::health))
         .route("/metrics", get(system::metrics))
-        .merge(client_routes(node.clone()))
-        .merge(peer_routes(node.clone()))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(node.config.max_body_bytes))
-        .layer(
-            // Beyond capacity, answer 503 at once rather than queue without bound. The limit is global:
-            // `Router::layer` wraps each route, so a per-layer semaphore would be per route.
-            tower::ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(overloaded))
-                .load_shed()
-                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
-                    node.config.max_concurrent_requests,
-                )),
-        )
-        .layer(axum::middleware::from_fn_with_state(
-            node.clone(),
-            observe::observe,
-        ))
-        .layer(CatchPanicLayer::custom(observe::panic_response))
-        .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .with_state(node)
 }
 
 /// Client endpoints: API tokens (when configured) open them.
-fn client_routes(node: Arc<Node>) -> Router<Arc<Node>> {
+pub fn client_routes(node: Arc<Node>) -> Router<Arc<Node>> {
     let doc = "/v1/collections/{collection}/docs/{id}";
     Router::new()
         .route("/v1/collections", get(collections::list_collections))
@@ -80,15 +55,15 @@ fn client_routes(node: Arc<Node>) -> Router<Arc<Node>> {
         )
         .route(
             "/v1/collections/{collection}/docs/{id}/sync",
-            post(crate::sync::http::sync),
+            post(client_sync::sync),
         )
         .route(
             "/v1/collections/{collection}/docs/{id}/changes",
-            get(crate::sync::http::get_changes).post(crate::sync::http::post_changes),
+            get(client_sync::get_changes).post(client_sync::post_changes),
         )
         .route(
             "/v1/collections/{collection}/docs/{id}/events",
-            get(crate::sync::http::events),
+            get(client_sync::events),
         )
         .route(
             "/v1/collections/{collection}/bulk-write",
@@ -100,7 +75,7 @@ fn client_routes(node: Arc<Node>) -> Router<Arc<Node>> {
         )
         .route("/v1/changes", get(changes::changes))
         .route("/v1/cluster", get(cluster::cluster))
-        .route("/v1/automerge-repo", get(crate::sync::websocket::upgrade))
+        .route("/v1/automerge-repo", get(websocket::upgrade))
         .route_layer(axum::middleware::from_fn_with_state(
             node,
             auth::require_token,
@@ -108,8 +83,7 @@ fn client_routes(node: Arc<Node>) -> Router<Arc<Node>> {
 }
 
 /// Peer-to-peer endpoints: only the cluster secret opens them.
-fn peer_routes(node: Arc<Node>) -> Router<Arc<Node>> {
-    use crate::replication::{auth, endpoints as peer};
+pub fn peer_routes(node: Arc<Node>) -> Router<Arc<Node>> {
     Router::new()
         .route("/v1/peer/hello", post(peer::hello))
         .route("/v1/peer/digest", post(peer::digest))
@@ -119,18 +93,6 @@ fn peer_routes(node: Arc<Node>) -> Router<Arc<Node>> {
         .route("/v1/peer/sync", post(peer::sync))
         .route_layer(axum::middleware::from_fn_with_state(
             node,
-            auth::require_secret,
+            peer_auth::require_secret,
         ))
-}
-
-async fn overloaded(_: tower::BoxError) -> ApiError {
-    ApiError::Overloaded("the node is at its concurrent request limit; retry shortly".into())
-}
-
-async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::NotFound(format!("no route for {}", uri.path()))
-}
-
-async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
 }

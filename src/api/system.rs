@@ -7,8 +7,8 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::problem::ApiError;
-use crate::server::Node;
+use crate::http::problem::ApiError;
+use crate::node::Node;
 
 #[derive(Debug, Serialize)]
 pub struct Health {
@@ -30,7 +30,7 @@ pub async fn health(State(node): State<Arc<Node>>) -> axum::Json<Health> {
 pub async fn metrics(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
     let n = node.clone();
     let text = node
-        .blocking(move || {
+        .blocking::<_, ApiError>(move || {
             let live = crate::metrics::LiveStats {
                 websockets_open: n.ws_hub.open(),
                 websocket_documents: n.ws_hub.tracked_docs(),

@@ -1,7 +1,7 @@
 //! Concatenated Automerge chunks, as `POST .../changes` takes them: changes and whole saved
 //! documents, each checked, so that garbage is refused instead of being silently skipped.
 
-use super::sync_message::leb128_u64;
+use super::leb128::leb128_u64;
 use crate::doc::contain::contained;
 
 /// Why a body is not Automerge changes.

@@ -9,12 +9,14 @@
 //! - [`chunks`]: concatenated Automerge changes and saved documents (`POST .../changes`);
 //! - [`frame`]: automerge-repo WebSocket frames (CBOR), both ways;
 //! - [`json_depth`]: the nesting depth of a JSON text, measured before parsing it;
-//! - [`cursor`]: changes-feed cursors.
+//! - [`cursor`]: changes-feed cursors;
+//! - [`leb128`]: the variable-length numbers inside Automerge's encodings.
 
 pub mod chunks;
 pub mod cursor;
 pub mod frame;
 pub mod json_depth;
+pub mod leb128;
 pub mod sync_message;
 
 pub use json_depth::json_depth;

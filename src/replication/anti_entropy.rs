@@ -20,60 +20,44 @@ use automerge::sync::SyncDoc;
 use futures::StreamExt;
 use parking_lot::Mutex;
 
-use super::client::{Exchange, PeerError};
-use super::endpoints::{apply_changes, changes_after};
+use tokio_util::sync::CancellationToken;
+
+use super::error::ReplicationError;
+use super::local::{apply_changes, changes_after};
 use super::membership::{RepairReport, SkippedDoc};
+use super::replica::Replica;
+use super::transport::{Exchange, PeerTransport};
 use super::wire::*;
 use crate::metrics::PeerLabels;
-use crate::server::Node;
-use crate::store::{now_ms, DocKey, Origin};
-
-/// Responder-side sync states, per (session, document), forgotten after a while.
-pub struct SyncSessions {
-    states: moka::sync::Cache<(u64, DocKey), Arc<Mutex<automerge::sync::State>>>,
-}
-
-impl Default for SyncSessions {
-    fn default() -> Self {
-        SyncSessions {
-            states: moka::sync::Cache::builder()
-                .max_capacity(200_000)
-                .time_to_idle(Duration::from_secs(120))
-                .build(),
-        }
-    }
-}
-
-impl SyncSessions {
-    pub fn state(&self, session: u64, key: &DocKey) -> Arc<Mutex<automerge::sync::State>> {
-        self.states.get_with((session, key.clone()), || {
-            Arc::new(Mutex::new(automerge::sync::State::new()))
-        })
-    }
-}
+use crate::store::{now_ms, DocKey, Origin, StoreError};
 
 /// Runs rounds until shutdown: every interval (±50% jitter), one round with each due peer.
-pub async fn run(node: Arc<Node>) {
-    let base = node.config.anti_entropy_interval_ms;
+pub async fn run<T: PeerTransport>(
+    replica: Arc<Replica>,
+    transport: T,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let base = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
     loop {
         let jitter = base / 2 + rand_below(base.max(1));
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(jitter)) => {}
         }
-        for peer in node.membership.due(Instant::now()) {
-            if node.shutdown.is_cancelled() {
+        for peer in replica.membership.due(Instant::now()) {
+            if shutdown.is_cancelled() {
                 return;
             }
             let outcome = tokio::select! {
-                _ = node.shutdown.cancelled() => return,
-                r = round(&node, &peer) => r,
+                _ = shutdown.cancelled() => return,
+                r = round(&replica, &transport, &peer) => r,
             };
             match outcome {
-                Ok(report) => node.membership.record_sync(&peer, report),
+                Ok(report) => replica.membership.record_sync(&peer, report),
                 Err(e) => {
                     tracing::debug!(peer, error = %e, "anti-entropy round failed");
-                    node.membership.record_error(&peer, &e);
+                    replica.membership.record_error(&peer, e.blame(), &e);
                 }
             }
         }
@@ -116,32 +100,32 @@ fn skipped(side: &'static str, collection: &str, id: &str, error: String) -> Ski
 const DOCS_PER_REQUEST: usize = 500;
 
 /// One full anti-entropy round with `peer`.
-pub async fn round(node: &Arc<Node>, peer: &str) -> Result<RepairReport, PeerError> {
+pub async fn round<T: PeerTransport>(
+    r: &Arc<Replica>,
+    net: &T,
+    peer: &str,
+) -> Result<RepairReport, ReplicationError> {
     let started = Instant::now();
     let mut t = Tally::default();
     let labels = PeerLabels {
         peer: peer.to_string(),
     };
     let hello = HelloV1 {
-        from: node.membership.me().to_string(),
-        node_id: node.membership.node_id().to_string(),
-        members: node.membership.addresses(),
+        from: r.membership.me().to_string(),
+        node_id: r.membership.node_id().to_string(),
+        members: r.membership.addresses(),
     };
-    let root: RootV1 = t.add(
-        node.peer_client
-            .call(peer, "/v1/peer/hello", &hello)
-            .await?,
-    );
-    if root.node_id == node.membership.node_id() {
+    let root: RootV1 = t.add(net.hello(peer, &hello).await?);
+    if root.node_id == r.membership.node_id() {
         // Another name for this very node (e.g. a seed list that includes it).
-        node.membership.forget_self_alias(peer);
+        r.membership.forget_self_alias(peer);
         return Ok(RepairReport::default());
     }
-    node.membership.record_success(peer, Some(&root.node_id));
-    node.membership.learn(root.members);
+    r.membership.record_success(peer, Some(&root.node_id));
+    r.membership.learn(root.members);
 
-    if node.store.digest_root() != root.root {
-        reconcile(node, peer, &mut t).await?;
+    if r.store.digest_root() != root.root {
+        reconcile(r, net, peer, &mut t).await?;
     }
     let mut report = RepairReport {
         at_ms: now_ms(),
@@ -162,16 +146,16 @@ pub async fn round(node: &Arc<Node>, peer: &str) -> Result<RepairReport, PeerErr
             "anti-entropy left out documents it could not reconcile"
         );
     }
-    node.metrics.ae_rounds.get_or_create(&labels).inc();
-    node.metrics
+    r.metrics.ae_rounds.get_or_create(&labels).inc();
+    r.metrics
         .ae_docs_repaired
         .get_or_create(&labels)
         .inc_by(t.docs);
-    node.metrics
+    r.metrics
         .ae_bytes_sent
         .get_or_create(&labels)
         .inc_by(t.sent);
-    node.metrics
+    r.metrics
         .ae_bytes_received
         .get_or_create(&labels)
         .inc_by(t.received);
@@ -189,20 +173,18 @@ pub async fn round(node: &Arc<Node>, peer: &str) -> Result<RepairReport, PeerErr
 
 /// Runs store work off the async workers. Its failures are this node's, never the peer's.
 async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
-) -> Result<T, PeerError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| PeerError::Local(format!("worker task failed: {e}")))?
-        .map_err(|e| PeerError::Local(format!("local store: {e}")))
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ReplicationError> {
+    crate::blocking::run(move || f().map_err(ReplicationError::from)).await
 }
 
 /// Walks the digest tree down to the buckets whose nodes differ from the peer's.
-async fn differing_buckets(
-    node: &Arc<Node>,
+async fn differing_buckets<T: PeerTransport>(
+    r: &Replica,
+    net: &T,
     peer: &str,
     t: &mut Tally,
-) -> Result<Vec<u16>, PeerError> {
+) -> Result<Vec<u16>, ReplicationError> {
     let salt = rand_below(u64::MAX);
     let mut parents: Vec<u16> = vec![0];
     for level in 1..=3usize {
@@ -211,11 +193,11 @@ async fn differing_buckets(
             level: level as u8,
             parents: parents.clone(),
         };
-        let theirs: DigestV1 = t.add(node.peer_client.call(peer, "/v1/peer/digest", &req).await?);
+        let theirs: DigestV1 = t.add(net.digest(peer, &req).await?);
         let fan = crate::store::digest::FANOUT[level];
         let mut next = Vec::new();
         for (pi, parent) in parents.iter().enumerate() {
-            let mine = node.store.digest_children(level, usize::from(*parent));
+            let mine = r.store.digest_children(level, usize::from(*parent));
             for (ci, value) in mine.into_iter().enumerate() {
                 let theirs = theirs.hashes.get(pi * fan + ci).copied();
                 if theirs != Some(node_hash(salt, value)) {
@@ -249,7 +231,7 @@ const ANCESTOR_STEPS: usize = 8;
 /// each side edited different documents), its leaf is the leaf of one of our earlier versions:
 /// finding it lets us push exactly the missing changes without asking for its heads.
 fn plan(
-    node: &Node,
+    store: &crate::store::Store,
     key: &DocKey,
     mine: Vec<[u8; 32]>,
     their_leaf: Option<u64>,
@@ -270,11 +252,11 @@ fn plan(
         return Ok(Some(pull(Vec::new())));
     }
     let Some(their_leaf) = their_leaf else {
-        let all = changes_after(node, key, &[])?.1.unwrap_or_default();
+        let all = changes_after(store, key, &[])?.1.unwrap_or_default();
         return Ok(Some(Plan::Push(heads_of(key, all))));
     };
     let enc = key.encode();
-    let found = node.store.read(key, |doc, _| {
+    let found = store.read(key, |doc, _| {
         let mut cur: Vec<automerge::ChangeHash> =
             mine.iter().map(|h| automerge::ChangeHash(*h)).collect();
         for _ in 0..ANCESTOR_STEPS {
@@ -300,8 +282,13 @@ fn plan(
     }))
 }
 
-async fn reconcile(node: &Arc<Node>, peer: &str, t: &mut Tally) -> Result<(), PeerError> {
-    let buckets = differing_buckets(node, peer, t).await?;
+async fn reconcile<T: PeerTransport>(
+    r: &Arc<Replica>,
+    net: &T,
+    peer: &str,
+    t: &mut Tally,
+) -> Result<(), ReplicationError> {
+    let buckets = differing_buckets(r, net, peer, t).await?;
     if buckets.is_empty() {
         return Ok(());
     }
@@ -311,24 +298,20 @@ async fn reconcile(node: &Arc<Node>, peer: &str, t: &mut Tally) -> Result<(), Pe
         let req = BucketsRequestV1 {
             buckets: chunk.to_vec(),
         };
-        let resp: BucketsV1 = t.add(
-            node.peer_client
-                .call(peer, "/v1/peer/digest/docs", &req)
-                .await?,
-        );
+        let resp: BucketsV1 = t.add(net.bucket_docs(peer, &req).await?);
         for c in resp.collections {
             for (id, leaf) in c.docs {
                 their_docs.insert((c.collection.clone(), id), leaf);
             }
         }
     }
-    let n = node.clone();
+    let n = r.clone();
     let (to_push, to_pull, unreadable) = blocking(move || {
         let mut push = Vec::new();
         let mut pull = Vec::new();
         let mut unreadable = Vec::new();
         let mut decide = |key: DocKey, mine: Vec<[u8; 32]>, theirs: Option<u64>| {
-            match plan(&n, &key, mine, theirs) {
+            match plan(&n.store, &key, mine, theirs) {
                 Ok(Some(Plan::Push(d))) if !d.changes.is_empty() => push.push(d),
                 Ok(Some(Plan::Pull(d))) => pull.push(d),
                 Ok(_) => {}
@@ -363,15 +346,17 @@ async fn reconcile(node: &Arc<Node>, peer: &str, t: &mut Tally) -> Result<(), Pe
 
     // Push and pull at once, several requests each in flight: one side's fsyncs overlap the
     // other's reads.
-    let (pushed, pulled) =
-        tokio::join!(push_all(node, peer, to_push), pull_all(node, peer, to_pull));
+    let (pushed, pulled) = tokio::join!(
+        push_all(net, peer, to_push),
+        pull_all(r, net, peer, to_pull)
+    );
     let pushed = t.add(pushed?);
     t.skipped.extend(pushed);
     let (answers, pull_skipped) = t.add(pulled?);
     t.skipped.extend(pull_skipped);
 
     // It could not serve us: push where it is behind, sync where both sides moved.
-    let n = node.clone();
+    let n = r.clone();
     let (to_push, concurrent, unreadable) = blocking(move || {
         let mut push = Vec::new();
         let mut concurrent = Vec::new();
@@ -380,7 +365,7 @@ async fn reconcile(node: &Arc<Node>, peer: &str, t: &mut Tally) -> Result<(), Pe
             let Ok(key) = DocKey::new(&d.collection, &d.id) else {
                 continue;
             };
-            match changes_after(&n, &key, &d.heads) {
+            match changes_after(&n.store, &key, &d.heads) {
                 Ok((_, Some(changes))) if !changes.is_empty() => push.push(DocChangesV1 {
                     collection: d.collection,
                     id: d.id,
@@ -399,11 +384,11 @@ async fn reconcile(node: &Arc<Node>, peer: &str, t: &mut Tally) -> Result<(), Pe
     })
     .await?;
     t.skipped.extend(unreadable);
-    let pushed = push_all(node, peer, to_push).await?;
+    let pushed = push_all(net, peer, to_push).await?;
     let rejected = t.add(pushed);
     t.skipped.extend(rejected);
     for chunk in concurrent.chunks(DOCS_PER_REQUEST) {
-        sync_session(node, peer, chunk, t).await?;
+        sync_session(r, net, peer, chunk, t).await?;
     }
     Ok(())
 }
@@ -416,11 +401,12 @@ const REQUESTS_IN_FLIGHT: usize = 4;
 ///
 /// The peer leaves documents out of an answer past its byte budget (and documents it cannot
 /// read): those are asked for again, for as long as answers make progress.
-async fn pull_all(
-    node: &Arc<Node>,
+async fn pull_all<T: PeerTransport>(
+    r: &Arc<Replica>,
+    net: &T,
     peer: &str,
     docs: Vec<DocHeadsV1>,
-) -> Result<Exchange<(Vec<PulledV1>, Vec<SkippedDoc>)>, PeerError> {
+) -> Result<Exchange<(Vec<PulledV1>, Vec<SkippedDoc>)>, ReplicationError> {
     let mut total = Exchange {
         value: (Vec::new(), Vec::new()),
         sent: 0,
@@ -432,10 +418,10 @@ async fn pull_all(
             .chunks(DOCS_PER_REQUEST)
             .map(|c| PullV1 { docs: c.to_vec() })
             .collect();
-        let answers: Vec<Result<(PullV1, Exchange<PullResponseV1>), PeerError>> =
+        let answers: Vec<Result<(PullV1, Exchange<PullResponseV1>), ReplicationError>> =
             futures::stream::iter(requests)
                 .map(|req| async move {
-                    let x = node.peer_client.call(peer, "/v1/peer/pull", &req).await?;
+                    let x = net.pull(peer, &req).await?;
                     Ok((req, x))
                 })
                 .buffer_unordered(REQUESTS_IN_FLIGHT)
@@ -467,9 +453,7 @@ async fn pull_all(
                     .into_iter()
                     .filter(|d| !answered.contains(&(d.collection.clone(), d.id.clone()))),
             );
-            let applied = apply_changes(node, pulled)
-                .await
-                .map_err(|e| PeerError::Local(format!("applying pulled changes: {e}")))?;
+            let applied = apply_changes(r, pulled).await?;
             for r in applied.rejected {
                 total
                     .value
@@ -496,18 +480,14 @@ async fn pull_all(
 
 /// Sends changes the peer lacks, several requests at a time, each bounded in documents and
 /// bytes; returns the documents the peer could not take.
-async fn push_all(
-    node: &Arc<Node>,
+async fn push_all<T: PeerTransport>(
+    net: &T,
     peer: &str,
     docs: Vec<DocChangesV1>,
-) -> Result<Exchange<Vec<SkippedDoc>>, PeerError> {
-    let results: Vec<Result<Exchange<ChangesResultV1>, PeerError>> =
+) -> Result<Exchange<Vec<SkippedDoc>>, ReplicationError> {
+    let results: Vec<Result<Exchange<ChangesResultV1>, _>> =
         futures::stream::iter(chunk_changes(docs, DOCS_PER_REQUEST, PUSH_REQUEST_BYTES))
-            .map(|chunk| async move {
-                node.peer_client
-                    .push_changes(peer, &ChangesV1 { docs: chunk })
-                    .await
-            })
+            .map(|chunk| async move { net.push_changes(peer, &ChangesV1 { docs: chunk }).await })
             .buffer_unordered(REQUESTS_IN_FLIGHT)
             .collect()
             .await;
@@ -530,12 +510,13 @@ async fn push_all(
 }
 
 /// Runs the Automerge sync protocol for `docs` with `peer` until neither side has anything to say.
-async fn sync_session(
-    node: &Arc<Node>,
+async fn sync_session<T: PeerTransport>(
+    r: &Arc<Replica>,
+    net: &T,
     peer: &str,
     docs: &[(String, String)],
     t: &mut Tally,
-) -> Result<(), PeerError> {
+) -> Result<(), ReplicationError> {
     let session = rand_below(u64::MAX) ^ now_ms();
     let keys: Vec<DocKey> = docs
         .iter()
@@ -551,7 +532,7 @@ async fn sync_session(
         })
         .collect();
     // First messages.
-    let n = node.clone();
+    let n = r.clone();
     let st = states.clone();
     let (mut outgoing, unreadable) = blocking(move || {
         let mut out = Vec::new();
@@ -588,19 +569,12 @@ async fn sync_session(
         if outgoing.is_empty() {
             break;
         }
-        let resp: SyncV1 = t.add(
-            node.peer_client
-                .call(
-                    peer,
-                    "/v1/peer/sync",
-                    &SyncV1 {
-                        session,
-                        docs: std::mem::take(&mut outgoing),
-                    },
-                )
-                .await?,
-        );
-        let n = node.clone();
+        let req = SyncV1 {
+            session,
+            docs: std::mem::take(&mut outgoing),
+        };
+        let resp: SyncV1 = t.add(net.sync(peer, &req).await?);
+        let n = r.clone();
         let st = states.clone();
         let (next, unreadable) = blocking(move || {
             let mut out = Vec::new();
@@ -639,4 +613,96 @@ async fn sync_session(
         t.skipped.extend(unreadable);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::replication::in_process::InProcess;
+    use crate::replication::testing::{json, patch, replica};
+    use crate::replication::Blame;
+
+    /// Two stores that each took writes the other never saw (only-here documents on both sides,
+    /// documents one side edited further, documents both sides edited concurrently): one round
+    /// walks the digest tree down to the differing buckets and leaves both replicas equal, with
+    /// every edit from both sides; the next round ends after the hello, on equal roots.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_round_over_the_digest_walk_makes_two_stores_equal() {
+        let net = InProcess::default();
+        let (_da, a) = replica(&net, "a", &["b"]);
+        let (_db, b) = replica(&net, "b", &["a"]);
+        for i in 0..40 {
+            patch(&a, &format!("shared{i}"), json!({"base": i}));
+        }
+        round(&a, &net, "b").await.unwrap();
+        assert_eq!(a.store.digest_root(), b.store.digest_root());
+        for i in 0..300 {
+            patch(&a, &format!("a{i}"), json!({"from": "a", "i": i}));
+        }
+        for i in 0..200 {
+            patch(&b, &format!("b{i}"), json!({"from": "b", "i": i}));
+        }
+        for i in 0..10 {
+            // Linear on one side (b is behind), concurrent on both sides.
+            patch(&a, &format!("shared{i}"), json!({"a": true}));
+            patch(&a, &format!("shared{}", 10 + i), json!({"a": true}));
+            patch(&b, &format!("shared{}", 10 + i), json!({"b": true}));
+        }
+        assert_ne!(a.store.digest_root(), b.store.digest_root());
+
+        let report = round(&a, &net, "b").await.unwrap();
+        assert_eq!(a.store.digest_root(), b.store.digest_root());
+        assert!(report.docs >= 520, "repaired {} documents", report.docs);
+        assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+        for i in 0..300 {
+            let id = format!("a{i}");
+            assert_eq!(json(&b, &id), json(&a, &id), "{id}");
+        }
+        for i in 0..200 {
+            let id = format!("b{i}");
+            assert_eq!(
+                json(&a, &id).and_then(|m| m.get("i").cloned()),
+                Some(json!(i))
+            );
+        }
+        for i in 0..10 {
+            let both = format!("shared{}", 10 + i);
+            let expected = json!({"base": 10 + i, "a": true, "b": true});
+            for r in [&a, &b] {
+                assert_eq!(json(r, &both).map(Value::Object), Some(expected.clone()));
+            }
+            let linear = format!("shared{i}");
+            assert_eq!(
+                json(&b, &linear).map(Value::Object),
+                Some(json!({"base": i, "a": true}))
+            );
+        }
+
+        let again = round(&a, &net, "b").await.unwrap();
+        assert_eq!(again.docs, 0);
+        assert_eq!(
+            a.metrics
+                .ae_rounds
+                .get_or_create(&PeerLabels { peer: "b".into() })
+                .get(),
+            3
+        );
+    }
+
+    /// A peer that cannot be reached is the peer's fault (it goes down); nothing moved.
+    #[tokio::test]
+    async fn an_unreachable_peer_is_blamed_on_the_peer() {
+        let net = InProcess::default();
+        let (_da, a) = replica(&net, "a", &["b"]);
+        let (_db, _b) = replica(&net, "b", &["a"]);
+        patch(&a, "x", json!({"n": 1}));
+        net.set_cut("b", true);
+        let e = round(&a, &net, "b").await.unwrap_err();
+        assert_eq!(e.blame(), Blame::PeerDown, "{e}");
+        net.set_cut("b", false);
+        round(&a, &net, "b").await.unwrap();
+        assert_eq!(a.store.digest_root(), _b.store.digest_root());
+    }
 }

@@ -1,67 +1,20 @@
-//! The HTTP client for peer requests: postcard bodies, the cluster secret, timeouts, an optional
+//! The HTTP transport to peers: postcard bodies, the cluster secret, timeouts, an optional
 //! source address, and byte counts for the anti-entropy metrics.
 
 use std::time::Duration;
 
+use super::transport::{Exchange, PeerError, PeerTransport};
+use super::wire::{self, *};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use thiserror::Error;
 
-use super::{auth, wire};
-
-/// What an error says about the peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Blame {
-    /// Transport failures, the peer's own faults (5xx) and answers that make no sense: the peer
-    /// is down (pushes pause, rounds back off).
-    PeerDown,
-    /// The peer answered and refused (4xx), or is pushing back (503 overloaded, 507 disk full):
-    /// it is alive; try again later.
-    PeerAlive,
-    /// This node failed (its own store): says nothing about the peer.
-    Local,
-}
-
-impl PeerError {
-    pub fn blame(&self) -> Blame {
-        match self {
-            PeerError::Local(_) | PeerError::Encode(_) => Blame::Local,
-            PeerError::Status { status, .. } if (400..500).contains(status) => Blame::PeerAlive,
-            PeerError::Status {
-                status: 503 | 507, ..
-            } => Blame::PeerAlive,
-            PeerError::Status { .. } | PeerError::Unreachable(_) | PeerError::Decode(_) => {
-                Blame::PeerDown
-            }
-        }
-    }
-}
-
-#[derive(Debug, Error)]
-pub enum PeerError {
-    #[error("peer unreachable: {0}")]
-    Unreachable(String),
-    #[error("local: {0}")]
-    Local(String),
-    #[error("peer answered {status}: {body}")]
-    Status { status: u16, body: String },
-    #[error("cannot decode the peer's answer: {0}")]
-    Decode(String),
-    #[error("cannot encode the request: {0}")]
-    Encode(String),
-}
+/// The header every peer request carries the cluster secret in.
+pub const SECRET_HEADER: &str = "concord-cluster-secret";
 
 #[derive(Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
     secret: String,
-}
-
-/// A peer answer with the traffic it cost.
-pub struct Exchange<T> {
-    pub value: T,
-    pub sent: u64,
-    pub received: u64,
 }
 
 impl PeerClient {
@@ -79,7 +32,7 @@ impl PeerClient {
         })
     }
 
-    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
         peer: &str,
         path: &str,
@@ -94,12 +47,13 @@ impl PeerClient {
         })
     }
 
-    /// `POST /v1/peer/changes`: what the peer took, and per document what it did not.
-    pub async fn push_changes(
+    /// `POST /v1/peer/changes`: decoded leniently (an empty answer from an older node means
+    /// everything was applied).
+    async fn changes(
         &self,
         peer: &str,
-        req: &wire::ChangesV1,
-    ) -> Result<Exchange<wire::ChangesResultV1>, PeerError> {
+        req: &ChangesV1,
+    ) -> Result<Exchange<ChangesResultV1>, PeerError> {
         let x = self.call_raw(peer, "/v1/peer/changes", req).await?;
         let value = wire::ChangesResultV1::decode(&x.value)
             .map_err(|e| PeerError::Decode(e.to_string()))?;
@@ -121,7 +75,7 @@ impl PeerClient {
         let resp = self
             .http
             .post(format!("http://{peer}{path}"))
-            .header(auth::HEADER, &self.secret)
+            .header(SECRET_HEADER, &self.secret)
             .header(reqwest::header::CONTENT_TYPE, wire::CONTENT_TYPE)
             .body(body)
             .send()
@@ -146,32 +100,40 @@ impl PeerClient {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(status: u16) -> PeerError {
-        PeerError::Status {
-            status,
-            body: String::new(),
-        }
+impl PeerTransport for PeerClient {
+    async fn hello(&self, peer: &str, req: &HelloV1) -> Result<Exchange<RootV1>, PeerError> {
+        self.call(peer, "/v1/peer/hello", req).await
     }
 
-    #[test]
-    fn only_the_peers_own_failures_mark_it_down() {
-        assert_eq!(
-            PeerError::Unreachable("refused".into()).blame(),
-            Blame::PeerDown
-        );
-        assert_eq!(status(500).blame(), Blame::PeerDown);
-        assert_eq!(status(502).blame(), Blame::PeerDown);
-        assert_eq!(PeerError::Decode("garbage".into()).blame(), Blame::PeerDown);
-        // Back-pressure and refusals: alive.
-        assert_eq!(status(503).blame(), Blame::PeerAlive);
-        assert_eq!(status(507).blame(), Blame::PeerAlive);
-        assert_eq!(status(413).blame(), Blame::PeerAlive);
-        assert_eq!(status(401).blame(), Blame::PeerAlive);
-        // This node's own failures say nothing about the peer.
-        assert_eq!(PeerError::Local("store".into()).blame(), Blame::Local);
+    async fn digest(
+        &self,
+        peer: &str,
+        req: &DigestRequestV1,
+    ) -> Result<Exchange<DigestV1>, PeerError> {
+        self.call(peer, "/v1/peer/digest", req).await
+    }
+
+    async fn bucket_docs(
+        &self,
+        peer: &str,
+        req: &BucketsRequestV1,
+    ) -> Result<Exchange<BucketsV1>, PeerError> {
+        self.call(peer, "/v1/peer/digest/docs", req).await
+    }
+
+    async fn pull(&self, peer: &str, req: &PullV1) -> Result<Exchange<PullResponseV1>, PeerError> {
+        self.call(peer, "/v1/peer/pull", req).await
+    }
+
+    async fn push_changes(
+        &self,
+        peer: &str,
+        req: &ChangesV1,
+    ) -> Result<Exchange<ChangesResultV1>, PeerError> {
+        self.changes(peer, req).await
+    }
+
+    async fn sync(&self, peer: &str, req: &SyncV1) -> Result<Exchange<SyncV1>, PeerError> {
+        self.call(peer, "/v1/peer/sync", req).await
     }
 }

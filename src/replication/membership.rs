@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use super::transport::Blame;
 use crate::store::now_ms;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -221,19 +222,13 @@ impl Membership {
 
     /// Records a failed exchange with `addr` according to whose fault it was: only the peer's own
     /// failures mark it down; a local failure says nothing about it.
-    pub fn record_error(&self, addr: &str, e: &super::client::PeerError) {
-        use super::client::{Blame, PeerError};
-        match (e.blame(), e) {
-            (Blame::PeerDown, _) => self.record_failure(addr, &e.to_string()),
-            (
-                Blame::PeerAlive,
-                PeerError::Status {
-                    status: 503 | 507, ..
-                },
-            ) => self.record_backpressure(addr, &e.to_string()),
-            (Blame::PeerAlive, _) => self.record_refusal(addr, &e.to_string()),
-            (Blame::Local, _) => {
-                tracing::warn!(peer = addr, error = %e, "exchange with peer failed on this node")
+    pub fn record_error(&self, addr: &str, blame: Blame, error: &dyn std::fmt::Display) {
+        match blame {
+            Blame::PeerDown => self.record_failure(addr, &error.to_string()),
+            Blame::PeerBusy => self.record_backpressure(addr, &error.to_string()),
+            Blame::PeerRefused => self.record_refusal(addr, &error.to_string()),
+            Blame::Local => {
+                tracing::warn!(peer = addr, %error, "exchange with peer failed on this node")
             }
         }
     }
@@ -282,7 +277,6 @@ mod tests {
 
     #[test]
     fn errors_mark_a_peer_down_only_when_they_are_its_own() {
-        use crate::replication::client::PeerError;
         let m = Membership::new(
             "me:1".into(),
             "id".into(),
@@ -291,28 +285,16 @@ mod tests {
         );
         m.record_success("a:1", None);
         let state = |m: &Membership| m.snapshot()[0].state;
-        m.record_error("a:1", &PeerError::Local("local store: corrupt".into()));
+        m.record_error("a:1", Blame::Local, &"local store: corrupt");
         assert_eq!(state(&m), PeerState::Up, "a local failure");
-        m.record_error(
-            "a:1",
-            &PeerError::Status {
-                status: 507,
-                body: "disk full".into(),
-            },
-        );
+        m.record_error("a:1", Blame::PeerBusy, &"507: disk full");
         assert_eq!(state(&m), PeerState::Up, "back-pressure");
         assert_eq!(m.pushable(), vec!["a:1"], "still pushed to");
         assert!(
             m.due(Instant::now()).is_empty(),
             "asked again a little later"
         );
-        m.record_error(
-            "a:1",
-            &PeerError::Status {
-                status: 500,
-                body: "boom".into(),
-            },
-        );
+        m.record_error("a:1", Blame::PeerDown, &"500: boom");
         assert_eq!(state(&m), PeerState::Down, "the peer's own failure");
     }
 }

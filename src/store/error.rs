@@ -2,8 +2,14 @@
 
 use thiserror::Error;
 
-use super::keys::{COLLECTION_RULE, ID_RULE};
 use crate::doc::DocError;
+
+/// What a collection name may be, for error messages and the API docs.
+pub const COLLECTION_RULE: &str =
+    "1-64 characters: ASCII letters, digits, `_` and `-`, starting with a letter or digit";
+/// What a document id may be.
+pub const ID_RULE: &str =
+    "1-256 characters: ASCII letters, digits, `_`, `-`, `.`, `:` and `~`, and not `.` or `..`";
 
 #[derive(Debug, Error)]
 pub enum StoreError {

@@ -7,7 +7,8 @@
 
 use std::fmt;
 
-use super::StoreError;
+use super::error::StoreError;
+pub use super::error::{COLLECTION_RULE, ID_RULE};
 
 pub const MAX_COLLECTION_LEN: usize = 64;
 pub const MAX_ID_LEN: usize = 256;
@@ -18,13 +19,6 @@ pub struct DocKey {
     collection: String,
     id: String,
 }
-
-/// What a collection name may be, for error messages and the API docs.
-pub const COLLECTION_RULE: &str =
-    "1-64 characters: ASCII letters, digits, `_` and `-`, starting with a letter or digit";
-/// What a document id may be.
-pub const ID_RULE: &str =
-    "1-256 characters: ASCII letters, digits, `_`, `-`, `.`, `:` and `~`, and not `.` or `..`";
 
 pub fn validate_collection(name: &str) -> Result<(), StoreError> {
     let ok = !name.is_empty()

@@ -4,7 +4,7 @@
 //! refused (it may hold data this build would misread); an older one is brought forward one
 //! numbered migration at a time, the version advancing after each.
 
-use super::StoreError;
+use super::error::StoreError;
 
 #[path = "../../migrations/mod.rs"]
 mod steps;

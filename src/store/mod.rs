@@ -18,18 +18,16 @@
 //! a document is loaded from disk, so no stale copy can ever enter the cache.
 
 pub mod cache;
+pub mod db;
 pub mod digest;
 pub mod error;
 pub mod feed;
 pub mod keys;
-pub mod memory;
 pub mod migrate;
 pub mod records;
 pub mod sync_states;
-pub use sync_states::StatePut;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use automerge::{ActorId, Automerge, ReadDoc};
 use parking_lot::Mutex;
@@ -39,36 +37,16 @@ use rocksdb::{
 use uuid::Uuid;
 
 pub use cache::{DocState, LoadedDoc};
+pub use db::{cfs, handle, now_ms};
 pub use error::StoreError;
 pub use keys::DocKey;
 pub use records::{DocMeta, FeedEntry};
 
 use crate::doc::{contain::contained, tombstone, DocError};
-use crate::metrics::Metrics;
+use crate::memory;
+use crate::metrics::{Metrics, StoreStats};
 use cache::DocCache;
 use feed::FeedSeq;
-
-/// Column family names.
-pub mod cfs {
-    pub const META: &str = "meta";
-    pub const SNAPSHOTS: &str = "snapshots";
-    pub const CHANGES: &str = "changes";
-    pub const FEED: &str = "feed";
-    pub const COUNTS: &str = "counts";
-    pub const DIGEST: &str = "digest";
-    pub const BUCKETS: &str = "buckets";
-    pub const SYNC_STATES: &str = "sync_states";
-    pub const ALL: [&str; 8] = [
-        META,
-        SNAPSHOTS,
-        CHANGES,
-        FEED,
-        COUNTS,
-        DIGEST,
-        BUCKETS,
-        SYNC_STATES,
-    ];
-}
 
 const NODE_ID_KEY: &[u8] = b"node_id";
 /// RocksDB's block cache (table blocks read from disk).
@@ -78,11 +56,6 @@ const MEMTABLE_BYTES: usize = 64 << 20;
 /// One column family's memtable.
 const WRITE_BUFFER_BYTES: usize = 16 << 20;
 const LOCK_STRIPES: usize = 1024;
-
-pub(crate) fn handle<'a>(db: &'a DB, name: &str) -> Result<&'a ColumnFamily, StoreError> {
-    db.cf_handle(name)
-        .ok_or_else(|| StoreError::Corrupt(format!("column family `{name}` is missing")))
-}
 
 /// Storage tuning, from the node's configuration.
 #[derive(Debug, Clone)]
@@ -177,13 +150,6 @@ fn counts_merge(
         total = total.saturating_add(decode(op));
     }
     Some(total.to_le_bytes().to_vec())
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Store {
@@ -801,16 +767,6 @@ impl Store {
 
 /// A digest bucket's documents and their heads.
 pub type BucketDocs = Vec<(DocKey, Vec<[u8; 32]>)>;
-
-#[derive(Debug, Clone, Copy)]
-pub struct StoreStats {
-    pub cache_bytes: u64,
-    pub cache_docs: u64,
-    pub store_bytes: u64,
-    pub memtable_bytes: u64,
-    pub block_cache_bytes: u64,
-    pub wal_syncs: u64,
-}
 
 fn decode_seq(k: &[u8]) -> Result<u64, StoreError> {
     <[u8; 8]>::try_from(k)

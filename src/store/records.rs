@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
+use super::error::StoreError;
 
 /// Per-document metadata, rewritten in the same batch as every commit.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

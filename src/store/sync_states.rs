@@ -12,7 +12,10 @@
 //! layout (without an owner) are simply left to expire, and why a principal over its quota still
 //! syncs, only without a persisted state.
 
-use super::{cfs, handle, now_ms, DocKey, Store, StoreError};
+use super::db::{cfs, handle, now_ms};
+use super::error::StoreError;
+use super::keys::DocKey;
+use super::Store;
 
 /// Deletions written per batch by a sweep, so a sweep of millions of rows never builds one
 /// giant batch.

@@ -1,21 +1,20 @@
-//! Client sync: apps that keep Automerge documents locally (browsers, phones, Node processes)
-//! work offline and sync with any node when they reconnect, using stock Automerge libraries.
+//! The one Automerge sync step, shared by every kind of peer: HTTP clients
+//! (`api::client_sync`), automerge-repo WebSocket clients (`api::websocket`) and other nodes
+//! (`replication`). Also the clients' persisted sync states: kept within a quota per principal,
+//! swept when unused.
 //!
-//! - `http`: the Automerge sync protocol over HTTP (one message per request, state per client
-//!   persisted), raw changes by heads, whole-document bytes, and per-document live events.
-//! - `websocket`: the automerge-repo network protocol, for stock automerge-repo clients.
-//!
-//! Changes a client brings are ordinary local commits: durable before the answer, pushed to peers,
-//! visible in the changes feed.
-
-pub mod http;
-pub mod websocket;
+//! Knows the store and the document domain, and nothing of HTTP or of the node: its callers pass
+//! what it needs. Changes a client brings are ordinary local commits: durable before the answer,
+//! pushed to peers, visible in the changes feed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::doc::DocError;
-use crate::server::Node;
+use crate::metrics::Metrics;
+use crate::store::sync_states::StatePut;
 use crate::store::{DocKey, Origin, Store, StoreError};
 
 /// Decodes a sync message from an untrusted peer (see [`crate::codec::sync_message`]).
@@ -40,39 +39,55 @@ pub fn step(
     Ok(reply)
 }
 
-/// Persists a client's sync state, within its principal's quota
-/// (`max_sync_states_per_principal`): beyond it the client still syncs, without a kept state.
-pub fn keep_state(
-    node: &Node,
-    owner: &str,
-    client: &str,
-    key: &DocKey,
-    state: &automerge::sync::State,
-) -> Result<(), StoreError> {
-    let quota = node.config.max_sync_states_per_principal;
-    if node
-        .store
-        .put_sync_state(owner, client, key, &state.encode(), quota)?
-        == crate::store::StatePut::OverQuota
-    {
-        node.metrics.sync_states_over_quota.inc();
-        tracing::debug!(owner, client, doc = %key, quota, "sync state not kept: the principal is at its quota");
-    }
-    Ok(())
+/// Where clients' sync states persist, within `quota` rows per principal
+/// (`max_sync_states_per_principal`).
+pub struct ClientStates<'a> {
+    store: &'a Store,
+    metrics: &'a Metrics,
+    quota: u64,
 }
 
-/// Removes client sync states unused for `sync_state_ttl_days`, once at start and then hourly.
-pub async fn sweep_states(node: Arc<Node>) {
-    let ttl_ms = node.config.sync_state_ttl_days.saturating_mul(86_400_000);
+impl<'a> ClientStates<'a> {
+    pub fn new(store: &'a Store, metrics: &'a Metrics, quota: u64) -> Self {
+        ClientStates {
+            store,
+            metrics,
+            quota,
+        }
+    }
+
+    /// Persists a client's sync state; beyond its principal's quota the client still syncs,
+    /// without a kept state (counted, logged at debug).
+    pub fn keep(
+        &self,
+        owner: &str,
+        client: &str,
+        key: &DocKey,
+        state: &automerge::sync::State,
+    ) -> Result<(), StoreError> {
+        let put = self
+            .store
+            .put_sync_state(owner, client, key, &state.encode(), self.quota)?;
+        if put == StatePut::OverQuota {
+            self.metrics.sync_states_over_quota.inc();
+            tracing::debug!(owner, client, doc = %key, quota = self.quota, "sync state not kept: the principal is at its quota");
+        }
+        Ok(())
+    }
+}
+
+/// Removes client sync states unused for `ttl`, once at start and then hourly, until `shutdown`.
+pub async fn sweep_states(store: Arc<Store>, ttl: Duration, shutdown: CancellationToken) {
+    let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
     loop {
-        let store = node.store.clone();
-        match tokio::task::spawn_blocking(move || store.sweep_sync_states(ttl_ms)).await {
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.sweep_sync_states(ttl_ms)).await {
             Ok(Ok(n)) if n > 0 => tracing::info!(removed = n, "expired client sync states removed"),
             Ok(Err(e)) => tracing::warn!(error = %e, "sweeping client sync states failed"),
             _ => {}
         }
         tokio::select! {
-            _ = node.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
     }

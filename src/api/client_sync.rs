@@ -4,24 +4,23 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use automerge::{ChangeHash, ReadDoc};
+use automerge::ReadDoc;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::api::docs::doc_key;
-use crate::api::extract::RawBody;
-use crate::api::extract::{PathParams, QueryParams};
-use crate::api::problem::ApiError;
+use super::doc_bytes::{binary, with_etag};
 use crate::codec::chunks::{parse_chunks, Chunk};
 use crate::doc::{heads, json, DocError};
-use crate::server::Node;
+use crate::http::extract::RawBody;
+use crate::http::extract::{PathParams, QueryParams};
+use crate::http::problem::ApiError;
+use crate::node::Node;
 use crate::store::{DocKey, Origin};
 
 pub const CLIENT_ID_HEADER: &str = "concord-client-id";
-const OCTET_STREAM: &str = "application/octet-stream";
 
 fn client_id(headers: &HeaderMap) -> Result<String, ApiError> {
     let raw = headers.get(CLIENT_ID_HEADER).ok_or_else(|| {
@@ -44,34 +43,19 @@ fn client_id(headers: &HeaderMap) -> Result<String, ApiError> {
     }
 }
 
-fn binary(bytes: Vec<u8>) -> Response {
-    (
-        [(header::CONTENT_TYPE, HeaderValue::from_static(OCTET_STREAM))],
-        bytes,
-    )
-        .into_response()
-}
-
-fn with_etag(mut resp: Response, hs: &[ChangeHash]) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&heads::etag(hs)) {
-        resp.headers_mut().insert(header::ETAG, v);
-    }
-    resp
-}
-
 /// `POST .../docs/{id}/sync`: one Automerge sync message in, the node's next one out (204 when it
 /// has nothing more to say). A document the node has never seen is created by the first sync that
 /// brings changes.
 pub async fn sync(
     State(node): State<Arc<Node>>,
     PathParams((collection, id)): PathParams<(String, String)>,
-    axum::Extension(who): axum::Extension<crate::api::auth::Principal>,
+    axum::Extension(who): axum::Extension<crate::http::auth::Principal>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let key = doc_key(&collection, &id)?;
+    let key = DocKey::new(&collection, &id)?;
     let client = client_id(&headers)?;
-    let msg = super::decode_message(&body).map_err(|e| {
+    let msg = crate::sync::decode_message(&body).map_err(|e| {
         ApiError::BadRequest(format!("the body is not an Automerge sync message: {e}"))
     })?;
     // A read-only client may sync down, but not push changes.
@@ -80,15 +64,17 @@ pub async fn sync(
     }
     let n = node.clone();
     let reply = node
-        .blocking(move || {
+        .blocking::<_, ApiError>(move || {
             let mut state = match n.store.sync_state(&who.name, &client, &key)? {
                 Some(b) => automerge::sync::State::decode(&b)
                     .unwrap_or_else(|_| automerge::sync::State::new()),
                 None => automerge::sync::State::new(),
             };
-            let reply =
-                super::step(&n.store, Origin::Local, &key, &mut state, msg)?.map(|m| m.encode());
-            super::keep_state(&n, &who.name, &client, &key, &state)?;
+            let reply = crate::sync::step(&n.store, Origin::Local, &key, &mut state, msg)?
+                .map(|m| m.encode());
+            let quota = n.config.max_sync_states_per_principal;
+            crate::sync::ClientStates::new(&n.store, &n.metrics, quota)
+                .keep(&who.name, &client, &key, &state)?;
             Ok(reply)
         })
         .await?;
@@ -112,7 +98,7 @@ pub async fn get_changes(
     PathParams((collection, id)): PathParams<(String, String)>,
     QueryParams(q): QueryParams<ChangesQuery>,
 ) -> Result<Response, ApiError> {
-    let key = doc_key(&collection, &id)?;
+    let key = DocKey::new(&collection, &id)?;
     let since = q
         .since
         .as_deref()
@@ -121,7 +107,7 @@ pub async fn get_changes(
         .unwrap_or_default();
     let n = node.clone();
     let (bytes, current) = node
-        .blocking(move || {
+        .blocking::<_, ApiError>(move || {
             n.store
                 .read(&key, |doc, meta| {
                     if let Some(unknown) = since
@@ -154,14 +140,14 @@ pub async fn post_changes(
     PathParams((collection, id)): PathParams<(String, String)>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
-    let key = doc_key(&collection, &id)?;
+    let key = DocKey::new(&collection, &id)?;
     if body.is_empty() {
         return Err(ApiError::InvalidBody("the body holds no changes".into()));
     }
     let n = node.clone();
     let k = key.clone();
     let committed = node
-        .blocking(move || {
+        .blocking::<_, ApiError>(move || {
             let chunks = parse_chunks(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
             let (_, c) = n.store.write::<_, ApiError>(&k, |doc, _| {
                 // Only what this request leaves missing counts: changes queued earlier (by peers
@@ -203,32 +189,6 @@ pub async fn post_changes(
     ))
 }
 
-/// `GET .../docs/{id}` with `Accept: application/octet-stream`: the whole document (`save()`).
-pub async fn get_bytes(node: Arc<Node>, key: DocKey) -> Result<Response, ApiError> {
-    let n = node.clone();
-    let (bytes, current) = node
-        .blocking(move || {
-            n.store
-                .read(&key, |doc, meta| {
-                    if meta.deleted {
-                        return Err(ApiError::NotFound(format!("document {key} was deleted")));
-                    }
-                    Ok((doc.save(), meta.heads()))
-                })?
-                .unwrap_or_else(|| Err(not_found(&key)))
-        })
-        .await?;
-    Ok(with_etag(binary(bytes), &current))
-}
-
-/// Whether a request asks for binary Automerge bytes rather than JSON.
-pub fn wants_bytes(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.split(',').any(|t| t.trim().starts_with(OCTET_STREAM)))
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EventsQuery {
@@ -244,7 +204,7 @@ pub async fn events(
     PathParams((collection, id)): PathParams<(String, String)>,
     QueryParams(q): QueryParams<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    let key = doc_key(&collection, &id)?;
+    let key = DocKey::new(&collection, &id)?;
     // Held by the stream for its life: dropped with it when the client goes away.
     let slot = node.streams.acquire()?;
     let rx = node.store.subscribe_commits();
@@ -268,7 +228,7 @@ pub async fn events(
             let n = node.clone();
             let k = key.clone();
             let snapshot = node
-                .blocking(move || {
+                .blocking::<_, ApiError>(move || {
                     Ok(n.store.read(&k, |doc, meta| {
                         let mut v = serde_json::json!({
                             "version": heads::format(&meta.heads()),

@@ -22,7 +22,6 @@
 //! token; with no tokens configured, every client is one principal) may replace that connection.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use automerge::sync::SyncDoc;
@@ -30,131 +29,26 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use ciborium::Value;
-use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::problem::ApiError;
+use crate::blocking::WorkerFailed;
 use crate::codec::frame::{self, encode, map, text, Frame};
-use crate::server::Node;
+use crate::http::auth::Principal;
+use crate::http::problem::ApiError;
+use crate::node::ws_hub::{HubError, WsSlot};
+use crate::node::Node;
 use crate::store::{DocKey, Origin, StoreError};
 
 const PROTOCOL_VERSION: &str = "1";
 
-/// Live connections, for relaying ephemeral messages and replacing a peer that reconnects.
-pub struct Hub {
-    next_id: AtomicU64,
-    /// Open or upgrading sockets (joined or not): slots reserved by [`WsSlot`].
-    open: AtomicUsize,
-    /// Documents open over all connections (the sum of their `docs` sets), for metrics and tests.
-    tracked_docs: AtomicUsize,
-    conns: Mutex<HashMap<u64, ConnEntry>>,
-    /// Highest `count` seen per (sender, session): ephemeral messages loop without it. Bounded
-    /// and expiring, since clients choose the keys.
-    seen: moka::sync::Cache<(String, String), u64>,
-}
-
-struct ConnEntry {
-    peer_id: String,
-    /// The principal (token name) that joined: only it may take over this `peer_id`.
-    principal: String,
-    /// Documents this connection has open (synced, asked for, or sent ephemeral messages on).
-    docs: HashSet<String>,
-    tx: mpsc::Sender<Vec<u8>>,
-    cancel: CancellationToken,
-}
-
-impl Default for Hub {
-    fn default() -> Self {
-        Hub {
-            next_id: AtomicU64::new(0),
-            open: Default::default(),
-            tracked_docs: Default::default(),
-            conns: Mutex::new(HashMap::new()),
-            seen: moka::sync::Cache::builder()
-                .max_capacity(100_000)
-                .time_to_idle(std::time::Duration::from_secs(600))
-                .build(),
-        }
-    }
-}
-
-impl Hub {
-    pub fn connections(&self) -> usize {
-        self.conns.lock().len()
-    }
-
-    /// Sockets open or being upgraded.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Relaxed)
-    }
-
-    /// Documents open over all connections.
-    pub fn tracked_docs(&self) -> usize {
-        self.tracked_docs.load(Ordering::Relaxed)
-    }
-
-    /// Opens `document_id` on connection `conn`, refusing a new one beyond `cap`.
-    ///
-    /// Why refuse and close rather than evict the least recently used document: automerge-repo
-    /// (protocol 1) has no message to close a document, so the client still believes an evicted
-    /// document is live. It would silently stop receiving changes made elsewhere, and a sync state
-    /// rebuilt from scratch on the node's side while the client keeps its own can stall a sync
-    /// until it reconnects. An `error` frame and a close are visible; the client reconnects and
-    /// opens what it needs.
-    fn open_doc(&self, conn: u64, document_id: &str, cap: usize) -> Result<(), ProtocolError> {
-        let mut conns = self.conns.lock();
-        let Some(c) = conns.get_mut(&conn) else {
-            return Ok(());
-        };
-        if c.docs.contains(document_id) {
-            return Ok(());
-        }
-        if c.docs.len() >= cap {
-            return Err(ProtocolError(format!(
-                "this connection has {cap} documents open, the limit \
-                 (max_ws_docs_per_connection): open more on another connection"
-            )));
-        }
-        c.docs.insert(document_id.to_string());
-        self.tracked_docs.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-/// A reserved WebSocket slot, taken before the upgrade so concurrent upgrades cannot exceed
-/// `max_websockets`. Released when dropped: when the upgrade fails (axum drops the callback that
-/// owns it) or when the connection ends.
-struct WsSlot {
-    node: Arc<Node>,
-}
-
-impl WsSlot {
-    fn reserve(node: &Arc<Node>) -> Option<WsSlot> {
-        let max = node.config.max_websockets;
-        node.ws_hub
-            .open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| WsSlot { node: node.clone() })
-    }
-}
-
-impl Drop for WsSlot {
-    fn drop(&mut self) {
-        self.node.ws_hub.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// `GET /v1/automerge-repo`: upgrades to the automerge-repo WebSocket protocol.
 pub async fn upgrade(
     State(node): State<Arc<Node>>,
-    axum::Extension(who): axum::Extension<crate::api::auth::Principal>,
+    axum::Extension(who): axum::Extension<Principal>,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let Some(slot) = WsSlot::reserve(&node) else {
+    let Some(slot) = WsSlot::reserve(&node.ws_hub, node.config.max_websockets) else {
         use axum::response::IntoResponse;
         return ApiError::Overloaded(format!(
             "{} WebSocket connections are open, the configured limit",
@@ -179,8 +73,14 @@ impl From<StoreError> for ProtocolError {
     }
 }
 
-impl From<ApiError> for ProtocolError {
-    fn from(e: ApiError) -> Self {
+impl From<WorkerFailed> for ProtocolError {
+    fn from(e: WorkerFailed) -> Self {
+        ProtocolError(e.to_string())
+    }
+}
+
+impl From<HubError> for ProtocolError {
+    fn from(e: HubError) -> Self {
         ProtocolError(e.to_string())
     }
 }
@@ -208,13 +108,9 @@ async fn serve(
     principal: String,
     may_write: bool,
 ) {
-    let id = node.ws_hub.next_id.fetch_add(1, Ordering::Relaxed);
     // Unregisters the connection however the task ends (a panic included).
-    let _registration = Registration {
-        _slot: slot,
-        node: node.clone(),
-        id,
-    };
+    let registration = node.ws_hub.register(slot);
+    let id = registration.id();
     let (tx, mut relay_rx) = mpsc::channel::<Vec<u8>>(1024);
     let cancel = CancellationToken::new();
     let mut commits = node.store.subscribe_commits();
@@ -297,21 +193,6 @@ async fn close_handshake(socket: &mut WebSocket) {
     .await;
 }
 
-struct Registration {
-    _slot: WsSlot,
-    node: Arc<Node>,
-    id: u64,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        let hub = &self.node.ws_hub;
-        if let Some(c) = hub.conns.lock().remove(&self.id) {
-            hub.tracked_docs.fetch_sub(c.docs.len(), Ordering::Relaxed);
-        }
-    }
-}
-
 impl Conn {
     fn key(&self, document_id: &str) -> Result<DocKey, ProtocolError> {
         // Decoding checked the id already.
@@ -364,35 +245,10 @@ impl Conn {
             }
             _ => None,
         };
-        // A peer that reconnects replaces its old connection, but only its own: another
-        // principal naming a live connection's `senderId` is refused, so one user cannot kick
-        // another off. With no tokens configured every client is the same principal.
-        {
-            let mut conns = self.node.ws_hub.conns.lock();
-            let others = || {
-                conns
-                    .iter()
-                    .filter(|(id, c)| c.peer_id == peer && **id != self.id)
-            };
-            if others().any(|(_, c)| c.principal != self.principal) {
-                return Err(ProtocolError(format!(
-                    "senderId `{peer}` is in use by another client's connection"
-                )));
-            }
-            for (_, c) in others() {
-                c.cancel.cancel();
-            }
-            // A second `join` on this connection keeps the documents it has open.
-            let entry = conns.entry(self.id).or_insert_with(|| ConnEntry {
-                peer_id: String::new(),
-                principal: String::new(),
-                docs: HashSet::new(),
-                tx: tx.clone(),
-                cancel: cancel.clone(),
-            });
-            entry.peer_id = peer.clone();
-            entry.principal = self.principal.clone();
-        }
+        // With no tokens configured every client is the same principal.
+        self.node
+            .ws_hub
+            .join(self.id, &peer, &self.principal, tx, cancel)?;
         self.peer_id = Some(peer.clone());
         let reply = map(vec![
             ("type", text("peer")),
@@ -412,11 +268,8 @@ impl Conn {
 
     /// Opens a document on this connection (within `max_ws_docs_per_connection`).
     fn subscribe(&self, document_id: &str) -> Result<(), ProtocolError> {
-        self.node.ws_hub.open_doc(
-            self.id,
-            document_id,
-            self.node.config.max_ws_docs_per_connection,
-        )
+        let cap = self.node.config.max_ws_docs_per_connection;
+        Ok(self.node.ws_hub.open_doc(self.id, document_id, cap)?)
     }
 
     fn sync_frame(&self, document_id: &str, data: Vec<u8>) -> Vec<u8> {
@@ -466,7 +319,9 @@ impl Conn {
             let node = self.node.clone();
             let exists = self
                 .node
-                .blocking(move || Ok(node.store.meta(&k)?.is_some_and(|m| !m.heads.is_empty())))
+                .blocking::<_, ProtocolError>(move || {
+                    Ok(node.store.meta(&k)?.is_some_and(|m| !m.heads.is_empty()))
+                })
                 .await?;
             if !exists && msg.heads.is_empty() {
                 self.wanted.insert(document_id.clone());
@@ -485,11 +340,13 @@ impl Conn {
         let owner = self.principal.clone();
         let (state, reply) = node
             .clone()
-            .blocking(move || {
-                let reply = super::step(&node.store, Origin::Local, &key, &mut state, msg)?
+            .blocking::<_, ProtocolError>(move || {
+                let reply = crate::sync::step(&node.store, Origin::Local, &key, &mut state, msg)?
                     .map(|m| m.encode());
                 if let Some(client) = &storage {
-                    crate::sync::keep_state(&node, &owner, client, &key, &state)?;
+                    let quota = node.config.max_sync_states_per_principal;
+                    let states = crate::sync::ClientStates::new(&node.store, &node.metrics, quota);
+                    states.keep(&owner, client, &key, &state)?;
                 }
                 Ok((state, reply))
             })
@@ -522,7 +379,7 @@ impl Conn {
         let node = self.node.clone();
         let (state, msg) = node
             .clone()
-            .blocking(move || {
+            .blocking::<_, ProtocolError>(move || {
                 let msg = node
                     .store
                     .read(&key, |doc, _| doc.generate_sync_message(&mut state))?;
@@ -549,96 +406,25 @@ impl Conn {
 
     /// Relays an ephemeral message to the other connections on its document.
     fn relay(&self, e: frame::Ephemeral) -> Result<(), ProtocolError> {
-        let seen = &self.node.ws_hub.seen;
-        let key = (e.sender_id, e.session_id);
-        if seen.get(&key).is_some_and(|last| e.count <= last) {
+        if self
+            .node
+            .ws_hub
+            .seen_before(e.sender_id, e.session_id, e.count)
+        {
             return Ok(());
         }
-        seen.insert(key, e.count);
         let document_id = e.document_id;
         self.subscribe(&document_id)?;
-        let conns = self.node.ws_hub.conns.lock();
-        for (id, c) in conns.iter() {
-            if *id == self.id || !c.docs.contains(&document_id) {
-                continue;
-            }
-            let mut pairs: Vec<(Value, Value)> = e
-                .fields
-                .iter()
-                .filter(|(k, _)| k.as_text() != Some("targetId"))
-                .cloned()
-                .collect();
-            pairs.push((text("targetId"), text(&c.peer_id)));
-            let _ = c.tx.try_send(encode(&Value::Map(pairs)));
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    async fn node(tweak: impl FnOnce(&mut crate::Config)) -> (tempfile::TempDir, Arc<Node>) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = crate::Config {
-            data_dir: dir.path().to_path_buf(),
-            ..Default::default()
-        };
-        tweak(&mut config);
-        let node = crate::server::open_node(config, "127.0.0.1:1".into())
-            .await
-            .unwrap();
-        (dir, node)
-    }
-
-    /// The slot is taken when the upgrade is accepted, not when the socket starts serving: an
-    /// upgrade still in flight already counts, so concurrent upgrades cannot overshoot.
-    #[tokio::test]
-    async fn slots_are_reserved_before_the_upgrade() {
-        let (_dir, node) = node(|c| c.max_websockets = 2).await;
-        let a = WsSlot::reserve(&node).expect("first slot");
-        let b = WsSlot::reserve(&node).expect("second slot");
-        assert_eq!(node.ws_hub.open(), 2);
-        assert!(WsSlot::reserve(&node).is_none(), "no third slot");
-        drop(a);
-        assert_eq!(
-            node.ws_hub.open(),
-            1,
-            "a failed upgrade gives its slot back"
-        );
-        let _c = WsSlot::reserve(&node).expect("the freed slot");
-        drop(b);
-    }
-
-    #[tokio::test]
-    async fn documents_per_connection_are_capped_and_released() {
-        let (_dir, node) = node(|c| c.max_ws_docs_per_connection = 2).await;
-        let (tx, _rx) = mpsc::channel(1);
-        node.ws_hub.conns.lock().insert(
-            7,
-            ConnEntry {
-                peer_id: "p".into(),
-                principal: "anonymous".into(),
-                docs: HashSet::new(),
-                tx,
-                cancel: CancellationToken::new(),
-            },
-        );
-        let hub = &node.ws_hub;
-        hub.open_doc(7, "a", 2).unwrap();
-        hub.open_doc(7, "b", 2).unwrap();
-        hub.open_doc(7, "a", 2)
-            .expect("an open document is no new one");
-        assert!(hub.open_doc(7, "c", 2).is_err());
-        assert_eq!(hub.tracked_docs(), 2);
-        let slot = WsSlot::reserve(&node).unwrap();
-        drop(Registration {
-            _slot: slot,
-            node: node.clone(),
-            id: 7,
+        let fields: Vec<(Value, Value)> = e
+            .fields
+            .into_iter()
+            .filter(|(k, _)| k.as_text() != Some("targetId"))
+            .collect();
+        self.node.ws_hub.relay(self.id, &document_id, |target| {
+            let mut pairs = fields.clone();
+            pairs.push((text("targetId"), text(target)));
+            encode(&Value::Map(pairs))
         });
-        assert_eq!(hub.tracked_docs(), 0);
-        assert_eq!(hub.open(), 0);
+        Ok(())
     }
 }

@@ -9,10 +9,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use crate::api::problem::ApiError;
-use crate::server::Node;
+use crate::http::problem::ApiError;
+use crate::node::Node;
 
-pub const HEADER: &str = "concord-cluster-secret";
+pub use crate::replication::client::SECRET_HEADER as HEADER;
 
 pub async fn require_secret(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
     let Some(secret) = node.config.cluster_secret.as_deref() else {

@@ -17,47 +17,11 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::problem::ApiError;
-use crate::server::Node;
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Access {
-    /// Reads, and syncing documents down; no writes.
-    #[default]
-    Read,
-    /// Reads and writes.
-    Write,
-}
-
-/// One API token, as configured.
-#[derive(Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenConfig {
-    /// A name for logs and metrics (the token itself is never logged).
-    pub name: String,
-    /// The secret the client presents (at least 16 characters).
-    pub token: String,
-    #[serde(default)]
-    pub access: Access,
-    /// Collections the token may touch (absent: all).
-    #[serde(default)]
-    pub collections: Option<Vec<String>>,
-}
-
-impl std::fmt::Debug for TokenConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenConfig")
-            .field("name", &self.name)
-            .field("token", &"<redacted>")
-            .field("access", &self.access)
-            .field("collections", &self.collections)
-            .finish()
-    }
-}
+pub use crate::config::{Access, TokenConfig};
+use crate::node::Node;
 
 /// Who is calling, as the handlers see it (a request extension).
 #[derive(Debug, Clone)]

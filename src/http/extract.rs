@@ -10,7 +10,7 @@ use axum::http::{header, request::Parts, HeaderMap};
 use serde::de::DeserializeOwned;
 
 use super::problem::ApiError;
-use crate::server::Node;
+use crate::node::Node;
 
 /// Whether a `Content-Type` is JSON (`application/json` or any `application/*+json`).
 fn is_json(ct: &str) -> bool {

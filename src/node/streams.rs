@@ -12,7 +12,12 @@ use std::sync::Arc;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::problem::ApiError;
+/// Every stream slot is taken.
+#[derive(Debug, thiserror::Error)]
+#[error("{max} long-lived streams (SSE, long polls) are open, the configured `max_streams`; retry shortly")]
+pub struct AllStreamsBusy {
+    pub max: usize,
+}
 
 pub struct StreamSlots {
     permits: Arc<Semaphore>,
@@ -34,14 +39,11 @@ impl StreamSlots {
         }
     }
 
-    /// A slot, or 503 `overloaded` when all are taken.
-    pub fn acquire(&self) -> Result<StreamSlot, ApiError> {
+    /// A slot, or [`AllStreamsBusy`] when all are taken (the HTTP layer answers 503).
+    pub fn acquire(&self) -> Result<StreamSlot, AllStreamsBusy> {
         match self.permits.clone().try_acquire_owned() {
             Ok(permit) => Ok(StreamSlot { _permit: permit }),
-            Err(_) => Err(ApiError::Overloaded(format!(
-                "{} long-lived streams (SSE, long polls) are open, the configured `max_streams`; retry shortly",
-                self.max
-            ))),
+            Err(_) => Err(AllStreamsBusy { max: self.max }),
         }
     }
 
@@ -60,7 +62,7 @@ mod tests {
         let slots = StreamSlots::new(2);
         let a = slots.acquire().unwrap();
         let _b = slots.acquire().unwrap();
-        assert!(matches!(slots.acquire(), Err(ApiError::Overloaded(_))));
+        assert!(matches!(slots.acquire(), Err(AllStreamsBusy { max: 2 })));
         assert_eq!(slots.open(), 2);
         drop(a);
         assert_eq!(slots.open(), 1);

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::problem::ApiError;
 use crate::metrics::HttpLabels;
-use crate::server::Node;
+use crate::node::Node;
 
 pub async fn observe(State(node): State<Arc<Node>>, req: Request, next: Next) -> Response {
     let start = Instant::now();

@@ -8,7 +8,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::blocking::WorkerFailed;
 use crate::doc::DocError;
+use crate::node::streams::AllStreamsBusy;
+use crate::replication::serve::ServeError;
 use crate::store::StoreError;
 
 #[derive(Debug, Error)]
@@ -173,6 +176,27 @@ impl From<StoreError> for ApiError {
                 tracing::error!(error = %other, "storage error");
                 ApiError::Internal(other.to_string())
             }
+        }
+    }
+}
+
+impl From<WorkerFailed> for ApiError {
+    fn from(e: WorkerFailed) -> Self {
+        ApiError::Internal(e.to_string())
+    }
+}
+
+impl From<AllStreamsBusy> for ApiError {
+    fn from(e: AllStreamsBusy) -> Self {
+        ApiError::Overloaded(e.to_string())
+    }
+}
+
+impl From<ServeError> for ApiError {
+    fn from(e: ServeError) -> Self {
+        match e {
+            ServeError::BadRequest(m) => ApiError::BadRequest(m),
+            ServeError::Store(s) => s.into(),
         }
     }
 }
