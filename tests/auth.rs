@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use ciborium::Value as Cbor;
+use common::http::sync_to_end;
 use common::{client, TestNode};
 use concord::config::{Access, TokenConfig};
 use futures::{SinkExt, StreamExt};
@@ -237,29 +238,8 @@ async fn read_only_clients_sync_down_but_cannot_push() {
     // Syncing down with a read-only token works.
     let mut doc = Automerge::new();
     let mut state = sync::State::new();
-    for _ in 0..10 {
-        let Some(msg) = doc.generate_sync_message(&mut state) else {
-            break;
-        };
-        let r = http
-            .post(format!("{url}/sync"))
-            .bearer_auth(READER)
-            .header("concord-client-id", "ro")
-            .body(msg.encode())
-            .send()
-            .await
-            .unwrap();
-        match r.status().as_u16() {
-            200 => doc
-                .receive_sync_message(
-                    &mut state,
-                    sync::Message::decode(&r.bytes().await.unwrap()).unwrap(),
-                )
-                .unwrap(),
-            204 => break,
-            s => panic!("sync answered {s}"),
-        }
-    }
+    let sync_url = format!("{url}/sync");
+    sync_to_end(&http, &sync_url, "ro", Some(READER), &mut doc, &mut state).await;
     assert_eq!(
         doc.get(ROOT, "x").unwrap().and_then(|(v, _)| v.as_i64()),
         Some(1)

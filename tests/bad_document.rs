@@ -7,6 +7,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::http::{get_json, get_text};
 use common::{client, poll_until, TestNode};
 use concord::Config;
 use serde_json::{json, Value};
@@ -48,25 +49,12 @@ async fn get(http: &reqwest::Client, node: &TestNode, id: &str) -> Option<Value>
 }
 
 async fn cluster(http: &reqwest::Client, node: &TestNode) -> Value {
-    http.get(node.url("/v1/cluster"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    get_json(http, node.url("/v1/cluster")).await
 }
 
 /// The sum of a metric's samples whose line contains `filter` (a label, or "" for all).
 async fn metric(http: &reqwest::Client, node: &TestNode, name: &str, filter: &str) -> f64 {
-    let text = http
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(http, node.url("/metrics")).await;
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.split([' ', '{']).next() == Some(name) && l.contains(filter))
@@ -317,14 +305,7 @@ async fn include_docs_reports_an_unreadable_document() {
     }
     corrupt(dir.path(), "bad");
     let node = TestNode::start_with(dir.path(), cluster_config).await;
-    let v: Value = http
-        .get(node.url("/v1/collections/c/docs?include_docs=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&http, node.url("/v1/collections/c/docs?include_docs=true")).await;
     let docs = v["docs"].as_array().unwrap();
     assert_eq!(docs.len(), 2, "{v}");
     assert_eq!(docs[0]["id"], "bad");

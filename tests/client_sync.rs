@@ -4,48 +4,14 @@
 
 mod common;
 
-use automerge::sync::{self, SyncDoc};
+use automerge::sync;
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ReadDoc, ROOT};
+use common::http::{get_json, sync_to_end};
 use common::{client, TestNode};
 use serde_json::{json, Value};
 
 const DOC: &str = "/v1/collections/notes/docs/n1";
-
-/// Runs the sync protocol until both sides are done; returns the bytes the client sent.
-async fn sync_until_done(
-    http: &reqwest::Client,
-    url: &str,
-    client_id: &str,
-    doc: &mut Automerge,
-    state: &mut sync::State,
-) -> usize {
-    let mut sent = 0;
-    for _ in 0..20 {
-        let Some(msg) = doc.generate_sync_message(state) else {
-            return sent;
-        };
-        let bytes = msg.encode();
-        sent += bytes.len();
-        let r = http
-            .post(format!("{url}/sync"))
-            .header("concord-client-id", client_id)
-            .header("content-type", "application/octet-stream")
-            .body(bytes)
-            .send()
-            .await
-            .unwrap();
-        match r.status().as_u16() {
-            200 => {
-                let reply = sync::Message::decode(&r.bytes().await.unwrap()).unwrap();
-                doc.receive_sync_message(state, reply).unwrap();
-            }
-            204 => {}
-            s => panic!("sync answered {s}: {}", r.text().await.unwrap()),
-        }
-    }
-    panic!("sync did not finish");
-}
 
 #[tokio::test]
 async fn offline_client_syncs_and_resumes_after_restart() {
@@ -64,8 +30,16 @@ async fn offline_client_syncs_and_resumes_after_restart() {
     })
     .unwrap();
     let mut state = sync::State::new();
-    sync_until_done(&http, &url, "phone-1", &mut doc, &mut state).await;
-    let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    sync_to_end(
+        &http,
+        &format!("{url}/sync"),
+        "phone-1",
+        None,
+        &mut doc,
+        &mut state,
+    )
+    .await;
+    let v: Value = get_json(&http, &url).await;
     assert_eq!(v, json!({"title": "groceries", "count": 1}));
 
     // A REST write reaches the client at the next sync.
@@ -79,7 +53,15 @@ async fn offline_client_syncs_and_resumes_after_restart() {
     assert_eq!(r.status(), 200);
     // Reconnecting starts a new session from the persisted state.
     let mut state = sync::State::decode(&state.encode()).unwrap();
-    sync_until_done(&http, &url, "phone-1", &mut doc, &mut state).await;
+    sync_to_end(
+        &http,
+        &format!("{url}/sync"),
+        "phone-1",
+        None,
+        &mut doc,
+        &mut state,
+    )
+    .await;
     assert_eq!(doc.get(ROOT, "count").unwrap().unwrap().0.as_i64(), Some(2));
 
     // 1,000 edits offline, then one reconnect: the node has them all, and the client sent about
@@ -105,8 +87,16 @@ async fn offline_client_syncs_and_resumes_after_restart() {
     let node = TestNode::start(dir.path()).await;
     let url = node.url(DOC);
     let mut state = sync::State::decode(&persisted).unwrap();
-    let sent = sync_until_done(&http, &url, "phone-1", &mut doc, &mut state).await;
-    let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    let sent = sync_to_end(
+        &http,
+        &format!("{url}/sync"),
+        "phone-1",
+        None,
+        &mut doc,
+        &mut state,
+    )
+    .await;
+    let v: Value = get_json(&http, &url).await;
     assert_eq!(v["count"], 1002);
     assert!(v["title"].as_str().unwrap().starts_with(&"x".repeat(1000)));
     assert!(
@@ -169,7 +159,7 @@ async fn changes_made_by_a_client_can_be_posted_raw() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    let v: Value = get_json(&http, &url).await;
     assert_eq!(v, json!({"a": 1}));
     // A change whose dependency the node lacks is refused, not silently parked.
     let base = doc.get_heads();
@@ -200,7 +190,7 @@ async fn changes_made_by_a_client_can_be_posted_raw() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    let v: Value = get_json(&http, &url).await;
     assert_eq!(v, json!({"a": 1, "b": 2, "c": 3}));
     node.stop().await;
 }
@@ -270,11 +260,19 @@ async fn bad_sync_input_is_a_clear_4xx_and_harms_no_one() {
         .unwrap();
     assert_eq!(r.status(), 400);
     // The document and the node are fine.
-    let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    let v: Value = get_json(&http, &url).await;
     assert_eq!(v, json!({"ok": true}));
     let mut doc = Automerge::new();
     let mut state = sync::State::new();
-    sync_until_done(&http, &url, "c2", &mut doc, &mut state).await;
+    sync_to_end(
+        &http,
+        &format!("{url}/sync"),
+        "c2",
+        None,
+        &mut doc,
+        &mut state,
+    )
+    .await;
     assert_eq!(
         doc.get(ROOT, "ok").unwrap().map(|(v, _)| v.as_bool()),
         Some(Some(true))

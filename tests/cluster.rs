@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::Duration;
 
+use common::http::{get_json, get_text};
 use common::proxy::Proxy;
 use common::{client, poll_until, NodeProcess, TestNode};
 use parking_lot::Mutex;
@@ -192,18 +193,14 @@ impl Cluster {
 
     /// id → (version, deleted) on node `i`.
     async fn listing(&self, i: usize, collection: &str) -> BTreeMap<String, (String, bool)> {
-        let v: Value = self
-            .http
-            .get(self.url(
+        let v: Value = get_json(
+            &self.http,
+            self.url(
                 i,
                 &format!("/v1/collections/{collection}/docs?include_deleted=true&limit=1000"),
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            ),
+        )
+        .await;
         v["docs"]
             .as_array()
             .unwrap()
@@ -548,15 +545,7 @@ async fn random_concurrent_writes_converge_and_membership_spreads() {
 
     let addr0 = c.m[0].proxy.addr.to_string();
     poll_until("node 2 learns node 0 by gossip", CONVERGE, || async {
-        let v: Value = c
-            .http
-            .get(c.url(2, "/v1/cluster"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(&c.http, c.url(2, "/v1/cluster")).await;
         v["members"]
             .as_array()
             .unwrap()
@@ -564,15 +553,7 @@ async fn random_concurrent_writes_converge_and_membership_spreads() {
             .any(|m| m["address"] == addr0.as_str() && m["state"] == "up")
     })
     .await;
-    let m = c
-        .http
-        .get(c.url(0, "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&c.http, c.url(0, "/metrics")).await;
     assert!(m.contains("concord_anti_entropy_rounds_total"), "{m}");
     assert!(m.contains("concord_push_changes_total"));
 }
@@ -612,14 +593,7 @@ async fn peer_endpoints_refuse_without_the_cluster_secret() {
         assert_eq!(r.status(), 401, "secret {secret:?}");
         assert_eq!(r.headers()["content-type"], "application/problem+json");
     }
-    let v: Value = http
-        .get(node.url("/v1/collections"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&http, node.url("/v1/collections")).await;
     assert_eq!(v["collections"], json!([]), "no data moved");
     // A client-shaped request with the right secret but garbage is a 400, not a crash.
     let r = http
@@ -638,14 +612,7 @@ async fn peer_endpoints_refuse_without_the_cluster_secret() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let v: Value = http
-        .get(node.url("/v1/collections/c/docs/d"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&http, node.url("/v1/collections/c/docs/d")).await;
     assert_eq!(v, json!({"a": 1}));
     node.stop().await;
 
@@ -979,7 +946,7 @@ async fn kill_9_during_replication_then_restart_converges() {
         let http = http.clone();
         let u = url(i, "/v1/collections/kp/docs?include_deleted=true&limit=1000");
         async move {
-            let v: Value = http.get(u).send().await.unwrap().json().await.unwrap();
+            let v: Value = get_json(&http, u).await;
             v["docs"].clone()
         }
     };
@@ -994,14 +961,7 @@ async fn kill_9_during_replication_then_restart_converges() {
         }
         if std::time::Instant::now() > deadline {
             for i in 0..3 {
-                let v: Value = http
-                    .get(url(i, "/v1/cluster"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let v: Value = get_json(&http, url(i, "/v1/cluster")).await;
                 eprintln!(
                     "node {i}: {} docs; cluster {v}",
                     listing(i).await.as_array().map(|d| d.len()).unwrap_or(0)
@@ -1226,15 +1186,7 @@ async fn deletes_updates_and_splices_across_a_partition_merge_as_the_readme_says
             .map(|(id, _)| id.as_str())
             .collect();
         assert_eq!(deleted, ["both", "solo"], "node {i}: tombstones listed");
-        let v: Value = c
-            .http
-            .get(c.url(i, "/v1/collections"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(&c.http, c.url(i, "/v1/collections")).await;
         let count = v["collections"]
             .as_array()
             .unwrap()

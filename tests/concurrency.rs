@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::http::get_json;
 use common::{client, TestNode};
 use serde_json::{json, Value};
 
@@ -55,7 +56,7 @@ async fn concurrent_patches_to_different_fields_all_survive() {
     for t in tasks {
         t.await.unwrap();
     }
-    let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    let v: Value = get_json(&http, &url).await;
     for c in 0..clients {
         assert_eq!(v[format!("f{c}")], writes - 1, "{v}");
         assert_eq!(v["nested"][format!("g{c}")], writes - 1);

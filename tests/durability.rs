@@ -7,6 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use common::http::{get_json, get_text};
 use common::{client, metric, scrape, NodeProcess, TestNode};
 use concord::metrics::Metrics;
 use concord::store::{DocKey, Store, StoreError, StoreOptions};
@@ -18,14 +19,7 @@ async fn restart_keeps_every_document_and_the_node_id() {
     let dir = tempfile::tempdir().unwrap();
     let http = client();
     let node = TestNode::start(dir.path()).await;
-    let id1: Value = http
-        .get(node.url("/v1/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let id1: Value = get_json(&http, node.url("/v1/health")).await;
     for i in 0..50 {
         let r = http
             .put(node.url(&format!("/v1/collections/r/docs/d{i}")))
@@ -50,57 +44,22 @@ async fn restart_keeps_every_document_and_the_node_id() {
     node.stop().await;
 
     let node = TestNode::start(dir.path()).await;
-    let id2: Value = http
-        .get(node.url("/v1/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let id2: Value = get_json(&http, node.url("/v1/health")).await;
     assert_eq!(id1["node_id"], id2["node_id"]);
     for i in 1..50 {
-        let v: Value = http
-            .get(node.url(&format!("/v1/collections/r/docs/d{i}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v: Value = get_json(&http, node.url(&format!("/v1/collections/r/docs/d{i}"))).await;
         assert_eq!(v, json!({"i": i, "s": format!("text {i}")}));
     }
-    let v: Value = http
-        .get(node.url("/v1/collections/r/docs/d0"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&http, node.url("/v1/collections/r/docs/d0")).await;
     assert_eq!(v["n"], 299);
-    let m = http
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = get_text(&http, node.url("/metrics")).await;
     // After the restart every document read came from disk: 49 plain reads and d0's.
     let misses = metric(&m, "concord_cache_misses_total").unwrap_or(0.0);
     assert!(
         misses >= 50.0,
         "cache misses after a restart: {misses}\n{m}"
     );
-    let feed: Value = http
-        .get(node.url("/v1/changes?limit=1000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let feed: Value = get_json(&http, node.url("/v1/changes?limit=1000")).await;
     assert_eq!(feed["results"].as_array().unwrap().len(), 50);
     node.stop().await;
 }
@@ -189,14 +148,11 @@ async fn kill_9_loses_no_acknowledged_write() {
         let proc_ = NodeProcess::start(dir.path()).await;
         let http = client();
         for ((doc, w), n) in &acked {
-            let v: Value = http
-                .get(proc_.url(&format!("/v1/collections/crash/docs/doc{doc}")))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v: Value = get_json(
+                &http,
+                proc_.url(&format!("/v1/collections/crash/docs/doc{doc}")),
+            )
+            .await;
             let got = v[format!("w{w}")].as_i64().unwrap_or(-1);
             // Later writes to the same field may have landed unacknowledged; never fewer.
             assert!(
@@ -265,14 +221,7 @@ async fn corrupt_document_is_contained() {
         "writes to the corrupt document fail too, without a crash"
     );
     // Everything else keeps working.
-    let v: Value = http
-        .get(node.url("/v1/collections/c/docs/good"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&http, node.url("/v1/collections/c/docs/good")).await;
     assert_eq!(v, json!({"v": "good"}));
     let r = http
         .put(node.url("/v1/collections/c/docs/new"))

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::http::{get_json, get_text};
 use common::{client, TestNode};
 use serde_json::{json, Value};
 
@@ -60,7 +61,7 @@ async fn json_depth_and_document_size_limits() {
         "{v}"
     );
     // Nothing of the refused write remains, and the document still takes writes.
-    let v: Value = http.get(&url).send().await.unwrap().json().await.unwrap();
+    let v: Value = get_json(&http, &url).await;
     assert_eq!(v, ok);
     let r = http
         .patch(&url)
@@ -275,14 +276,7 @@ mod ws {
 
 /// Scrapes one un-labelled figure from `/metrics`.
 async fn metric(http: &reqwest::Client, n: &TestNode, name: &str) -> i64 {
-    let text = http
-        .get(n.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(http, n.url("/metrics")).await;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no metric {name}"))
@@ -742,14 +736,7 @@ async fn filtered_feed_progresses_past_other_collections() {
         .unwrap();
 
     // A plain page stops at its scan bound but still advances the cursor.
-    let v: Value = http
-        .get(n.url("/v1/changes?collection=wanted&since=0"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&http, n.url("/v1/changes?collection=wanted&since=0")).await;
     assert!(v["results"].as_array().unwrap().is_empty(), "{v}");
     let scanned: u64 = v["last_cursor"].as_str().unwrap().parse().unwrap();
     assert!(
@@ -759,14 +746,11 @@ async fn filtered_feed_progresses_past_other_collections() {
 
     // Long poll: answers with the match at once (it waited for a write before).
     let started = Instant::now();
-    let v: Value = http
-        .get(n.url("/v1/changes?collection=wanted&since=0&feed=longpoll&timeout=20000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(
+        &http,
+        n.url("/v1/changes?collection=wanted&since=0&feed=longpoll&timeout=20000"),
+    )
+    .await;
     assert_eq!(v["results"][0]["id"], "needle", "{v}");
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -777,14 +761,11 @@ async fn filtered_feed_progresses_past_other_collections() {
     assert!(needle > first_seq + OTHERS as u64 - 1, "{v}");
     assert_eq!(v["last_cursor"], v["results"][0]["cursor"], "{v}");
     // Nothing new: the long poll's cursor still moves to the end of what it scanned.
-    let v: Value = http
-        .get(n.url("/v1/changes?collection=nothing&since=0&feed=longpoll&timeout=3000"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(
+        &http,
+        n.url("/v1/changes?collection=nothing&since=0&feed=longpoll&timeout=3000"),
+    )
+    .await;
     assert!(v["results"].as_array().unwrap().is_empty(), "{v}");
     assert_eq!(
         v["last_cursor"].as_str().unwrap(),

@@ -5,9 +5,10 @@
 
 mod common;
 
+use common::http::get_json;
+
 use std::path::Path;
 
-use automerge::sync::SyncDoc;
 use concord::metrics::Metrics;
 use concord::store::digest;
 use concord::store::{cfs, migrate, DocKey, Store, StoreError, StoreOptions};
@@ -377,14 +378,7 @@ async fn migrated_real_store_serves_reads_and_client_sync() {
             None => assert_eq!(r.status(), 404, "{collection}/{id}"),
         }
     }
-    let v: Value = http
-        .get(node.url("/v1/collections"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&http, node.url("/v1/collections")).await;
     for (name, n) in FIXTURE_COUNTS.iter().filter(|(_, n)| *n != 0) {
         assert!(
             v["collections"]
@@ -399,28 +393,7 @@ async fn migrated_real_store_serves_reads_and_client_sync() {
     let url = node.url("/v1/collections/notes/docs/n1/sync");
     let mut doc = automerge::Automerge::new();
     let mut state = automerge::sync::State::new();
-    for _ in 0..10 {
-        let Some(msg) = doc.generate_sync_message(&mut state) else {
-            break;
-        };
-        let r = http
-            .post(&url)
-            .header("concord-client-id", "migrated-client")
-            .body(msg.encode())
-            .send()
-            .await
-            .unwrap();
-        match r.status().as_u16() {
-            200 => doc
-                .receive_sync_message(
-                    &mut state,
-                    automerge::sync::Message::decode(&r.bytes().await.unwrap()).unwrap(),
-                )
-                .unwrap(),
-            204 => break,
-            s => panic!("sync answered {s}"),
-        }
-    }
+    common::http::sync_to_end(&http, &url, "migrated-client", None, &mut doc, &mut state).await;
     assert_eq!(
         concord::doc::json::to_json(&doc, None),
         *json!({"text": "hello world"}).as_object().unwrap()

@@ -42,13 +42,10 @@ fn status(e: &ServeError) -> u16 {
 }
 
 /// Postcard there and back, counting bytes as the HTTP transport does.
-fn wire<Req: Serialize, Resp: DeserializeOwned>(
+fn wire<Req: Serialize + DeserializeOwned, Resp: DeserializeOwned>(
     req: &Req,
     answer: impl FnOnce(Req) -> Result<Vec<u8>, PeerError>,
-) -> Result<Exchange<Resp>, PeerError>
-where
-    Req: DeserializeOwned,
-{
+) -> Result<Exchange<Resp>, PeerError> {
     let body = postcard::to_stdvec(req).map_err(|e| PeerError::Encode(e.to_string()))?;
     let decoded: Req = postcard::from_bytes(&body).map_err(|e| PeerError::Status {
         status: 400,

@@ -223,12 +223,15 @@ mod tests {
     use crate::replication::transport::{Exchange, PeerError};
     use crate::replication::wire::*;
 
+    /// A document id and one change's bytes.
+    type Pushed = (String, Vec<u8>);
+
     /// Records every pushed change (document, change bytes) once the peer took it, in order, and
     /// holds every request while `gate` is closed.
     #[derive(Clone)]
     struct Recorder {
         inner: InProcess,
-        pushed: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+        pushed: Arc<Mutex<Vec<Pushed>>>,
         gate: Arc<tokio::sync::Semaphore>,
     }
 

@@ -1,0 +1,83 @@
+//! HTTP calls the tests make over and over, each in one line: a GET of JSON or text, a JSON
+//! body sent with any method, and the Automerge sync protocol over HTTP run to the end.
+
+use automerge::sync::{self, SyncDoc};
+use automerge::Automerge;
+use serde_json::Value;
+
+/// `GET url`, its body as JSON (panics when the answer is not JSON).
+pub async fn get_json(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> Value {
+    http.get(url)
+        .send()
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("a JSON body")
+}
+
+/// `GET url`, its body as text.
+pub async fn get_text(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+    http.get(url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("a text body")
+}
+
+/// `method url` with `body` as JSON.
+pub async fn send_json(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: impl reqwest::IntoUrl,
+    body: &Value,
+) -> reqwest::Response {
+    http.request(method, url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request")
+}
+
+/// Runs the Automerge sync protocol with a document's `/sync` endpoint (`url` ends in `/sync`)
+/// as client `client_id` (with a bearer `token` if given) until neither side has anything to
+/// say; returns the bytes the client sent. Panics on any answer but 200 and 204.
+pub async fn sync_to_end(
+    http: &reqwest::Client,
+    url: &str,
+    client_id: &str,
+    token: Option<&str>,
+    doc: &mut Automerge,
+    state: &mut sync::State,
+) -> usize {
+    let mut sent = 0;
+    for _ in 0..20 {
+        let Some(msg) = doc.generate_sync_message(state) else {
+            return sent;
+        };
+        let bytes = msg.encode();
+        sent += bytes.len();
+        let mut req = http
+            .post(url)
+            .header("concord-client-id", client_id)
+            .header("content-type", "application/octet-stream")
+            .body(bytes);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.expect("sync request");
+        match r.status().as_u16() {
+            200 => {
+                let reply =
+                    sync::Message::decode(&r.bytes().await.expect("body")).expect("a sync message");
+                doc.receive_sync_message(state, reply).expect("applied");
+            }
+            204 => {}
+            s => panic!("sync answered {s}: {}", r.text().await.unwrap_or_default()),
+        }
+    }
+    panic!("sync did not finish in 20 round trips");
+}
