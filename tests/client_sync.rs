@@ -7,7 +7,7 @@ mod common;
 use automerge::sync;
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ReadDoc, ROOT};
-use common::http::{get_json, sync_to_end};
+use common::http::{get_json, post_bytes, sync_to_end};
 use common::{client, TestNode};
 use serde_json::{json, Value};
 
@@ -152,12 +152,7 @@ async fn changes_made_by_a_client_can_be_posted_raw() {
         .unwrap();
     assert_eq!(r.status(), 201);
     // Idempotent.
-    let r = http
-        .post(format!("{url}/changes"))
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
+    let r = post_bytes(&http, format!("{url}/changes"), bytes).await;
     assert_eq!(r.status(), 200);
     let v: Value = get_json(&http, &url).await;
     assert_eq!(v, json!({"a": 1}));
@@ -172,23 +167,13 @@ async fn changes_made_by_a_client_can_be_posted_raw() {
     for c in doc.get_changes(&mid) {
         last.extend_from_slice(c.raw_bytes());
     }
-    let r = http
-        .post(format!("{url}/changes"))
-        .body(last)
-        .send()
-        .await
-        .unwrap();
+    let r = post_bytes(&http, format!("{url}/changes"), last).await;
     assert_eq!(r.status(), 422);
     let mut rest = Vec::new();
     for c in doc.get_changes(&base) {
         rest.extend_from_slice(c.raw_bytes());
     }
-    let r = http
-        .post(format!("{url}/changes"))
-        .body(rest)
-        .send()
-        .await
-        .unwrap();
+    let r = post_bytes(&http, format!("{url}/changes"), rest).await;
     assert_eq!(r.status(), 200);
     let v: Value = get_json(&http, &url).await;
     assert_eq!(v, json!({"a": 1, "b": 2, "c": 3}));
@@ -245,12 +230,7 @@ async fn bad_sync_input_is_a_clear_4xx_and_harms_no_one() {
         // Found by fuzzing: Automerge panics decoding this change (contained: a 400).
         include_bytes!("../fuzz/regressions/changes-actor-index-overflow").to_vec(),
     ] {
-        let r = http
-            .post(format!("{url}/changes"))
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let r = post_bytes(&http, format!("{url}/changes"), body).await;
         assert_eq!(r.status(), 400, "{}", r.text().await.unwrap());
     }
     let r = http

@@ -5,7 +5,7 @@
 //! SSE, HTTP sync, WebSocket) needs one: `Authorization: Bearer <token>`, or `?access_token=` for
 //! browser WebSocket clients that cannot set headers. Missing or unknown → 401; a token without
 //! the right → 403. Tokens are compared in constant time and never logged. Peer endpoints accept
-//! only the cluster secret (see `replication::auth`), and this middleware accepts no secret.
+//! only the cluster secret (see `peer_auth`), and this middleware accepts no secret.
 //!
 //! With no tokens configured, the node serves loopback clients only, unless
 //! `allow_unauthenticated_remote` says otherwise.

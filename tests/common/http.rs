@@ -81,3 +81,12 @@ pub async fn sync_to_end(
     }
     panic!("sync did not finish in 20 round trips");
 }
+
+/// `POST url` with a binary body (Automerge changes or a sync message).
+pub async fn post_bytes(
+    http: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    http.post(url).body(body).send().await.expect("POST")
+}
