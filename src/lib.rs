@@ -35,6 +35,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 // Pure: no I/O and none of the server's dependencies (the fuzz targets build only these).
 pub mod codec;
 pub mod doc;
+pub mod query;
 
 #[cfg(feature = "server")]
 pub mod api;

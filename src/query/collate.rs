@@ -1,0 +1,251 @@
+//! The order of JSON values, and an order-preserving byte encoding of it for index keys.
+//!
+//! Order: `null` < `false` < `true` < numbers < strings < arrays < objects. Numbers by value
+//! (`1` equals `1.0`); strings by their UTF-8 bytes; arrays element by element, a prefix first;
+//! objects as their (key, value) pairs in key order, compared the same way.
+//!
+//! [`encode`] writes bytes whose lexicographic order is that order, and each encoding delimits
+//! itself, so compound keys are concatenations. Index keys are bounded: strings are cut at
+//! [`MAX_STRING_BYTES`] and arrays or objects stop adding members past [`MAX_VALUE_BYTES`], and
+//! numbers are encoded as 64-bit floats (integers beyond 2^53 share keys with their neighbours).
+//! Such values still sort in the right place relative to all others; values that encode the same
+//! are told apart by the exact filter every query applies to the documents it loads, and among
+//! themselves come in document id order.
+
+use std::cmp::Ordering;
+
+use serde_json::{Map, Number, Value};
+
+/// Longest string prefix (bytes) an index key holds.
+pub const MAX_STRING_BYTES: usize = 256;
+/// An array or object stops adding members to its key once its encoding reaches this size.
+pub const MAX_VALUE_BYTES: usize = 1024;
+
+/// Type ranks, in order; also the first byte of each encoding.
+pub const NULL: u8 = 0x01;
+pub const FALSE: u8 = 0x02;
+pub const TRUE: u8 = 0x03;
+pub const NUMBER: u8 = 0x04;
+pub const STRING: u8 = 0x05;
+pub const ARRAY: u8 = 0x06;
+pub const OBJECT: u8 = 0x07;
+
+/// The rank of a value's type (its encoding's first byte).
+pub fn rank(v: &Value) -> u8 {
+    match v {
+        Value::Null => NULL,
+        Value::Bool(false) => FALSE,
+        Value::Bool(true) => TRUE,
+        Value::Number(_) => NUMBER,
+        Value::String(_) => STRING,
+        Value::Array(_) => ARRAY,
+        Value::Object(_) => OBJECT,
+    }
+}
+
+/// Compares numbers exactly (integers as integers, otherwise as floats).
+pub fn compare_numbers(a: &Number, b: &Number) -> Ordering {
+    if let (Some(x), Some(y)) = (a.as_i64(), b.as_i64()) {
+        return x.cmp(&y);
+    }
+    if let (Some(x), Some(y)) = (a.as_u64(), b.as_u64()) {
+        return x.cmp(&y);
+    }
+    let (x, y) = (a.as_f64().unwrap_or(0.0), b.as_f64().unwrap_or(0.0));
+    x.partial_cmp(&y).unwrap_or(Ordering::Equal)
+}
+
+/// The order of JSON values (see the module docs).
+pub fn compare(a: &Value, b: &Value) -> Ordering {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => compare_numbers(x, y),
+        (Value::String(x), Value::String(y)) => x.as_bytes().cmp(y.as_bytes()),
+        (Value::Array(x), Value::Array(y)) => {
+            for (p, q) in x.iter().zip(y) {
+                match compare(p, q) {
+                    Ordering::Equal => {}
+                    o => return o,
+                }
+            }
+            x.len().cmp(&y.len())
+        }
+        (Value::Object(x), Value::Object(y)) => compare_objects(x, y),
+        _ => rank(a).cmp(&rank(b)),
+    }
+}
+
+fn sorted(m: &Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut v: Vec<_> = m.iter().collect();
+    v.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    v
+}
+
+fn compare_objects(x: &Map<String, Value>, y: &Map<String, Value>) -> Ordering {
+    let (x, y) = (sorted(x), sorted(y));
+    for ((ka, va), (kb, vb)) in x.iter().zip(&y) {
+        match ka.as_bytes().cmp(kb.as_bytes()).then_with(|| compare(va, vb)) {
+            Ordering::Equal => {}
+            o => return o,
+        }
+    }
+    x.len().cmp(&y.len())
+}
+
+/// Whether two values are equal in this order (`1` and `1.0` are).
+pub fn equal(a: &Value, b: &Value) -> bool {
+    compare(a, b) == Ordering::Equal
+}
+
+fn encode_str(s: &str, out: &mut Vec<u8>) {
+    let mut cut = s.len().min(MAX_STRING_BYTES);
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    for &b in &s.as_bytes()[..cut] {
+        if b == 0 {
+            out.extend_from_slice(&[0, 0xff]);
+        } else {
+            out.push(b);
+        }
+    }
+    out.extend_from_slice(&[0, 0]);
+}
+
+/// The 8 bytes of a number whose unsigned order is the numbers' order.
+pub fn number_bytes(n: &Number) -> [u8; 8] {
+    let f = n.as_f64().unwrap_or(0.0);
+    let f = if f == 0.0 { 0.0 } else { f };
+    let bits = f.to_bits();
+    let ordered = if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits ^ (1 << 63)
+    };
+    ordered.to_be_bytes()
+}
+
+/// Appends the order-preserving encoding of `v` (see the module docs for its bounds).
+pub fn encode(v: &Value, out: &mut Vec<u8>) {
+    out.push(rank(v));
+    match v {
+        Value::Null | Value::Bool(_) => {}
+        Value::Number(n) => out.extend_from_slice(&number_bytes(n)),
+        Value::String(s) => encode_str(s, out),
+        Value::Array(a) => {
+            let start = out.len();
+            for item in a {
+                if out.len() - start >= MAX_VALUE_BYTES {
+                    break;
+                }
+                encode(item, out);
+            }
+            out.push(0);
+        }
+        Value::Object(m) => {
+            let start = out.len();
+            for (k, item) in sorted(m) {
+                if out.len() - start >= MAX_VALUE_BYTES {
+                    break;
+                }
+                out.push(STRING);
+                encode_str(k, out);
+                encode(item, out);
+            }
+            out.push(0);
+        }
+    }
+}
+
+/// The encoding of `v` alone.
+pub fn encoded(v: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode(v, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    #[test]
+    fn types_order_as_documented() {
+        let ordered = [
+            json!(null),
+            json!(false),
+            json!(true),
+            json!(-1e300),
+            json!(-5),
+            json!(0),
+            json!(0.5),
+            json!(1),
+            json!(u64::MAX),
+            json!(""),
+            json!("a"),
+            json!("a\u{0}"),
+            json!("ab"),
+            json!("é"),
+            json!([]),
+            json!([null]),
+            json!([1, 2]),
+            json!([2]),
+            json!({}),
+            json!({"a": 1}),
+            json!({"a": 1, "b": 0}),
+            json!({"b": 0}),
+        ];
+        for w in ordered.windows(2) {
+            assert_eq!(compare(&w[0], &w[1]), Ordering::Less, "{} < {}", w[0], w[1]);
+            assert!(encoded(&w[0]) < encoded(&w[1]), "{} < {} encoded", w[0], w[1]);
+        }
+        assert!(equal(&json!(1), &json!(1.0)));
+        assert_eq!(encoded(&json!(1)), encoded(&json!(1.0)));
+        assert_eq!(encoded(&json!(0.0)), encoded(&json!(-0.0)));
+    }
+
+    #[test]
+    fn long_values_are_cut_but_stay_in_order() {
+        let long = "x".repeat(MAX_STRING_BYTES + 10);
+        let longer = format!("{long}y");
+        assert_eq!(encoded(&json!(long)), encoded(&json!(longer)));
+        assert!(encoded(&json!(long)) < encoded(&json!("y")));
+        let big: Vec<u64> = (0..1000).collect();
+        assert!(encoded(&json!(big)).len() < MAX_VALUE_BYTES + 16);
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            (-1e6f64..1e6).prop_map(|f| json!(f)),
+            "[a-c\u{0}é]{0,4}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-c]{1,2}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// The encoding's byte order is the value order (for values within the key bounds and
+        /// integers within 2^53, exactly; ties in the encoding are ties in the order).
+        #[test]
+        fn encoding_order_is_value_order(a in json_value(), b in json_value()) {
+            let small = |v: &Value| v.as_i64().is_none_or(|n| n.unsigned_abs() < 1 << 53);
+            fn all_small(v: &Value, small: &dyn Fn(&Value) -> bool) -> bool {
+                match v {
+                    Value::Array(a) => a.iter().all(|x| all_small(x, small)),
+                    Value::Object(m) => m.values().all(|x| all_small(x, small)),
+                    v => small(v),
+                }
+            }
+            prop_assume!(all_small(&a, &small) && all_small(&b, &small));
+            prop_assert_eq!(encoded(&a).cmp(&encoded(&b)), compare(&a, &b), "{} vs {}", a, b);
+        }
+    }
+}
