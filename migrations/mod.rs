@@ -10,10 +10,12 @@
 //! | 2 | column family `counts`: live documents per collection, kept by a merge operator |
 //! | 3 | column families `digest` (anti-entropy hash tree, XOR merge operator) and `buckets` |
 //! | 4 | column family `sync_states`: persisted client sync states |
+//! | 5 | column families `index_entries`, `index_rev`, `index_state`: secondary indexes |
 
 mod m0002_collection_counts;
 mod m0003_digest;
 mod m0004_sync_states;
+mod m0005_indexes;
 
 use super::Migration;
 
@@ -32,5 +34,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "sync_states",
         run: m0004_sync_states::run,
+    },
+    Migration {
+        version: 5,
+        name: "indexes",
+        run: m0005_indexes::run,
     },
 ];

@@ -20,6 +20,7 @@
 //!  2  memory        the heap a document really holds (jemalloc)
 //!     blocking      blocking work off the async workers, with the caller's error type
 //!  1  codec/        decoders of untrusted bytes (sync messages, changes, frames, cursors)
+//!     query/        selectors, the order of JSON values and index keys, query planning
 //!  0  doc/          the Automerge domain: JSON ⇄ Automerge, writes, ops, tombstones, history
 //! ```
 //!

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 const FLOORS: &[(&str, u8)] = &[
     ("doc", 0),
     ("codec", 1),
+    ("query", 1),
     ("blocking", 2),
     ("memory", 2),
     ("metrics", 3),

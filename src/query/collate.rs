@@ -83,7 +83,11 @@ fn sorted(m: &Map<String, Value>) -> Vec<(&String, &Value)> {
 fn compare_objects(x: &Map<String, Value>, y: &Map<String, Value>) -> Ordering {
     let (x, y) = (sorted(x), sorted(y));
     for ((ka, va), (kb, vb)) in x.iter().zip(&y) {
-        match ka.as_bytes().cmp(kb.as_bytes()).then_with(|| compare(va, vb)) {
+        match ka
+            .as_bytes()
+            .cmp(kb.as_bytes())
+            .then_with(|| compare(va, vb))
+        {
             Ordering::Equal => {}
             o => return o,
         }
@@ -197,7 +201,12 @@ mod tests {
         ];
         for w in ordered.windows(2) {
             assert_eq!(compare(&w[0], &w[1]), Ordering::Less, "{} < {}", w[0], w[1]);
-            assert!(encoded(&w[0]) < encoded(&w[1]), "{} < {} encoded", w[0], w[1]);
+            assert!(
+                encoded(&w[0]) < encoded(&w[1]),
+                "{} < {} encoded",
+                w[0],
+                w[1]
+            );
         }
         assert!(equal(&json!(1), &json!(1.0)));
         assert_eq!(encoded(&json!(1)), encoded(&json!(1.0)));

@@ -59,7 +59,12 @@ impl FieldPath {
             _ => format!("{}.{}", self.text, other.text),
         };
         FieldPath {
-            segments: self.segments.iter().chain(&other.segments).cloned().collect(),
+            segments: self
+                .segments
+                .iter()
+                .chain(&other.segments)
+                .cloned()
+                .collect(),
             text,
         }
     }
@@ -112,9 +117,15 @@ mod tests {
             assert!(FieldPath::parse(bad).is_none(), "{bad:?}");
         }
         let doc = json!({"a.b": 1, "p": {"id": 7}, "tags": ["x", "y"]});
-        assert_eq!(FieldPath::parse(r"a\.b").unwrap().get(&doc), Some(&json!(1)));
+        assert_eq!(
+            FieldPath::parse(r"a\.b").unwrap().get(&doc),
+            Some(&json!(1))
+        );
         assert_eq!(FieldPath::parse("p.id").unwrap().get(&doc), Some(&json!(7)));
-        assert_eq!(FieldPath::parse("tags.1").unwrap().get(&doc), Some(&json!("y")));
+        assert_eq!(
+            FieldPath::parse("tags.1").unwrap().get(&doc),
+            Some(&json!("y"))
+        );
         assert_eq!(FieldPath::parse("tags.2").unwrap().get(&doc), None);
         assert_eq!(FieldPath::parse("p.id.x").unwrap().get(&doc), None);
     }

@@ -134,10 +134,7 @@ fn allowed_by(c: &Cond) -> Allowed {
         }
         Cond::Gt(x) | Cond::Gte(x) => Allowed::Between(encoded(x), bracket_of(x).1),
         Cond::Lt(x) | Cond::Lte(x) => Allowed::Between(bracket_of(x).0, prefix_end(&encoded(x))),
-        Cond::And(cs) => cs
-            .iter()
-            .map(allowed_by)
-            .fold(Allowed::Anything, intersect),
+        Cond::And(cs) => cs.iter().map(allowed_by).fold(Allowed::Anything, intersect),
         c if needs_presence(c) => Allowed::Present,
         _ => Allowed::Anything,
     }
@@ -269,7 +266,10 @@ pub fn plan(
             reason,
         };
         if use_index.is_some_and(|u| u != ix.name) {
-            candidates.push(verdict(false, "another index was named in use_index".into()));
+            candidates.push(verdict(
+                false,
+                "another index was named in use_index".into(),
+            ));
             continue;
         }
         if !ix.ready {
@@ -370,7 +370,10 @@ mod tests {
     fn ix(name: &str, fields: &[&str]) -> IndexInfo {
         IndexInfo {
             name: name.into(),
-            fields: fields.iter().map(|f| FieldPath::parse(f).unwrap()).collect(),
+            fields: fields
+                .iter()
+                .map(|f| FieldPath::parse(f).unwrap())
+                .collect(),
             partial: false,
             ready: true,
         }
@@ -386,7 +389,10 @@ mod tests {
     #[test]
     fn equality_then_range_then_sort_picks_the_compound_index() {
         let sel = Selector::parse(&json!({"status": "open", "due": {"$gte": "2026"}})).unwrap();
-        let indexes = [ix("by_status", &["status"]), ix("status_due", &["status", "due"])];
+        let indexes = [
+            ix("by_status", &["status"]),
+            ix("status_due", &["status", "due"]),
+        ];
         let p = plan(&sel, &[sort("due", Direction::Desc)], &indexes, None);
         let chosen = p.plan.unwrap();
         assert_eq!(chosen.index, "status_due");

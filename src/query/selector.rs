@@ -181,7 +181,9 @@ impl Cond {
             Cond::Exists(b) => v.is_some() == *b,
             Cond::Type(t) => v.is_some_and(|v| JsonType::of(v) == *t),
             Cond::Size(n) => matches!(v, Some(Value::Array(a)) if a.len() as u64 == *n),
-            Cond::Mod(d, r) => v.and_then(integer).is_some_and(|n| n.checked_rem(*d) == Some(*r)),
+            Cond::Mod(d, r) => v
+                .and_then(integer)
+                .is_some_and(|n| n.checked_rem(*d) == Some(*r)),
             Cond::Regex(re) => matches!(v, Some(Value::String(s)) if re.is_match(s)),
             Cond::All(xs) => match v {
                 Some(Value::Array(a)) => {
@@ -241,7 +243,11 @@ fn parse_selector(
                     _ => Selector::NoneOf(subs),
                 });
             }
-            "$not" if val.as_object().is_some_and(|o| !has_operators(o) || o.is_empty()) => {
+            "$not"
+                if val
+                    .as_object()
+                    .is_some_and(|o| !has_operators(o) || o.is_empty()) =>
+            {
                 parts.push(Selector::Not(Box::new(parse_selector(
                     val,
                     base,
@@ -293,7 +299,9 @@ fn field_selector(val: &Value, path: &FieldPath, depth: usize) -> Result<Selecto
                 return Err(err(
                     "",
                     path,
-                    format!("mixes operators with the field `{k}`: put fields in a nested selector"),
+                    format!(
+                        "mixes operators with the field `{k}`: put fields in a nested selector"
+                    ),
                 ));
             }
             let mut conds = o
@@ -316,7 +324,12 @@ fn array<'a>(op: &str, v: &'a Value, path: &FieldPath) -> Result<&'a Vec<Value>,
         .ok_or_else(|| err(op, path, "expects an array"))
 }
 
-fn parse_cond(op: &str, arg: &Value, path: &FieldPath, depth: usize) -> Result<Cond, SelectorError> {
+fn parse_cond(
+    op: &str,
+    arg: &Value,
+    path: &FieldPath,
+    depth: usize,
+) -> Result<Cond, SelectorError> {
     if depth > MAX_DEPTH {
         return Err(err(op, path, format!("nested deeper than {MAX_DEPTH}")));
     }
@@ -471,7 +484,11 @@ mod tests {
         ];
         for (sel, op, path) in cases {
             let e = Selector::parse(&sel).unwrap_err();
-            assert_eq!((e.operator.as_str(), e.path.as_str()), (op, path), "{sel}: {e}");
+            assert_eq!(
+                (e.operator.as_str(), e.path.as_str()),
+                (op, path),
+                "{sel}: {e}"
+            );
         }
         assert!(Selector::parse(&json!([1])).is_err());
         assert!(Selector::parse(&json!({"a..b": 1})).is_err());

@@ -17,7 +17,10 @@ pub mod cfs {
     pub const DIGEST: &str = "digest";
     pub const BUCKETS: &str = "buckets";
     pub const SYNC_STATES: &str = "sync_states";
-    pub const ALL: [&str; 8] = [
+    pub const INDEX_ENTRIES: &str = "index_entries";
+    pub const INDEX_REV: &str = "index_rev";
+    pub const INDEX_STATE: &str = "index_state";
+    pub const ALL: [&str; 11] = [
         META,
         SNAPSHOTS,
         CHANGES,
@@ -26,6 +29,9 @@ pub mod cfs {
         DIGEST,
         BUCKETS,
         SYNC_STATES,
+        INDEX_ENTRIES,
+        INDEX_REV,
+        INDEX_STATE,
     ];
 }
 

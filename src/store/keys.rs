@@ -20,7 +20,13 @@ pub struct DocKey {
     id: String,
 }
 
+/// Collections the node keeps for itself (clients cannot address them; see `http::auth`).
+pub const SYSTEM_COLLECTIONS: [&str; 1] = ["_indexes"];
+
 pub fn validate_collection(name: &str) -> Result<(), StoreError> {
+    if SYSTEM_COLLECTIONS.contains(&name) {
+        return Ok(());
+    }
     let ok = !name.is_empty()
         && name.len() <= MAX_COLLECTION_LEN
         && name

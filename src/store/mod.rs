@@ -22,6 +22,8 @@ pub mod db;
 pub mod digest;
 pub mod error;
 pub mod feed;
+pub mod index;
+pub mod index_registry;
 pub mod keys;
 pub mod migrate;
 pub mod records;
@@ -137,6 +139,11 @@ pub struct Store {
     tree: digest::Tree,
     /// Persisted client sync states per owner, counted on first use (see `sync_states`).
     sync_state_counts: Mutex<std::collections::HashMap<String, u64>>,
+    /// The secondary indexes this node knows (see `index`).
+    indexes: index_registry::Registry,
+    /// Held while index definitions change and while a build step writes, so a dropped index
+    /// never gets entries back.
+    index_admin: Mutex<()>,
 }
 
 fn counts_merge(
@@ -215,7 +222,7 @@ impl Store {
             }
         };
         let tree = digest::Tree::load(&db, handle(&db, cfs::DIGEST)?)?;
-        Ok(Store {
+        let store = Store {
             tree,
             db: Arc::new(db),
             db_opts,
@@ -229,7 +236,16 @@ impl Store {
             options,
             metrics,
             events: tokio::sync::broadcast::Sender::new(EVENTS),
-        })
+            indexes: Default::default(),
+            index_admin: Mutex::new(()),
+        };
+        store.load_indexes()?;
+        Ok(store)
+    }
+
+    /// The secondary indexes this node knows, and their build states.
+    pub fn indexes(&self) -> &index_registry::Registry {
+        &self.indexes
     }
 
     /// Every durable commit, in commit order per document. A subscriber that falls behind loses
@@ -260,10 +276,26 @@ impl Store {
     }
 
     fn stripe(&self, key: &[u8]) -> &Mutex<()> {
+        self.stripe_at(self.stripe_index(key))
+    }
+
+    fn stripe_index(&self, key: &[u8]) -> usize {
         use std::hash::{BuildHasher, BuildHasherDefault};
         let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
             .hash_one(key);
-        &self.stripes[(h as usize) % self.stripes.len()]
+        (h as usize) % self.stripes.len()
+    }
+
+    fn stripe_at(&self, i: usize) -> &Mutex<()> {
+        &self.stripes[i]
+    }
+
+    /// Writes a batch with the store's durability (a synced WAL unless tests turned it off).
+    fn write_batch(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.options.sync_writes);
+        self.db.write_opt(batch, &wo)?;
+        Ok(())
     }
 
     fn read_meta(&self, key: &[u8]) -> Result<Option<DocMeta>, StoreError> {
@@ -560,6 +592,11 @@ impl Store {
             digest::encode_heads(&meta.heads),
         );
 
+        // Definition documents change under the index lock (see `index_admin`).
+        let _admin = (key.collection() == index_registry::INDEXES_COLLECTION)
+            .then(|| self.index_admin.lock());
+        let registry_change = self.index_commit(&mut batch, key, doc, deleted)?;
+
         let delta = i64::from(!deleted) - i64::from(was_live);
         if delta != 0 {
             batch.merge_cf(
@@ -596,6 +633,9 @@ impl Store {
             }
         }
         result?;
+        if let Some(change) = registry_change {
+            self.index_registry_apply(change);
+        }
         self.tree.apply(bucket, leaf_delta);
         self.metrics.commits.inc();
         state.meta = meta.clone();

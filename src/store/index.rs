@@ -1,0 +1,515 @@
+//! Secondary index entries: kept in the same `WriteBatch` as every commit that changes an
+//! indexed document (whatever wrote it: REST, ops, bulk, posted changes, client sync, peers,
+//! tombstones), built in the background for documents that existed before the index, and
+//! scanned by key range for queries.
+//!
+//! Column families:
+//! - `index_entries`: index id (8 bytes) · the document's encoded field values · its id · the
+//!   id's length (2 bytes) → nothing. One entry per document per index.
+//! - `index_rev`: index id · document id → the encoded values of its entry, so a commit replaces
+//!   the old entry without the old JSON, and skips all work when the values did not change.
+//! - `index_state`: index id → its [`BuildState`] on this node.
+
+use std::sync::Arc;
+
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ScalarValue};
+use rocksdb::WriteBatch;
+use serde_json::Value;
+
+use super::db::{cfs, handle};
+use super::error::StoreError;
+use super::index_registry::{
+    definition_doc_id, BuildState, Definition, IndexDef, INDEXES_COLLECTION,
+    MAX_INDEXES_PER_COLLECTION,
+};
+use super::keys::{self, DocKey};
+use super::Store;
+use crate::doc::contain::contained;
+use crate::query::plan::prefix_end;
+
+fn id_prefix(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+fn entry_key(id: u64, values: &[u8], doc_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + values.len() + doc_id.len() + 2);
+    k.extend_from_slice(&id_prefix(id));
+    k.extend_from_slice(values);
+    k.extend_from_slice(doc_id.as_bytes());
+    k.extend_from_slice(&(doc_id.len() as u16).to_be_bytes());
+    k
+}
+
+fn rev_key(id: u64, doc_id: &str) -> Vec<u8> {
+    let mut k = id_prefix(id).to_vec();
+    k.extend_from_slice(doc_id.as_bytes());
+    k
+}
+
+/// Splits an entry (without its index id) into its encoded values and its document id.
+pub fn split_entry(entry: &[u8]) -> Option<(&[u8], &str)> {
+    let n = entry.len();
+    let len = usize::from(u16::from_be_bytes([
+        *entry.get(n.checked_sub(2)?)?,
+        entry[n - 1],
+    ]));
+    let id_start = n.checked_sub(2 + len)?;
+    let id = std::str::from_utf8(&entry[id_start..n - 2]).ok()?;
+    Some((&entry[..id_start], id))
+}
+
+/// A change to the registry that a commit of a definition document makes, applied once the
+/// commit is durable.
+pub(super) struct RegistryChange {
+    collection: String,
+    name: String,
+    new: Option<Arc<IndexDef>>,
+}
+
+/// What defining an index did.
+#[derive(Debug, PartialEq)]
+pub enum Defined {
+    Created,
+    /// The same definition exists already.
+    Unchanged,
+    /// Another definition holds the name.
+    Conflict(Definition),
+    /// The collection has [`MAX_INDEXES_PER_COLLECTION`] indexes.
+    TooMany,
+}
+
+fn encode_state(s: &BuildState) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(s).map_err(|e| StoreError::Corrupt(format!("index state: {e}")))
+}
+
+impl Store {
+    /// The index entries this commit changes, added to its batch: for each index of the
+    /// document's collection, the old entry goes and the new one comes when their values differ.
+    /// A commit to a definition document also drops the entries of the index it replaces and
+    /// starts the new one's build. Runs under the document's lock.
+    pub(super) fn index_commit(
+        &self,
+        batch: &mut WriteBatch,
+        key: &DocKey,
+        doc: &Automerge,
+        deleted: bool,
+    ) -> Result<Option<RegistryChange>, StoreError> {
+        let system = key.collection() == INDEXES_COLLECTION;
+        if !system && !self.indexes.any(key.collection()) {
+            return Ok(None);
+        }
+        let json = contained("index values", || {
+            Value::Object(crate::doc::json::to_json(doc, None))
+        })?;
+        for def in self.indexes.of(key.collection()) {
+            let new = if deleted {
+                None
+            } else {
+                def.entry_values(&json)
+            };
+            self.stage_entry(batch, &def, key.id(), new)?;
+        }
+        if !system {
+            return Ok(None);
+        }
+        let Some((collection, name)) = key.id().split_once(':') else {
+            return Ok(None);
+        };
+        let new = if deleted {
+            None
+        } else {
+            json.as_object()
+                .and_then(IndexDef::from_document)
+                .filter(|d| d.collection == collection && d.name == name)
+                .map(Arc::new)
+        };
+        let old = self.indexes.get(collection, name);
+        if old.as_ref().map(|d| d.id) == new.as_ref().map(|d| d.id) {
+            return Ok(None);
+        }
+        if let Some(o) = &old {
+            self.stage_drop(batch, o.id)?;
+        }
+        if let Some(n) = &new {
+            let state = BuildState::Building {
+                after: None,
+                done: 0,
+            };
+            batch.put_cf(
+                handle(self.db(), cfs::INDEX_STATE)?,
+                id_prefix(n.id),
+                encode_state(&state)?,
+            );
+        }
+        Ok(Some(RegistryChange {
+            collection: collection.to_string(),
+            name: name.to_string(),
+            new,
+        }))
+    }
+
+    /// Replaces a document's entry in `def` by one with `new` values (or none).
+    fn stage_entry(
+        &self,
+        batch: &mut WriteBatch,
+        def: &IndexDef,
+        doc_id: &str,
+        new: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        let rev_cf = handle(self.db(), cfs::INDEX_REV)?;
+        let entries_cf = handle(self.db(), cfs::INDEX_ENTRIES)?;
+        let rk = rev_key(def.id, doc_id);
+        let old = self.db().get_pinned_cf(rev_cf, &rk)?;
+        if old.as_deref() == new.as_deref() {
+            return Ok(());
+        }
+        if let Some(o) = old {
+            batch.delete_cf(entries_cf, entry_key(def.id, &o, doc_id));
+        }
+        match new {
+            Some(v) => {
+                batch.put_cf(entries_cf, entry_key(def.id, &v, doc_id), []);
+                batch.put_cf(rev_cf, rk, v);
+            }
+            None => batch.delete_cf(rev_cf, rk),
+        }
+        Ok(())
+    }
+
+    /// Drops every entry and the state of index `id`.
+    fn stage_drop(&self, batch: &mut WriteBatch, id: u64) -> Result<(), StoreError> {
+        let p = id_prefix(id).to_vec();
+        let end = prefix_end(&p);
+        batch.delete_range_cf(handle(self.db(), cfs::INDEX_ENTRIES)?, &p, &end);
+        batch.delete_range_cf(handle(self.db(), cfs::INDEX_REV)?, &p, &end);
+        batch.delete_cf(handle(self.db(), cfs::INDEX_STATE)?, p);
+        Ok(())
+    }
+
+    /// Applies a committed definition change to the registry.
+    pub(super) fn index_registry_apply(&self, change: RegistryChange) {
+        match change.new {
+            Some(def) => {
+                tracing::info!(collection = %def.collection, index = %def.name, "index defined: building");
+                self.indexes.install(
+                    def,
+                    BuildState::Building {
+                        after: None,
+                        done: 0,
+                    },
+                );
+            }
+            None => {
+                tracing::info!(collection = %change.collection, index = %change.name, "index dropped");
+                self.indexes.remove(&change.collection, &change.name);
+            }
+        }
+    }
+
+    /// Loads every index definition and its build state (at open).
+    pub(super) fn load_indexes(&self) -> Result<(), StoreError> {
+        let mut after = None;
+        loop {
+            let page = self.list(INDEXES_COLLECTION, after.as_deref(), 256)?;
+            let Some((last, _)) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.clone());
+            for (id, meta) in page {
+                if meta.deleted {
+                    continue;
+                }
+                let key = DocKey::new(INDEXES_COLLECTION, &id)?;
+                let json = self.read(&key, |doc, _| crate::doc::json::to_json(doc, None))?;
+                let Some(def) = json.as_ref().and_then(IndexDef::from_document) else {
+                    tracing::warn!(doc = %key, "an index definition this node cannot use");
+                    continue;
+                };
+                let state = match self
+                    .db()
+                    .get_pinned_cf(handle(self.db(), cfs::INDEX_STATE)?, id_prefix(def.id))?
+                {
+                    Some(b) => serde_json::from_slice(&b)
+                        .map_err(|e| StoreError::Corrupt(format!("index state: {e}")))?,
+                    None => BuildState::Building {
+                        after: None,
+                        done: 0,
+                    },
+                };
+                self.indexes.install(Arc::new(def), state);
+            }
+        }
+    }
+
+    /// Writes (or confirms) the definition of index `name` on `collection`.
+    pub fn define_index(
+        &self,
+        collection: &str,
+        name: &str,
+        definition: &Definition,
+    ) -> Result<Defined, StoreError> {
+        keys::validate_collection(collection)?;
+        keys::validate_collection(name).map_err(|_| StoreError::InvalidId(name.to_string()))?;
+        if let Some(existing) = self.indexes.get(collection, name) {
+            return Ok(if existing.definition == *definition {
+                Defined::Unchanged
+            } else {
+                Defined::Conflict(existing.definition.clone())
+            });
+        }
+        if self.indexes.of(collection).len() >= MAX_INDEXES_PER_COLLECTION {
+            return Ok(Defined::TooMany);
+        }
+        let key = DocKey::new(INDEXES_COLLECTION, &definition_doc_id(collection, name))?;
+        let text = definition.canonical();
+        self.write::<_, StoreError>(&key, |doc, _| {
+            let mut tx = doc.transaction();
+            let put = |tx: &mut automerge::transaction::Transaction<'_>, k: &str, v: &str| {
+                tx.put(automerge::ROOT, k, ScalarValue::Str(v.into()))
+                    .map_err(|e| StoreError::Doc(crate::doc::DocError::from(e)))
+            };
+            put(&mut tx, "collection", collection)?;
+            put(&mut tx, "name", name)?;
+            // One register: concurrent redefinitions converge to one winner, never a blend.
+            put(&mut tx, "definition", &text)?;
+            tx.commit();
+            Ok(())
+        })?;
+        Ok(Defined::Created)
+    }
+
+    /// Deletes the definition of index `name` (its entries go with the commit); `false` when
+    /// there is no such index.
+    pub fn drop_index(&self, collection: &str, name: &str) -> Result<bool, StoreError> {
+        if self.indexes.get(collection, name).is_none() {
+            return Ok(false);
+        }
+        let key = DocKey::new(INDEXES_COLLECTION, &definition_doc_id(collection, name))?;
+        self.write::<_, StoreError>(&key, |doc, _| {
+            crate::doc::tombstone::delete(doc, super::now_ms() as i64)
+                .map(|_| ())
+                .map_err(StoreError::Doc)
+        })?;
+        Ok(true)
+    }
+
+    /// Indexes up to `max_docs` more documents of a building index; returns its new state.
+    /// Holds the locks of those documents while it reads them and writes their entries, so a
+    /// concurrent commit can never be overwritten by an older entry.
+    pub fn index_build_step(
+        &self,
+        def: &IndexDef,
+        max_docs: usize,
+    ) -> Result<BuildState, StoreError> {
+        let Some(BuildState::Building { after, done }) = self.indexes.state(def.id) else {
+            return Ok(BuildState::Ready);
+        };
+        let page = self.list(&def.collection, after.as_deref(), max_docs)?;
+        let keys: Vec<DocKey> = page
+            .iter()
+            .filter(|(_, m)| !m.deleted)
+            .map(|(id, _)| DocKey::new(&def.collection, id))
+            .collect::<Result<_, _>>()?;
+        let encs: Vec<Vec<u8>> = keys.iter().map(DocKey::encode).collect();
+        let mut stripes: Vec<usize> = encs.iter().map(|e| self.stripe_index(e)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let _admin = self.index_admin.lock();
+        if self.indexes.state(def.id).is_none() {
+            // Dropped meanwhile: its entries are gone and must stay gone.
+            return Ok(BuildState::Ready);
+        }
+        let _guards: Vec<_> = stripes.iter().map(|i| self.stripe_at(*i).lock()).collect();
+        let mut batch = WriteBatch::default();
+        for (key, enc) in keys.iter().zip(&encs) {
+            let values = match self.get_loaded(key, enc, true) {
+                Ok(Some(loaded)) => {
+                    let state = loaded.state.read();
+                    if state.meta.deleted {
+                        None
+                    } else {
+                        let doc = &state.doc;
+                        contained("index values", || {
+                            def.entry_values(&Value::Object(crate::doc::json::to_json(doc, None)))
+                        })?
+                    }
+                }
+                Ok(None) => None,
+                Err(e) if e.is_no_space() => return Err(e),
+                Err(e) => {
+                    // One unreadable document is left out of the index, not the whole build.
+                    tracing::warn!(doc = %key, error = %e, "index build skipped a document");
+                    continue;
+                }
+            };
+            self.stage_entry(&mut batch, def, key.id(), values)?;
+        }
+        let next = match page.last() {
+            Some((last, _)) if page.len() >= max_docs => BuildState::Building {
+                after: Some(last.clone()),
+                done: done + page.len() as u64,
+            },
+            _ => BuildState::Ready,
+        };
+        batch.put_cf(
+            handle(self.db(), cfs::INDEX_STATE)?,
+            id_prefix(def.id),
+            encode_state(&next)?,
+        );
+        self.write_batch(batch)?;
+        self.indexes.set_state(def.id, next.clone());
+        if next == BuildState::Ready {
+            tracing::info!(collection = %def.collection, index = %def.name, "index ready");
+        }
+        Ok(next)
+    }
+
+    /// Entries of index `id` (without the id) in `[lo, hi)`, at most `limit`, forward or
+    /// backward.
+    pub fn index_entries(
+        &self,
+        id: u64,
+        lo: &[u8],
+        hi: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let p = id_prefix(id);
+        let start = [p.as_slice(), lo].concat();
+        let end = [p.as_slice(), hi].concat();
+        let mut iter = self
+            .db()
+            .raw_iterator_cf(handle(self.db(), cfs::INDEX_ENTRIES)?);
+        let mut out = Vec::new();
+        if reverse {
+            iter.seek_for_prev(&end);
+        } else {
+            iter.seek(&start);
+        }
+        while let Some(k) = iter.key() {
+            if out.len() >= limit || k < start.as_slice() || k >= end.as_slice() {
+                if reverse && k >= end.as_slice() {
+                    iter.prev();
+                    continue;
+                }
+                break;
+            }
+            out.push(k[8..].to_vec());
+            if reverse {
+                iter.prev();
+            } else {
+                iter.next();
+            }
+        }
+        iter.status()?;
+        Ok(out)
+    }
+
+    /// The live documents of `collection`.
+    pub fn collection_count(&self, collection: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .db()
+            .get_pinned_cf(handle(self.db(), cfs::COUNTS)?, collection.as_bytes())?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(i64::from_le_bytes)
+            .unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+    use serde_json::json;
+
+    fn store(dir: &std::path::Path) -> Store {
+        let opts = StoreOptions {
+            sync_writes: false,
+            ..StoreOptions::default()
+        };
+        Store::open(dir, opts, crate::metrics::Metrics::new()).unwrap()
+    }
+
+    fn put(s: &Store, id: &str, v: Value) {
+        let Value::Object(m) = v else { unreachable!() };
+        s.write::<_, StoreError>(&DocKey::new("t", id).unwrap(), |doc, _| {
+            crate::doc::write::apply(doc, &crate::doc::write::Write::Replace(m), 1)
+                .map_err(StoreError::Doc)
+        })
+        .unwrap();
+    }
+
+    fn ids(s: &Store, def: &IndexDef, reverse: bool) -> Vec<String> {
+        s.index_entries(def.id, &[], &[0xff], reverse, 1000)
+            .unwrap()
+            .iter()
+            .map(|e| split_entry(e).unwrap().1.to_string())
+            .collect()
+    }
+
+    fn build(s: &Store, def: &IndexDef) {
+        while s.index_build_step(def, 2).unwrap() != BuildState::Ready {}
+    }
+
+    #[test]
+    fn entries_follow_every_commit_and_builds_cover_earlier_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        put(&s, "a", json!({"n": 3}));
+        put(&s, "b", json!({"n": 1}));
+        put(&s, "c", json!({"x": 1}));
+        let def = Definition {
+            fields: vec!["n".into()],
+            partial_filter: None,
+        };
+        assert_eq!(s.define_index("t", "by_n", &def).unwrap(), Defined::Created);
+        assert_eq!(
+            s.define_index("t", "by_n", &def).unwrap(),
+            Defined::Unchanged
+        );
+        let other = Definition {
+            fields: vec!["x".into()],
+            partial_filter: None,
+        };
+        assert_eq!(
+            s.define_index("t", "by_n", &other).unwrap(),
+            Defined::Conflict(def.clone())
+        );
+        let ix = s.indexes.get("t", "by_n").unwrap();
+        // Written after the definition, before the build reaches it.
+        put(&s, "d", json!({"n": 2}));
+        build(&s, &ix);
+        assert_eq!(s.indexes.state(ix.id), Some(BuildState::Ready));
+        assert_eq!(ids(&s, &ix, false), ["b", "d", "a"]);
+        assert_eq!(ids(&s, &ix, true), ["a", "d", "b"]);
+        // Updates move entries; deletes and missing fields remove them.
+        put(&s, "b", json!({"n": 9}));
+        put(&s, "d", json!({"y": 2}));
+        s.write::<_, StoreError>(&DocKey::new("t", "a").unwrap(), |doc, _| {
+            crate::doc::tombstone::delete(doc, 2)
+                .map(|_| ())
+                .map_err(StoreError::Doc)
+        })
+        .unwrap();
+        assert_eq!(ids(&s, &ix, false), ["b"]);
+        // Reopened: definitions and states come back.
+        drop(s);
+        let s = store(dir.path());
+        let ix = s.indexes.get("t", "by_n").unwrap();
+        assert_eq!(s.indexes.state(ix.id), Some(BuildState::Ready));
+        assert_eq!(ids(&s, &ix, false), ["b"]);
+        assert!(s.drop_index("t", "by_n").unwrap());
+        assert!(s.indexes.get("t", "by_n").is_none());
+        assert!(s
+            .index_entries(ix.id, &[], &[0xff], false, 10)
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn entries_split_into_values_and_id() {
+        let e = entry_key(7, &[1, 2, 3], "doc:1");
+        assert_eq!(split_entry(&e[8..]), Some((&[1u8, 2, 3][..], "doc:1")));
+    }
+}
