@@ -14,6 +14,7 @@
 //!  6  replication/  the replication core: membership, push lanes, anti-entropy rounds, the
 //!                   responder, over a transport trait (HTTP client or in-process)
 //!  5  sync/         the one Automerge sync step, clients' persisted sync states
+//!     find/         running queries against the store: find, explain, index builds
 //!     config        the one configuration struct (file, env, flags), validated at start
 //!  4  store/        RocksDB: one WriteBatch per commit, document cache, feed, digest, migrations
 //!  3  metrics       the node's Prometheus registry
@@ -44,6 +45,8 @@ pub mod api;
 pub mod blocking;
 #[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
+pub mod find;
 #[cfg(feature = "server")]
 pub mod http;
 #[cfg(feature = "server")]

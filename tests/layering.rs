@@ -20,6 +20,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("store", 4),
     ("config", 5),
     ("sync", 5),
+    ("find", 5),
     ("replication", 6),
     ("node", 7),
     ("http", 8),

@@ -167,6 +167,76 @@ pub fn encoded(v: &Value) -> Vec<u8> {
     out
 }
 
+fn decode_str(bytes: &[u8]) -> Option<(String, usize)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        match (bytes.get(i)?, bytes.get(i + 1)) {
+            (0, Some(0)) => return Some((String::from_utf8(out).ok()?, i + 2)),
+            (0, Some(0xff)) => {
+                out.push(0);
+                i += 2;
+            }
+            (0, _) => return None,
+            (b, _) => {
+                out.push(*b);
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Reads one encoded value back (as cut to the key bounds); returns it and the bytes it took.
+/// Numbers come back as floats.
+pub fn decode(bytes: &[u8]) -> Option<(Value, usize)> {
+    let (&tag, rest) = bytes.split_first()?;
+    Some(match tag {
+        NULL => (Value::Null, 1),
+        FALSE => (Value::Bool(false), 1),
+        TRUE => (Value::Bool(true), 1),
+        NUMBER => {
+            let raw = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+            let bits = if raw >> 63 == 1 {
+                raw ^ (1 << 63)
+            } else {
+                !raw
+            };
+            let n = Number::from_f64(f64::from_bits(bits))?;
+            (Value::Number(n), 9)
+        }
+        STRING => {
+            let (s, n) = decode_str(rest)?;
+            (Value::String(s), 1 + n)
+        }
+        ARRAY => {
+            let mut items = Vec::new();
+            let mut at = 1;
+            while *bytes.get(at)? != 0 {
+                let (v, n) = decode(&bytes[at..])?;
+                items.push(v);
+                at += n;
+            }
+            (Value::Array(items), at + 1)
+        }
+        OBJECT => {
+            let mut m = Map::new();
+            let mut at = 1;
+            while *bytes.get(at)? != 0 {
+                if bytes[at] != STRING {
+                    return None;
+                }
+                let (k, n) = decode_str(&bytes[at + 1..])?;
+                at += 1 + n;
+                let (v, n) = decode(&bytes[at..])?;
+                at += n;
+                m.insert(k, v);
+            }
+            (Value::Object(m), at + 1)
+        }
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +325,9 @@ mod tests {
             }
             prop_assume!(all_small(&a, &small) && all_small(&b, &small));
             prop_assert_eq!(encoded(&a).cmp(&encoded(&b)), compare(&a, &b), "{} vs {}", a, b);
+            let (back, n) = decode(&encoded(&a)).unwrap();
+            prop_assert_eq!(n, encoded(&a).len());
+            prop_assert!(equal(&back, &a), "{} decoded as {}", a, back);
         }
     }
 }

@@ -1,0 +1,930 @@
+//! Running queries against the store: `find` (documents matching a selector, sorted, projected,
+//! paged by bookmark), `explain` (the plan, and why), and the background builder of new indexes
+//! (`builder`).
+//!
+//! Strategies, chosen by the planner ([`crate::query::plan`]):
+//! - **index order**: the plan's key ranges are sorted streams, merged by the part of their keys
+//!   after the pinned fields; each candidate document is loaded and checked against the whole
+//!   selector; a page ends at `limit` documents. No sort in memory.
+//! - **in memory**: when no index gives the requested order (or `$or` branches use several
+//!   indexes), every matching document is gathered (at most [`MAX_SORT_DOCS`]), sorted, and
+//!   paged.
+//! - **scan**: when no index serves the selector, the collection's documents in id order; allowed
+//!   only for collections of at most [`SMALL_COLLECTION`] documents or with `allow_scan`, and
+//!   always reported in the stats and a warning.
+//!
+//! Bookmarks are opaque: the position after the last document returned, in the result's order
+//! (one position per stream set; a partitioned executor will hold one per partition). A document
+//! whose indexed fields did not change is never skipped nor repeated across pages.
+
+pub mod builder;
+
+use std::cmp::Ordering;
+use std::time::Instant;
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use crate::doc::heads;
+use crate::query::collate::{self, compare};
+use crate::query::plan::{self, Candidate, Direction, IndexInfo, IndexPlan, SortKey};
+use crate::query::{FieldPath, Selector};
+use crate::store::index::split_entry;
+use crate::store::index_registry::{BuildState, IndexDef};
+use crate::store::{DocKey, Store, StoreError};
+
+/// Collections this small may be scanned without an index (and without `allow_scan`).
+pub const SMALL_COLLECTION: i64 = 1000;
+/// Most matching documents a sort in memory holds.
+pub const MAX_SORT_DOCS: usize = 10_000;
+/// Largest `limit`.
+pub const MAX_LIMIT: usize = 10_000;
+/// Default `limit`.
+pub const DEFAULT_LIMIT: usize = 25;
+/// Most index keys or documents one page examines; a page that reaches it ends early with a
+/// bookmark and a warning, so no request runs unbounded.
+pub const MAX_EXAMINED: u64 = 200_000;
+/// Entries fetched from one stream at a time.
+const CHUNK: usize = 128;
+
+/// A query as clients send it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FindRequest {
+    #[serde(default)]
+    pub selector: Option<Value>,
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
+    #[serde(default)]
+    pub sort: Vec<Value>,
+    #[serde(default)]
+    pub limit: Option<usize>,
+    #[serde(default)]
+    pub bookmark: Option<String>,
+    #[serde(default)]
+    pub use_index: Option<String>,
+    #[serde(default)]
+    pub allow_scan: bool,
+    /// Live query (the HTTP layer streams it; see `api::find`).
+    #[serde(default)]
+    pub watch: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum FindError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    Selector(#[from] crate::query::SelectorError),
+    #[error(
+        "no ready index serves this query and collection `{collection}` holds {count} documents \
+         (more than {SMALL_COLLECTION}): create an index on {fields:?} \
+         (PUT /v1/collections/{collection}/indexes/<name>), or pass \"allow_scan\": true"
+    )]
+    NeedsIndex {
+        collection: String,
+        count: i64,
+        fields: Vec<String>,
+    },
+    #[error(
+        "sorting in memory is limited to {MAX_SORT_DOCS} matching documents: narrow the selector, \
+         or create an index on {fields:?} that gives this order"
+    )]
+    SortTooLarge { fields: Vec<String> },
+    #[error("index `{0}` does not exist on this collection")]
+    UnknownIndex(String),
+    #[error("index `{0}` is still building on this node")]
+    IndexBuilding(String),
+    #[error("index `{0}` cannot serve this selector: its first field is unconstrained")]
+    IndexUnusable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A parsed query.
+#[derive(Debug, Clone)]
+pub struct Query {
+    pub selector: Selector,
+    pub fields: Option<Vec<FieldPath>>,
+    pub sort: Vec<SortKey>,
+    pub limit: usize,
+    pub bookmark: Option<Bookmark>,
+    pub use_index: Option<String>,
+    pub allow_scan: bool,
+}
+
+/// Where the next page starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bookmark {
+    /// The format (1).
+    v: u8,
+    /// Positions, one per partition (one today).
+    after: Vec<Position>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum Position {
+    /// Index order: the key of the last entry after its stream's pinned prefix (base64).
+    Key(String),
+    /// In-memory order: the last document's sort values and id.
+    Sorted(Vec<Value>, String),
+    /// Scan order: the last document id.
+    Id(String),
+}
+
+impl Bookmark {
+    fn one(p: Position) -> Bookmark {
+        Bookmark {
+            v: 1,
+            after: vec![p],
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    }
+
+    pub fn decode(s: &str) -> Result<Bookmark, FindError> {
+        let bad = || FindError::BadRequest("bookmark: not a bookmark this query returned".into());
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| bad())?;
+        let b: Bookmark = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+        if b.v != 1 || b.after.len() != 1 {
+            return Err(bad());
+        }
+        Ok(b)
+    }
+}
+
+fn parse_sort(sort: &[Value]) -> Result<Vec<SortKey>, FindError> {
+    let bad = |m: String| FindError::BadRequest(format!("sort: {m}"));
+    sort.iter()
+        .map(|item| {
+            let (path, dir) = match item {
+                Value::String(s) => (s.as_str(), Direction::Asc),
+                Value::Object(m) if m.len() == 1 => {
+                    let (k, v) = m.iter().next().ok_or_else(|| bad("empty".into()))?;
+                    let d = match v.as_str() {
+                        Some("asc") => Direction::Asc,
+                        Some("desc") => Direction::Desc,
+                        _ => return Err(bad(format!("`{k}` must be \"asc\" or \"desc\""))),
+                    };
+                    (k.as_str(), d)
+                }
+                _ => {
+                    return Err(bad(
+                        "each key is a field name or {\"field\": \"asc\"|\"desc\"}".into(),
+                    ))
+                }
+            };
+            let path = FieldPath::parse(path)
+                .ok_or_else(|| bad(format!("`{path}` is not a field path")))?;
+            Ok(SortKey {
+                path,
+                direction: dir,
+            })
+        })
+        .collect()
+}
+
+impl Query {
+    pub fn parse(req: &FindRequest) -> Result<Query, FindError> {
+        let selector = match &req.selector {
+            Some(s) => Selector::parse(s)?,
+            None => Selector::everything(),
+        };
+        let fields = match &req.fields {
+            None => None,
+            Some(fs) => Some(
+                fs.iter()
+                    .map(|f| {
+                        FieldPath::parse(f).ok_or_else(|| {
+                            FindError::BadRequest(format!("fields: `{f}` is not a field path"))
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+        };
+        let limit = req.limit.unwrap_or(DEFAULT_LIMIT);
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(FindError::BadRequest(format!(
+                "limit: between 1 and {MAX_LIMIT}"
+            )));
+        }
+        Ok(Query {
+            selector,
+            fields,
+            sort: parse_sort(&req.sort)?,
+            limit,
+            bookmark: req.bookmark.as_deref().map(Bookmark::decode).transpose()?,
+            use_index: req.use_index.clone(),
+            allow_scan: req.allow_scan,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub index: Option<String>,
+    pub keys_examined: u64,
+    pub docs_examined: u64,
+    pub returned: u64,
+    pub duration_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Found {
+    pub id: String,
+    pub version: String,
+    pub doc: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FindResult {
+    pub docs: Vec<Found>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bookmark: Option<String>,
+    pub stats: Stats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+/// How a query will run.
+#[derive(Debug, Clone)]
+pub enum Strategy {
+    Index(IndexPlan),
+    /// `$or`: each branch over its own index; results gathered and sorted in memory.
+    Union(Vec<IndexPlan>),
+    Scan,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RangeView {
+    /// The values every key of the range starts with (the pinned fields).
+    pub pinned: Vec<Value>,
+    /// Bounds over the values part of the keys, hex: `lo` inclusive, `hi` exclusive.
+    pub lo: String,
+    pub hi: String,
+}
+
+/// `explain`'s answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Explain {
+    pub strategy: &'static str,
+    pub index: Option<String>,
+    pub candidates: Vec<Candidate>,
+    pub ranges: Vec<RangeView>,
+    /// Documents are re-checked against the whole selector (always true: ranges are inclusive
+    /// and keys cut long values; `false` only when the ranges alone decide).
+    pub residual_filter: bool,
+    pub in_memory_sort: bool,
+    pub scan_allowed: bool,
+    pub suggested_index: Vec<String>,
+}
+
+fn index_infos(store: &Store, collection: &str) -> Vec<(IndexInfo, std::sync::Arc<IndexDef>)> {
+    store
+        .indexes()
+        .of(collection)
+        .into_iter()
+        .map(|d| {
+            let info = IndexInfo {
+                name: d.name.clone(),
+                fields: d.fields.clone(),
+                partial: d.partial.is_some(),
+                ready: store.indexes().state(d.id) == Some(BuildState::Ready),
+            };
+            (info, d)
+        })
+        .collect()
+}
+
+/// Plans the query: a strategy, the planner's verdicts, and whether a scan is allowed.
+fn strategy(
+    store: &Store,
+    collection: &str,
+    q: &Query,
+) -> Result<(Strategy, Vec<Candidate>, bool), FindError> {
+    let infos: Vec<IndexInfo> = index_infos(store, collection)
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    if let Some(u) = &q.use_index {
+        match infos.iter().find(|i| i.name == *u) {
+            None => return Err(FindError::UnknownIndex(u.clone())),
+            Some(i) if !i.ready => return Err(FindError::IndexBuilding(u.clone())),
+            _ => {}
+        }
+    }
+    let planned = plan::plan(&q.selector, &q.sort, &infos, q.use_index.as_deref());
+    let small = store.collection_count(collection)? <= SMALL_COLLECTION;
+    let scan_ok = q.allow_scan || small;
+    if let Some(p) = planned.plan {
+        return Ok((Strategy::Index(p), planned.candidates, scan_ok));
+    }
+    if let Some(u) = &q.use_index {
+        return Err(FindError::IndexUnusable(u.clone()));
+    }
+    // `$or`: usable when every branch (with the other conjuncts) has an index.
+    let conj = q.selector.conjuncts();
+    if let Some(pos) = conj.iter().position(|s| matches!(s, Selector::Any(_))) {
+        if let Selector::Any(branches) = conj[pos] {
+            let rest: Vec<Selector> = conj
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != pos)
+                .map(|(_, s)| (*s).clone())
+                .collect();
+            let plans: Option<Vec<IndexPlan>> = branches
+                .iter()
+                .map(|b| {
+                    let mut parts = rest.clone();
+                    parts.push(b.clone());
+                    plan::plan(&Selector::All(parts), &[], &infos, None).plan
+                })
+                .collect();
+            if let Some(plans) = plans {
+                return Ok((Strategy::Union(plans), planned.candidates, scan_ok));
+            }
+        }
+    }
+    Ok((Strategy::Scan, planned.candidates, scan_ok))
+}
+
+fn hex(b: &[u8]) -> String {
+    hex::encode(b)
+}
+
+/// Decodes the pinned values of a range's prefix (for `explain`).
+fn decode_values(mut bytes: &[u8]) -> Vec<Value> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        match collate::decode(bytes) {
+            Some((v, n)) => {
+                out.push(v);
+                bytes = &bytes[n..];
+            }
+            None => break,
+        }
+    }
+    out
+}
+
+/// `POST .../explain`.
+pub fn explain(store: &Store, collection: &str, q: &Query) -> Result<Explain, FindError> {
+    let (strategy, candidates, scan_allowed) = strategy(store, collection, q)?;
+    let view = |p: &IndexPlan| -> Vec<RangeView> {
+        p.ranges
+            .iter()
+            .map(|r| RangeView {
+                pinned: decode_values(&r.prefix),
+                lo: hex(&r.lo),
+                hi: hex(&r.hi),
+            })
+            .collect()
+    };
+    let suggested_index = plan::suggested_fields(&q.selector, &q.sort);
+    Ok(match strategy {
+        Strategy::Index(p) => Explain {
+            strategy: if p.sorted {
+                "index"
+            } else {
+                "index, sorted in memory"
+            },
+            index: Some(p.index.clone()),
+            candidates,
+            ranges: view(&p),
+            residual_filter: true,
+            in_memory_sort: !p.sorted,
+            scan_allowed,
+            suggested_index,
+        },
+        Strategy::Union(ps) => Explain {
+            strategy: "union of indexes ($or), sorted in memory",
+            index: Some(
+                ps.iter()
+                    .map(|p| p.index.clone())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            candidates,
+            ranges: ps.iter().flat_map(view).collect(),
+            residual_filter: true,
+            in_memory_sort: true,
+            scan_allowed,
+            suggested_index,
+        },
+        Strategy::Scan => Explain {
+            strategy: "scan",
+            index: None,
+            candidates,
+            ranges: Vec::new(),
+            residual_filter: true,
+            in_memory_sort: !q.sort.is_empty(),
+            scan_allowed,
+            suggested_index,
+        },
+    })
+}
+
+/// Work counters of one run.
+#[derive(Default)]
+struct Work {
+    keys: u64,
+    docs: u64,
+}
+
+/// Loads a live document's JSON and version, counting the work.
+fn load(
+    store: &Store,
+    collection: &str,
+    id: &str,
+    work: &mut Work,
+) -> Result<Option<(Value, String)>, FindError> {
+    work.docs += 1;
+    let key = DocKey::new(collection, id)?;
+    Ok(store
+        .read(&key, |doc, meta| {
+            (!meta.deleted).then(|| {
+                (
+                    Value::Object(crate::doc::json::to_json(doc, None)),
+                    heads::format(&meta.heads()),
+                )
+            })
+        })?
+        .flatten())
+}
+
+fn insert_path(m: &mut Map<String, Value>, segs: &[String], v: Value) {
+    let Some((first, rest)) = segs.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        m.insert(first.clone(), v);
+        return;
+    }
+    let e = m
+        .entry(first.clone())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !e.is_object() {
+        *e = Value::Object(Map::new());
+    }
+    if let Value::Object(inner) = e {
+        insert_path(inner, rest, v);
+    }
+}
+
+fn project(doc: Map<String, Value>, fields: &Option<Vec<FieldPath>>) -> Map<String, Value> {
+    let Some(fields) = fields else { return doc };
+    let full = Value::Object(doc);
+    let mut out = Map::new();
+    for f in fields {
+        if let Some(v) = f.get(&full) {
+            insert_path(&mut out, f.segments(), v.clone());
+        }
+    }
+    out
+}
+
+/// One sorted stream of index entries.
+struct Stream {
+    prefix_len: usize,
+    lo: Vec<u8>,
+    hi: Vec<u8>,
+    buf: std::collections::VecDeque<Vec<u8>>,
+    done: bool,
+}
+
+impl Stream {
+    fn peek(
+        &mut self,
+        store: &Store,
+        id: u64,
+        reverse: bool,
+    ) -> Result<Option<&Vec<u8>>, StoreError> {
+        if self.buf.is_empty() && !self.done {
+            let got = store.index_entries(id, &self.lo, &self.hi, reverse, CHUNK)?;
+            if got.len() < CHUNK {
+                self.done = true;
+            }
+            if let Some(last) = got.last() {
+                // The next chunk starts strictly after (before) the last entry.
+                if reverse {
+                    self.hi = last.clone();
+                } else {
+                    self.lo = [last.as_slice(), &[0]].concat();
+                }
+            }
+            self.buf.extend(got);
+        }
+        Ok(self.buf.front())
+    }
+}
+
+/// `POST .../find`.
+pub fn find(store: &Store, collection: &str, q: &Query) -> Result<FindResult, FindError> {
+    let started = Instant::now();
+    let (strategy, _, scan_ok) = strategy(store, collection, q)?;
+    let mut work = Work::default();
+    let (docs, bookmark, index, mut warning) = match strategy {
+        Strategy::Index(p) if p.sorted || q.sort.is_empty() => {
+            let (docs, bm, warn) = run_index_order(store, collection, q, &p, &mut work)?;
+            (docs, bm, Some(p.index), warn)
+        }
+        Strategy::Index(p) => {
+            let ids = gather_ids(store, collection, q, std::slice::from_ref(&p), &mut work)?;
+            let (docs, bm) = sort_in_memory(store, collection, q, ids, &mut work)?;
+            (docs, bm, Some(p.index), None)
+        }
+        Strategy::Union(ps) => {
+            let ids = gather_ids(store, collection, q, &ps, &mut work)?;
+            let (docs, bm) = sort_in_memory(store, collection, q, ids, &mut work)?;
+            let names: Vec<String> = ps.iter().map(|p| p.index.clone()).collect();
+            (docs, bm, Some(names.join(",")), None)
+        }
+        Strategy::Scan => {
+            if !scan_ok {
+                return Err(FindError::NeedsIndex {
+                    collection: collection.to_string(),
+                    count: store.collection_count(collection)?,
+                    fields: plan::suggested_fields(&q.selector, &q.sort),
+                });
+            }
+            let (docs, bm, warn) = run_scan(store, collection, q, &mut work)?;
+            let note = format!(
+                "no index serves this query: {} documents of `{collection}` were scanned; an index \
+                 on {:?} would serve it",
+                work.docs,
+                plan::suggested_fields(&q.selector, &q.sort)
+            );
+            (
+                docs,
+                bm,
+                None,
+                Some(warn.map_or(note.clone(), |w| format!("{note}; {w}"))),
+            )
+        }
+    };
+    if warning.is_none() && work.keys + work.docs >= MAX_EXAMINED {
+        warning = Some(format!(
+            "this page stopped after examining {MAX_EXAMINED} keys or documents: continue with the bookmark"
+        ));
+    }
+    let stats = Stats {
+        index,
+        keys_examined: work.keys,
+        docs_examined: work.docs,
+        returned: docs.len() as u64,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    Ok(FindResult {
+        docs,
+        bookmark: bookmark.map(|b| b.encode()),
+        stats,
+        warning,
+    })
+}
+
+type Page = (Vec<Found>, Option<Bookmark>, Option<String>);
+
+fn index_id(store: &Store, collection: &str, name: &str) -> Result<u64, FindError> {
+    store
+        .indexes()
+        .get(collection, name)
+        .map(|d| d.id)
+        .ok_or_else(|| FindError::UnknownIndex(name.to_string()))
+}
+
+fn streams(p: &IndexPlan, after: Option<&[u8]>) -> Vec<Stream> {
+    p.ranges
+        .iter()
+        .map(|r| {
+            let (mut lo, mut hi) = (r.lo.clone(), r.hi.clone());
+            if let Some(s) = after {
+                let pos = [r.prefix.as_slice(), s].concat();
+                if p.reverse {
+                    hi = hi.min(pos);
+                } else {
+                    lo = lo.max([pos.as_slice(), &[0]].concat());
+                }
+            }
+            Stream {
+                prefix_len: r.prefix.len(),
+                lo,
+                hi,
+                buf: Default::default(),
+                done: false,
+            }
+        })
+        .collect()
+}
+
+fn run_index_order(
+    store: &Store,
+    collection: &str,
+    q: &Query,
+    p: &IndexPlan,
+    work: &mut Work,
+) -> Result<Page, FindError> {
+    let id = index_id(store, collection, &p.index)?;
+    let after = match q.bookmark.as_ref().map(|b| &b.after[0]) {
+        None => None,
+        Some(Position::Key(k)) => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(k)
+                .map_err(|_| FindError::BadRequest("bookmark: not from this query".into()))?,
+        ),
+        Some(_) => {
+            return Err(FindError::BadRequest(
+                "bookmark: from a query with another plan".into(),
+            ))
+        }
+    };
+    let mut streams = streams(p, after.as_deref());
+    let mut out = Vec::new();
+    let mut last_key: Option<Vec<u8>> = None;
+    while out.len() < q.limit && work.keys + work.docs < MAX_EXAMINED {
+        // The stream whose next key (after its prefix) comes first in the plan's direction.
+        let mut best: Option<(usize, Vec<u8>)> = None;
+        for (i, s) in streams.iter_mut().enumerate() {
+            let plen = s.prefix_len;
+            if let Some(k) = s.peek(store, id, p.reverse)? {
+                let suffix = &k[plen..];
+                let better = match &best {
+                    None => true,
+                    Some((_, b)) => {
+                        let o = suffix.cmp(b.as_slice());
+                        if p.reverse {
+                            o == Ordering::Greater
+                        } else {
+                            o == Ordering::Less
+                        }
+                    }
+                };
+                if better {
+                    best = Some((i, suffix.to_vec()));
+                }
+            }
+        }
+        let Some((i, suffix)) = best else { break };
+        let entry = streams[i].buf.pop_front().unwrap_or_default();
+        work.keys += 1;
+        last_key = Some(suffix);
+        let Some((_, doc_id)) = split_entry(&entry) else {
+            continue;
+        };
+        if let Some((json, version)) = load(store, collection, doc_id, work)? {
+            if q.selector.matches(&json) {
+                let Value::Object(m) = json else { continue };
+                out.push(Found {
+                    id: doc_id.to_string(),
+                    version,
+                    doc: project(m, &q.fields),
+                });
+            }
+        }
+    }
+    let mut more = false;
+    for s in &mut streams {
+        more |= s.peek(store, id, p.reverse)?.is_some();
+    }
+    let bookmark = match last_key {
+        Some(k) if more => Some(Bookmark::one(Position::Key(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k),
+        ))),
+        _ => None,
+    };
+    Ok((out, bookmark, None))
+}
+
+/// Every document id the plans' ranges hold (deduplicated), for a sort in memory.
+fn gather_ids(
+    store: &Store,
+    collection: &str,
+    q: &Query,
+    plans: &[IndexPlan],
+    work: &mut Work,
+) -> Result<Vec<String>, FindError> {
+    let mut ids = std::collections::BTreeSet::new();
+    for p in plans {
+        let id = index_id(store, collection, &p.index)?;
+        for mut s in streams(p, None) {
+            while let Some(k) = s.peek(store, id, false)? {
+                let k = k.clone();
+                s.buf.pop_front();
+                work.keys += 1;
+                if let Some((_, doc_id)) = split_entry(&k) {
+                    ids.insert(doc_id.to_string());
+                }
+                if ids.len() > MAX_SORT_DOCS * 4 {
+                    return Err(FindError::SortTooLarge {
+                        fields: plan::suggested_fields(&q.selector, &q.sort),
+                    });
+                }
+            }
+        }
+    }
+    Ok(ids.into_iter().collect())
+}
+
+fn sort_values(doc: &Value, sort: &[SortKey]) -> Vec<Value> {
+    sort.iter()
+        .map(|k| k.path.get(doc).cloned().unwrap_or(Value::Null))
+        .collect()
+}
+
+/// Orders two (sort values, id) positions by the query's sort, then by id.
+fn order(sort: &[SortKey], a: (&[Value], &str), b: (&[Value], &str)) -> Ordering {
+    for (k, (x, y)) in sort.iter().zip(a.0.iter().zip(b.0)) {
+        let o = compare(x, y);
+        let o = if k.direction == Direction::Desc {
+            o.reverse()
+        } else {
+            o
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    a.1.cmp(b.1)
+}
+
+fn sort_in_memory(
+    store: &Store,
+    collection: &str,
+    q: &Query,
+    ids: Vec<String>,
+    work: &mut Work,
+) -> Result<(Vec<Found>, Option<Bookmark>), FindError> {
+    let mut matched = Vec::new();
+    for id in ids {
+        if let Some((json, version)) = load(store, collection, &id, work)? {
+            if q.selector.matches(&json) {
+                matched.push((sort_values(&json, &q.sort), id, version, json));
+                if matched.len() > MAX_SORT_DOCS {
+                    return Err(FindError::SortTooLarge {
+                        fields: plan::suggested_fields(&q.selector, &q.sort),
+                    });
+                }
+            }
+        }
+    }
+    finish_sorted(q, matched)
+}
+
+type Matched = (Vec<Value>, String, String, Value);
+
+fn finish_sorted(
+    q: &Query,
+    mut matched: Vec<Matched>,
+) -> Result<(Vec<Found>, Option<Bookmark>), FindError> {
+    matched.sort_by(|a, b| order(&q.sort, (&a.0, &a.1), (&b.0, &b.1)));
+    let start = match q.bookmark.as_ref().map(|b| &b.after[0]) {
+        None => 0,
+        Some(Position::Sorted(vals, id)) => matched
+            .iter()
+            .position(|m| order(&q.sort, (&m.0, &m.1), (vals, id)) == Ordering::Greater)
+            .unwrap_or(matched.len()),
+        Some(_) => {
+            return Err(FindError::BadRequest(
+                "bookmark: from a query with another plan".into(),
+            ))
+        }
+    };
+    let page: Vec<Matched> = matched.into_iter().skip(start).collect();
+    let more = page.len() > q.limit;
+    let page: Vec<Matched> = page.into_iter().take(q.limit).collect();
+    let bookmark = match page.last() {
+        Some((vals, id, _, _)) if more => {
+            Some(Bookmark::one(Position::Sorted(vals.clone(), id.clone())))
+        }
+        _ => None,
+    };
+    let docs = page
+        .into_iter()
+        .filter_map(|(_, id, version, json)| match json {
+            Value::Object(m) => Some(Found {
+                id,
+                version,
+                doc: project(m, &q.fields),
+            }),
+            _ => None,
+        })
+        .collect();
+    Ok((docs, bookmark))
+}
+
+fn run_scan(
+    store: &Store,
+    collection: &str,
+    q: &Query,
+    work: &mut Work,
+) -> Result<Page, FindError> {
+    let sorted = !q.sort.is_empty();
+    let mut after = match q.bookmark.as_ref().map(|b| &b.after[0]) {
+        None => None,
+        Some(Position::Id(id)) if !sorted => Some(id.clone()),
+        Some(Position::Sorted(..)) if sorted => None,
+        Some(_) => {
+            return Err(FindError::BadRequest(
+                "bookmark: from a query with another plan".into(),
+            ))
+        }
+    };
+    let mut out = Vec::new();
+    let mut matched = Vec::new();
+    let mut last_id = None;
+    let mut exhausted = false;
+    'pages: while work.docs < MAX_EXAMINED {
+        let page = store.list(collection, after.as_deref(), 256)?;
+        if page.is_empty() {
+            exhausted = true;
+            break;
+        }
+        for (id, meta) in &page {
+            after = Some(id.clone());
+            if meta.deleted {
+                continue;
+            }
+            let Some((json, version)) = load(store, collection, id, work)? else {
+                continue;
+            };
+            if !q.selector.matches(&json) {
+                continue;
+            }
+            if sorted {
+                matched.push((sort_values(&json, &q.sort), id.clone(), version, json));
+                if matched.len() > MAX_SORT_DOCS {
+                    return Err(FindError::SortTooLarge {
+                        fields: plan::suggested_fields(&q.selector, &q.sort),
+                    });
+                }
+            } else {
+                let Value::Object(m) = json else { continue };
+                out.push(Found {
+                    id: id.clone(),
+                    version,
+                    doc: project(m, &q.fields),
+                });
+                last_id = Some(id.clone());
+                if out.len() >= q.limit {
+                    break 'pages;
+                }
+            }
+        }
+    }
+    if sorted {
+        if !exhausted {
+            return Err(FindError::SortTooLarge {
+                fields: plan::suggested_fields(&q.selector, &q.sort),
+            });
+        }
+        let (docs, bm) = finish_sorted(q, matched)?;
+        return Ok((docs, bm, None));
+    }
+    let more = !exhausted
+        && store
+            .list(collection, last_id.as_deref(), 1)
+            .map(|p| !p.is_empty())
+            .unwrap_or(true);
+    let bookmark = match last_id {
+        Some(id) if more => Some(Bookmark::one(Position::Id(id))),
+        _ => None,
+    };
+    Ok((out, bookmark, None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn projection_keeps_the_named_paths() {
+        let doc = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]})
+            .as_object()
+            .cloned()
+            .unwrap();
+        let fields = Some(vec![
+            FieldPath::parse("a").unwrap(),
+            FieldPath::parse("b.c").unwrap(),
+            FieldPath::parse("zz").unwrap(),
+        ]);
+        assert_eq!(
+            Value::Object(project(doc, &fields)),
+            json!({"a": 1, "b": {"c": 2}})
+        );
+    }
+
+    #[test]
+    fn bookmarks_round_trip_and_refuse_garbage() {
+        let b = Bookmark::one(Position::Sorted(vec![json!(1)], "x".into()));
+        assert_eq!(Bookmark::decode(&b.encode()).unwrap(), b);
+        assert!(Bookmark::decode("not-base64!").is_err());
+        assert!(Bookmark::decode("e30").is_err());
+    }
+}
