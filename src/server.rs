@@ -98,6 +98,10 @@ pub async fn run(
         &node.shutdown,
     );
     let ttl = Duration::from_millis(node.config.sync_state_ttl_days.saturating_mul(86_400_000));
+    tasks.push(tokio::spawn(crate::find::builder::run(
+        node.store.clone(),
+        node.shutdown.clone(),
+    )));
     tasks.push(tokio::spawn(crate::sync::sweep_states(
         node.store.clone(),
         ttl,

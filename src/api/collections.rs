@@ -38,6 +38,7 @@ pub async fn list_collections(
     let collections: Vec<CollectionInfo> = cols
         .into_iter()
         .filter(|(name, _)| who.may_read(name))
+        .filter(|(name, _)| !crate::store::keys::SYSTEM_COLLECTIONS.contains(&name.as_str()))
         .map(|(name, docs)| CollectionInfo { name, docs })
         .collect();
     Ok(axum::Json(serde_json::json!({ "collections": collections })).into_response())

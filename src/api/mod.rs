@@ -10,6 +10,8 @@ pub mod cluster;
 pub mod collections;
 pub mod doc_bytes;
 pub mod docs;
+pub mod find;
+pub mod indexes;
 pub mod peer;
 pub mod system;
 pub mod websocket;
@@ -73,6 +75,13 @@ pub fn client_routes(node: Arc<Node>) -> Router<Arc<Node>> {
             "/v1/collections/{collection}/bulk-read",
             post(collections::bulk_read),
         )
+        .route("/v1/collections/{collection}/indexes", get(indexes::list))
+        .route(
+            "/v1/collections/{collection}/indexes/{name}",
+            get(indexes::get).put(indexes::put).delete(indexes::delete),
+        )
+        .route("/v1/collections/{collection}/find", post(find::find))
+        .route("/v1/collections/{collection}/explain", post(find::explain))
         .route("/v1/changes", get(changes::changes))
         .route("/v1/cluster", get(cluster::cluster))
         .route("/v1/automerge-repo", get(websocket::upgrade))

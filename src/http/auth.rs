@@ -103,7 +103,10 @@ fn collection_of(node: &Node, path: &str) -> Option<String> {
 /// handlers; `sync` refuses a read-only client's changes there).
 fn is_read(method: &Method, path: &str) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-        || (*method == Method::POST && (path.ends_with("/bulk-read") || path.ends_with("/sync")))
+        || (*method == Method::POST
+            && ["/bulk-read", "/sync", "/find", "/explain"]
+                .iter()
+                .any(|end| path.ends_with(end)))
 }
 
 pub async fn require_token(
@@ -122,6 +125,12 @@ pub async fn require_token(
     };
     let path = req.uri().path().to_string();
     if let Some(c) = collection_of(&node, &path) {
+        if crate::store::keys::SYSTEM_COLLECTIONS.contains(&c.as_str()) {
+            return ApiError::Forbidden(format!(
+                "collection `{c}` is the node's own: manage indexes at /v1/collections/{{collection}}/indexes"
+            ))
+            .into_response();
+        }
         if !principal.may_read(&c) {
             return principal.not_allowed(&c).into_response();
         }

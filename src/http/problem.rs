@@ -10,6 +10,7 @@ use thiserror::Error;
 
 use crate::blocking::WorkerFailed;
 use crate::doc::DocError;
+use crate::find::FindError;
 use crate::node::streams::AllStreamsBusy;
 use crate::replication::serve::ServeError;
 use crate::store::StoreError;
@@ -32,6 +33,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     MethodNotAllowed(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("the document has changed: its current version is {current}")]
     PreconditionFailed { current: String },
     #[error("the request body is larger than the limit of {limit} bytes")]
@@ -83,6 +86,7 @@ impl ApiError {
             Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized"),
             Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             NotFound(_) => (StatusCode::NOT_FOUND, "not-found", "Not found"),
+            Conflict(_) => (StatusCode::CONFLICT, "conflict", "Conflict"),
             MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
@@ -189,6 +193,15 @@ impl From<WorkerFailed> for ApiError {
 impl From<AllStreamsBusy> for ApiError {
     fn from(e: AllStreamsBusy) -> Self {
         ApiError::Overloaded(e.to_string())
+    }
+}
+
+impl From<FindError> for ApiError {
+    fn from(e: FindError) -> Self {
+        match e {
+            FindError::Store(s) => s.into(),
+            other => ApiError::BadRequest(other.to_string()),
+        }
     }
 }
 

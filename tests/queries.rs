@@ -1,0 +1,373 @@
+//! Queries over HTTP: declared indexes (built in the background, then maintained by every
+//! write), `find` with sorts, projections and bookmarks checked against filtering every document
+//! by hand, `explain`, no silent full scans, and errors that say what to fix.
+
+mod common;
+
+use std::time::Duration;
+
+use common::http::{get_json, send_json};
+use common::{client, poll_until, TestNode};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn task(i: u64) -> Value {
+    let status = ["open", "closed", "hold"][(i % 3) as usize];
+    json!({
+        "status": status,
+        "project": {"id": i % 7},
+        "due": format!("2027-01-{:02}", 1 + (i * 13) % 28),
+        "n": i,
+        "tags": if i % 2 == 0 { json!(["a"]) } else { json!(["b", "c"]) },
+    })
+}
+
+async fn bulk_put(http: &reqwest::Client, node: &TestNode, coll: &str, docs: &[(String, Value)]) {
+    for chunk in docs.chunks(500) {
+        let writes: Vec<Value> = chunk
+            .iter()
+            .map(|(id, body)| json!({"id": id, "op": "put", "body": body}))
+            .collect();
+        let r = send_json(
+            http,
+            Method::POST,
+            node.url(&format!("/v1/collections/{coll}/bulk-write")),
+            &json!({ "writes": writes }),
+        )
+        .await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+}
+
+async fn define(
+    http: &reqwest::Client,
+    node: &TestNode,
+    coll: &str,
+    name: &str,
+    def: Value,
+) -> u16 {
+    send_json(
+        http,
+        Method::PUT,
+        node.url(&format!("/v1/collections/{coll}/indexes/{name}")),
+        &def,
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+async fn wait_ready(http: &reqwest::Client, node: &TestNode, coll: &str, name: &str) {
+    let url = node.url(&format!("/v1/collections/{coll}/indexes/{name}"));
+    poll_until("index ready", Duration::from_secs(30), || {
+        let (http, url) = (http.clone(), url.clone());
+        async move { get_json(&http, url).await["state"] == "ready" }
+    })
+    .await;
+}
+
+async fn find(http: &reqwest::Client, node: &TestNode, coll: &str, body: Value) -> (u16, Value) {
+    let r = send_json(
+        http,
+        Method::POST,
+        node.url(&format!("/v1/collections/{coll}/find")),
+        &body,
+    )
+    .await;
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Every page of a query, followed by bookmark: the ids in order.
+async fn all_pages(
+    http: &reqwest::Client,
+    node: &TestNode,
+    coll: &str,
+    mut body: Value,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..1000 {
+        let (s, v) = find(http, node, coll, body.clone()).await;
+        assert_eq!(s, 200, "{v}");
+        for d in v["docs"].as_array().unwrap() {
+            ids.push(d["id"].as_str().unwrap().to_string());
+        }
+        match v.get("bookmark") {
+            Some(b) => body["bookmark"] = b.clone(),
+            None => return ids,
+        }
+    }
+    panic!("too many pages");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexed_queries_sort_page_project_and_explain() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let http = client();
+    let docs: Vec<(String, Value)> = (0..300).map(|i| (format!("t{i:03}"), task(i))).collect();
+    bulk_put(&http, &node, "tasks", &docs).await;
+    // Defined after the documents: the build indexes them.
+    let def = json!({"fields": ["status", "due"]});
+    assert_eq!(
+        define(&http, &node, "tasks", "status_due", def.clone()).await,
+        201
+    );
+    assert_eq!(define(&http, &node, "tasks", "status_due", def).await, 200);
+    assert_eq!(
+        define(
+            &http,
+            &node,
+            "tasks",
+            "status_due",
+            json!({"fields": ["due"]})
+        )
+        .await,
+        409
+    );
+    assert_eq!(
+        define(
+            &http,
+            &node,
+            "tasks",
+            "by_project",
+            json!({"fields": ["project.id"]})
+        )
+        .await,
+        201
+    );
+    wait_ready(&http, &node, "tasks", "status_due").await;
+    wait_ready(&http, &node, "tasks", "by_project").await;
+
+    // Writes after the build are indexed too.
+    let r = send_json(
+        &http,
+        Method::PATCH,
+        node.url("/v1/collections/tasks/docs/t001"),
+        &json!({"status": "open", "due": "2027-01-31"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let r = http
+        .delete(node.url("/v1/collections/tasks/docs/t003"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let mut current: Vec<(String, Value)> = docs
+        .into_iter()
+        .filter(|(id, _)| id != "t003")
+        .map(|(id, mut v)| {
+            if id == "t001" {
+                v["status"] = json!("open");
+                v["due"] = json!("2027-01-31");
+            }
+            (id, v)
+        })
+        .collect();
+    current.sort_by(|a, b| a.0.cmp(&b.0));
+
+    // Equality + range, sorted by the index's second field, descending, in pages of 7.
+    let q = json!({
+        "selector": {"status": "open", "due": {"$gte": "2027-01-10"}},
+        "sort": [{"due": "desc"}], "limit": 7
+    });
+    let mut expected: Vec<&(String, Value)> = current
+        .iter()
+        .filter(|(_, v)| v["status"] == "open" && v["due"].as_str().unwrap() >= "2027-01-10")
+        .collect();
+    expected.sort_by(|a, b| {
+        b.1["due"]
+            .as_str()
+            .cmp(&a.1["due"].as_str())
+            .then(b.0.cmp(&a.0))
+    });
+    let got = all_pages(&http, &node, "tasks", q.clone()).await;
+    let want: Vec<String> = expected.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(got, want);
+    let (_, first) = find(&http, &node, "tasks", q.clone()).await;
+    assert_eq!(first["stats"]["index"], "status_due");
+    assert_eq!(first["stats"]["returned"], 7);
+    assert!(first.get("warning").is_none(), "{first}");
+
+    // A projection, and `$in` over a nested path served by the other index.
+    let (s, v) = find(
+        &http,
+        &node,
+        "tasks",
+        json!({
+            "selector": {"project.id": {"$in": [2, 5]}, "tags": {"$size": 2}},
+            "fields": ["n", "project.id"], "limit": 1000
+        }),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let want: Vec<&String> = current
+        .iter()
+        .filter(|(_, v)| {
+            [2, 5].contains(&v["project"]["id"].as_u64().unwrap())
+                && v["tags"].as_array().unwrap().len() == 2
+        })
+        .map(|(id, _)| id)
+        .collect();
+    let mut got: Vec<&str> = v["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    got.sort();
+    assert_eq!(got, want);
+    assert_eq!(v["stats"]["index"], "by_project");
+    let d = &v["docs"][0]["doc"];
+    assert_eq!(d.as_object().unwrap().len(), 2, "{d}");
+    assert!(d["project"]["id"].is_number() && d["n"].is_number());
+
+    // `$or` over both indexes.
+    let (s, v) = find(
+        &http,
+        &node,
+        "tasks",
+        json!({
+            "selector": {"$or": [{"status": "hold"}, {"project.id": 3}]}, "limit": 1000
+        }),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let want = current
+        .iter()
+        .filter(|(_, v)| v["status"] == "hold" || v["project"]["id"] == 3)
+        .count();
+    assert_eq!(v["docs"].as_array().unwrap().len(), want);
+
+    // Explain names the choice and the reasons.
+    let r = send_json(
+        &http,
+        Method::POST,
+        node.url("/v1/collections/tasks/explain"),
+        &q,
+    )
+    .await;
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["index"], "status_due", "{e}");
+    assert_eq!(e["in_memory_sort"], false);
+    let by_project = e["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["index"] == "by_project")
+        .unwrap();
+    assert_eq!(by_project["usable"], false);
+    assert!(by_project["reason"]
+        .as_str()
+        .unwrap()
+        .contains("project.id"));
+    assert_eq!(e["ranges"][0]["pinned"], json!(["open"]));
+
+    let list = get_json(&http, node.url("/v1/collections/tasks/indexes")).await;
+    assert_eq!(list["indexes"].as_array().unwrap().len(), 2);
+    let r = http
+        .delete(node.url("/v1/collections/tasks/indexes/by_project"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = http
+        .get(node.url("/v1/collections/tasks/indexes/by_project"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // The system collection stays the node's own.
+    let r = http
+        .get(node.url("/v1/collections/_indexes/docs/tasks:status_due"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_silent_full_scans_and_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let http = client();
+    let docs: Vec<(String, Value)> = (0..1001).map(|i| (format!("d{i:04}"), task(i))).collect();
+    bulk_put(&http, &node, "big", &docs).await;
+    let small: Vec<(String, Value)> = (0..50).map(|i| (format!("d{i:04}"), task(i))).collect();
+    bulk_put(&http, &node, "small", &small).await;
+
+    let q = json!({"selector": {"status": "hold", "n": {"$gt": 500}}, "sort": ["n"]});
+    let (s, v) = find(&http, &node, "big", q.clone()).await;
+    assert_eq!(s, 400, "{v}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("[\"status\", \"n\"]") && detail.contains("allow_scan"),
+        "{detail}"
+    );
+
+    let mut scan = q.clone();
+    scan["allow_scan"] = json!(true);
+    scan["limit"] = json!(1000);
+    let (s, v) = find(&http, &node, "big", scan).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(v["stats"]["index"].is_null());
+    assert_eq!(v["stats"]["docs_examined"], 1001);
+    assert!(v["warning"].as_str().unwrap().contains("scanned"), "{v}");
+    let want: Vec<u64> = (501..1001).filter(|i| i % 3 == 2).collect();
+    let got: Vec<u64> = v["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["doc"]["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(got, want);
+
+    // A small collection may be scanned without asking, and says so.
+    let (s, v) = find(
+        &http,
+        &node,
+        "small",
+        json!({"selector": {"status": "open"}}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert!(v["warning"].is_string());
+
+    for (body, needle) in [
+        (json!({"selector": {"n": {"$gtx": 1}}}), "$gtx"),
+        (json!({"selector": {"n": {"$in": 3}}}), "$in"),
+        (json!({"selector": {}, "limit": 0}), "limit"),
+        (json!({"selector": {}, "sort": [{"n": "up"}]}), "sort"),
+        (json!({"selector": {}, "bookmark": "garbage"}), "bookmark"),
+        (json!({"selector": {}, "use_index": "nope"}), "nope"),
+        (json!({"selector": {}, "bogus": 1}), "bogus"),
+    ] {
+        let (s, v) = find(&http, &node, "small", body.clone()).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        assert!(
+            v["detail"].as_str().unwrap_or_default().contains(needle),
+            "{body}: {v}"
+        );
+    }
+    for (def, needle) in [
+        (json!({"fields": []}), "fields"),
+        (json!({"fields": ["a..b"]}), "a..b"),
+        (
+            json!({"fields": ["a"], "partial_filter": {"x": {"$bad": 1}}}),
+            "$bad",
+        ),
+    ] {
+        let r = send_json(
+            &http,
+            Method::PUT,
+            node.url("/v1/collections/small/indexes/x"),
+            &def,
+        )
+        .await;
+        assert_eq!(r.status(), 400, "{def}");
+        let v: Value = r.json().await.unwrap();
+        assert!(v["detail"].as_str().unwrap().contains(needle), "{def}: {v}");
+    }
+    node.stop().await;
+}
