@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::doc::heads;
-use crate::query::collate::{self, compare};
+use crate::query::collate;
 use crate::query::plan::{self, Candidate, Direction, IndexInfo, IndexPlan, SortKey};
 use crate::query::{FieldPath, Selector};
 use crate::store::index::split_entry;
@@ -128,8 +128,8 @@ pub struct Bookmark {
 enum Position {
     /// Index order: the key of the last entry after its stream's pinned prefix (base64).
     Key(String),
-    /// In-memory order: the last document's sort values and id.
-    Sorted(Vec<Value>, String),
+    /// In-memory order: the last document's sort keys (encoded values, base64) and id.
+    Sorted(Vec<String>, String),
     /// Scan order: the last document id.
     Id(String),
 }
@@ -731,16 +731,21 @@ fn gather_ids(
     Ok(ids.into_iter().collect())
 }
 
-fn sort_values(doc: &Value, sort: &[SortKey]) -> Vec<Value> {
+/// A document's sort keys: each sort field's value in index-key encoding (an absent field sorts
+/// before every value, `null` included), so a sort in memory orders exactly as an index would.
+fn sort_values(doc: &Value, sort: &[SortKey]) -> Vec<Vec<u8>> {
     sort.iter()
-        .map(|k| k.path.get(doc).cloned().unwrap_or(Value::Null))
+        .map(|k| match k.path.get(doc) {
+            Some(v) => collate::encoded(v),
+            None => vec![collate::MISSING],
+        })
         .collect()
 }
 
-/// Orders two (sort values, id) positions by the query's sort, then by id.
-fn order(sort: &[SortKey], a: (&[Value], &str), b: (&[Value], &str)) -> Ordering {
+/// Orders two (sort keys, id) positions by the query's sort, then by id.
+fn order(sort: &[SortKey], a: (&[Vec<u8>], &str), b: (&[Vec<u8>], &str)) -> Ordering {
     for (k, (x, y)) in sort.iter().zip(a.0.iter().zip(b.0)) {
-        let o = compare(x, y);
+        let o = x.cmp(y);
         let o = if k.direction == Direction::Desc {
             o.reverse()
         } else {
@@ -776,7 +781,7 @@ fn sort_in_memory(
     finish_sorted(q, matched)
 }
 
-type Matched = (Vec<Value>, String, String, Value);
+type Matched = (Vec<Vec<u8>>, String, String, Value);
 
 fn finish_sorted(
     q: &Query,
@@ -785,10 +790,17 @@ fn finish_sorted(
     matched.sort_by(|a, b| order(&q.sort, (&a.0, &a.1), (&b.0, &b.1)));
     let start = match q.bookmark.as_ref().map(|b| &b.after[0]) {
         None => 0,
-        Some(Position::Sorted(vals, id)) => matched
-            .iter()
-            .position(|m| order(&q.sort, (&m.0, &m.1), (vals, id)) == Ordering::Greater)
-            .unwrap_or(matched.len()),
+        Some(Position::Sorted(vals, id)) => {
+            let vals: Vec<Vec<u8>> = vals
+                .iter()
+                .map(|v| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v))
+                .collect::<Result<_, _>>()
+                .map_err(|_| FindError::BadRequest("bookmark: not from this query".into()))?;
+            matched
+                .iter()
+                .position(|m| order(&q.sort, (&m.0, &m.1), (&vals, id)) == Ordering::Greater)
+                .unwrap_or(matched.len())
+        }
         Some(_) => {
             return Err(FindError::BadRequest(
                 "bookmark: from a query with another plan".into(),
@@ -799,9 +811,12 @@ fn finish_sorted(
     let more = page.len() > q.limit;
     let page: Vec<Matched> = page.into_iter().take(q.limit).collect();
     let bookmark = match page.last() {
-        Some((vals, id, _, _)) if more => {
-            Some(Bookmark::one(Position::Sorted(vals.clone(), id.clone())))
-        }
+        Some((vals, id, _, _)) if more => Some(Bookmark::one(Position::Sorted(
+            vals.iter()
+                .map(|v| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v))
+                .collect(),
+            id.clone(),
+        ))),
         _ => None,
     };
     let docs = page
@@ -922,7 +937,7 @@ mod tests {
 
     #[test]
     fn bookmarks_round_trip_and_refuse_garbage() {
-        let b = Bookmark::one(Position::Sorted(vec![json!(1)], "x".into()));
+        let b = Bookmark::one(Position::Sorted(vec!["AQ".into()], "x".into()));
         assert_eq!(Bookmark::decode(&b.encode()).unwrap(), b);
         assert!(Bookmark::decode("not-base64!").is_err());
         assert!(Bookmark::decode("e30").is_err());

@@ -21,6 +21,8 @@ pub const MAX_STRING_BYTES: usize = 256;
 /// An array or object stops adding members to its key once its encoding reaches this size.
 pub const MAX_VALUE_BYTES: usize = 1024;
 
+/// An absent field, in index keys (before every value, so `$exists: false` is a key range too).
+pub const MISSING: u8 = 0x00;
 /// Type ranks, in order; also the first byte of each encoding.
 pub const NULL: u8 = 0x01;
 pub const FALSE: u8 = 0x02;

@@ -99,8 +99,6 @@ enum Allowed {
     Points(Vec<Vec<u8>>),
     /// Keys in `[lo, hi)`.
     Between(Vec<u8>, Vec<u8>),
-    /// Any present value.
-    Present,
     /// Nothing narrower (the field may even be absent).
     Anything,
 }
@@ -134,8 +132,10 @@ fn allowed_by(c: &Cond) -> Allowed {
         }
         Cond::Gt(x) | Cond::Gte(x) => Allowed::Between(encoded(x), bracket_of(x).1),
         Cond::Lt(x) | Cond::Lte(x) => Allowed::Between(bracket_of(x).0, prefix_end(&encoded(x))),
+        Cond::Exists(false) => Allowed::Points(vec![vec![collate::MISSING]]),
         Cond::And(cs) => cs.iter().map(allowed_by).fold(Allowed::Anything, intersect),
-        c if needs_presence(c) => Allowed::Present,
+        // Any present value: every key but the absent one.
+        c if needs_presence(c) => Allowed::Between(vec![collate::NULL], vec![0xff]),
         _ => Allowed::Anything,
     }
 }
@@ -144,7 +144,6 @@ fn intersect(a: Allowed, b: Allowed) -> Allowed {
     use Allowed::*;
     match (a, b) {
         (Anything, x) | (x, Anything) => x,
-        (Present, x) | (x, Present) => x,
         (Points(p), Points(q)) => Points(p.into_iter().filter(|x| q.contains(x)).collect()),
         (Points(p), Between(lo, hi)) | (Between(lo, hi), Points(p)) => Points(
             p.into_iter()
@@ -283,7 +282,19 @@ pub fn plan(
             ));
             continue;
         }
-        let Some((ranges, pinned)) = ranges(&ix.fields, selector) else {
+        let Some((ranges, pinned)) = ranges(&ix.fields, selector).or_else(|| {
+            // Every document is in a full index: its order alone can serve a sort.
+            let order_only =
+                !ix.partial && sort_order(&ix.fields, 0, &[], sort).is_some() && !sort.is_empty();
+            order_only.then(|| {
+                let all = Range {
+                    prefix: Vec::new(),
+                    lo: Vec::new(),
+                    hi: vec![0xff],
+                };
+                (vec![all], 0)
+            })
+        }) else {
             candidates.push(verdict(
                 false,
                 format!(

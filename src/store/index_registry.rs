@@ -112,15 +112,20 @@ impl IndexDef {
         })
     }
 
-    /// The values part of this index's key for a document (its JSON), or `None` when the
-    /// document is not in the index (a field is missing, or the partial filter excludes it).
+    /// The values part of this index's key for a document (its JSON; an absent field is
+    /// [`crate::query::collate::MISSING`]), or `None` when the partial filter excludes it. Every
+    /// other document is in the index, so a query on some of its fields never misses one that
+    /// lacks the others.
     pub fn entry_values(&self, doc: &Value) -> Option<Vec<u8>> {
         if self.partial.as_ref().is_some_and(|p| !p.matches(doc)) {
             return None;
         }
         let mut out = Vec::new();
         for f in &self.fields {
-            crate::query::collate::encode(f.get(doc)?, &mut out);
+            match f.get(doc) {
+                Some(v) => crate::query::collate::encode(v, &mut out),
+                None => out.push(crate::query::collate::MISSING),
+            }
         }
         Some(out)
     }
