@@ -18,7 +18,7 @@ fn task(i: u64) -> Value {
         "project": {"id": i % 7},
         "due": format!("2027-01-{:02}", 1 + (i * 13) % 28),
         "n": i,
-        "tags": if i % 2 == 0 { json!(["a"]) } else { json!(["b", "c"]) },
+        "tags": if i.is_multiple_of(2) { json!(["a"]) } else { json!(["b", "c"]) },
     })
 }
 

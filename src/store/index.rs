@@ -481,9 +481,10 @@ mod tests {
         put(&s, "d", json!({"n": 2}));
         build(&s, &ix);
         assert_eq!(s.indexes.state(ix.id), Some(BuildState::Ready));
-        assert_eq!(ids(&s, &ix, false), ["b", "d", "a"]);
-        assert_eq!(ids(&s, &ix, true), ["a", "d", "b"]);
-        // Updates move entries; deletes and missing fields remove them.
+        // `c` has no `n`: it is indexed as absent, before every value.
+        assert_eq!(ids(&s, &ix, false), ["c", "b", "d", "a"]);
+        assert_eq!(ids(&s, &ix, true), ["a", "d", "b", "c"]);
+        // Updates move entries; a delete removes its entry; a field that goes is indexed as absent.
         put(&s, "b", json!({"n": 9}));
         put(&s, "d", json!({"y": 2}));
         s.write::<_, StoreError>(&DocKey::new("t", "a").unwrap(), |doc, _| {
@@ -492,13 +493,13 @@ mod tests {
                 .map_err(StoreError::Doc)
         })
         .unwrap();
-        assert_eq!(ids(&s, &ix, false), ["b"]);
+        assert_eq!(ids(&s, &ix, false), ["c", "d", "b"]);
         // Reopened: definitions and states come back.
         drop(s);
         let s = store(dir.path());
         let ix = s.indexes.get("t", "by_n").unwrap();
         assert_eq!(s.indexes.state(ix.id), Some(BuildState::Ready));
-        assert_eq!(ids(&s, &ix, false), ["b"]);
+        assert_eq!(ids(&s, &ix, false), ["c", "d", "b"]);
         assert!(s.drop_index("t", "by_n").unwrap());
         assert!(s.indexes.get("t", "by_n").is_none());
         assert!(s
