@@ -71,6 +71,14 @@ pub async fn put(
     PathParams((collection, name)): PathParams<(String, String)>,
     Json(definition): Json<Definition>,
 ) -> Result<Response, ApiError> {
+    crate::store::keys::validate_collection(&collection)?;
+    if crate::store::keys::validate_collection(&name).is_err() {
+        return Err(ApiError::BadRequest(format!(
+            "invalid index name `{}`: an index name is {}",
+            name.chars().take(80).collect::<String>(),
+            crate::store::keys::COLLECTION_RULE
+        )));
+    }
     definition
         .parse()
         .map_err(|e| ApiError::InvalidBody(e.to_string()))?;

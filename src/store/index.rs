@@ -250,7 +250,6 @@ impl Store {
         definition: &Definition,
     ) -> Result<Defined, StoreError> {
         keys::validate_collection(collection)?;
-        keys::validate_collection(name).map_err(|_| StoreError::InvalidId(name.to_string()))?;
         if let Some(existing) = self.indexes.get(collection, name) {
             return Ok(if existing.definition == *definition {
                 Defined::Unchanged
