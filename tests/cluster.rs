@@ -1285,3 +1285,108 @@ async fn delete_concurrent_with_edits_inside_fields_keeps_only_the_put_fields() 
         );
     }
 }
+
+/// Index definitions replicate like documents; entries are each node's own. An index defined on
+/// one node before a partition, writes on every node during it (updates moving documents in and
+/// out of the result, deletes), and after the heal every node gives the same answer to the same
+/// query, equal to filtering every document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queries_agree_on_every_node_after_a_partition_heals() {
+    let c = Cluster::start(3, |i| (0..3).filter(|j| *j != i).collect()).await;
+    let doc = |i: usize| format!("/v1/collections/q/docs/d{i:03}");
+    for i in 0..30 {
+        let s = ["a", "b"][i % 2];
+        let body = json!({"s": s, "n": i});
+        assert_eq!(
+            c.send(i % 3, reqwest::Method::PUT, &doc(i), body).await,
+            201
+        );
+    }
+    let def = json!({"fields": ["s", "n"]});
+    assert_eq!(
+        c.send(
+            0,
+            reqwest::Method::PUT,
+            "/v1/collections/q/indexes/s_n",
+            def
+        )
+        .await,
+        201
+    );
+    c.partition(&[&[0], &[1, 2]]);
+    for i in 30..90 {
+        let s = ["a", "b", "c"][i % 3];
+        let body = json!({"s": s, "n": i});
+        assert!(ok(c.send(i % 3, reqwest::Method::PUT, &doc(i), body).await));
+    }
+    for i in (0..30).step_by(4) {
+        // Concurrent on both sides of the partition: both fields survive the merge.
+        assert!(ok(c
+            .send(0, reqwest::Method::PATCH, &doc(i), json!({"s": "b"}))
+            .await));
+        assert!(ok(c
+            .send(1, reqwest::Method::PATCH, &doc(i), json!({"n": 1000 + i}))
+            .await));
+    }
+    for i in (1..30).step_by(7) {
+        assert!(ok(c
+            .send(2, reqwest::Method::DELETE, &doc(i), Value::Null)
+            .await));
+    }
+    c.heal();
+    c.wait_converged("q").await;
+    for i in 0..3 {
+        let url = c.url(i, "/v1/collections/q/indexes/s_n");
+        poll_until("index ready everywhere", CONVERGE, || {
+            let (http, url) = (c.http.clone(), url.clone());
+            async move { get_json(&http, url).await["state"] == "ready" }
+        })
+        .await;
+    }
+    // Every live document, from node 0's listing, filtered by hand.
+    let listing = get_json(
+        &c.http,
+        c.url(0, "/v1/collections/q/docs?include_docs=true&limit=1000"),
+    )
+    .await;
+    let mut want: Vec<(i64, String)> = listing["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| {
+            !d["deleted"].as_bool().unwrap()
+                && d["body"]["s"] == "b"
+                && d["body"]["n"].as_i64().unwrap() >= 10
+        })
+        .map(|d| {
+            (
+                d["body"]["n"].as_i64().unwrap(),
+                d["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    want.sort_by(|a, b| b.cmp(a));
+    let want: Vec<String> = want.into_iter().map(|(_, id)| id).collect();
+    assert!(want.len() > 10, "{want:?}");
+    let query = json!({
+        "selector": {"s": "b", "n": {"$gte": 10}}, "sort": [{"n": "desc"}], "limit": 1000
+    });
+    for i in 0..3 {
+        let r = c
+            .http
+            .post(c.url(i, "/v1/collections/q/find"))
+            .json(&query)
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["stats"]["index"], "s_n", "node {i}: {v}");
+        let got: Vec<&str> = v["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, want, "node {i}");
+    }
+}

@@ -371,3 +371,92 @@ async fn no_silent_full_scans_and_clear_errors() {
     }
     node.stop().await;
 }
+
+/// Writes through every client path land in the index at once: ops, posted Automerge changes,
+/// HTTP sync, and a delete; and `$exists: false` finds documents lacking the field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_path_is_indexed() {
+    use automerge::transaction::Transactable;
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let http = client();
+    assert_eq!(
+        define(&http, &node, "w", "by_kind", json!({"fields": ["kind"]})).await,
+        201
+    );
+    wait_ready(&http, &node, "w", "by_kind").await;
+    let doc = |id: &str| node.url(&format!("/v1/collections/w/docs/{id}"));
+
+    let r = send_json(&http, Method::PUT, doc("put"), &json!({"kind": "k"})).await;
+    assert_eq!(r.status(), 201);
+    let r = send_json(&http, Method::PUT, doc("ops"), &json!({"other": 1})).await;
+    assert_eq!(r.status(), 201);
+    let r = send_json(
+        &http,
+        Method::POST,
+        format!("{}/ops", doc("ops")),
+        &json!({"ops": [{"op": "set", "path": "/kind", "value": "k"}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    // An Automerge client's changes, posted as bytes.
+    let mut am = automerge::AutoCommit::new();
+    am.put(automerge::ROOT, "kind", "k").unwrap();
+    let r = common::http::post_bytes(&http, format!("{}/changes", doc("posted")), am.save()).await;
+    assert!(r.status().is_success(), "{}", r.status());
+
+    // Another over the sync protocol.
+    let mut synced = automerge::Automerge::new();
+    synced
+        .transact::<_, _, automerge::AutomergeError>(|tx| {
+            tx.put(automerge::ROOT, "kind", "k").map(|_| ())
+        })
+        .unwrap();
+    let mut state = automerge::sync::State::new();
+    common::http::sync_to_end(
+        &http,
+        &format!("{}/sync", doc("synced")),
+        "client-1",
+        None,
+        &mut synced,
+        &mut state,
+    )
+    .await;
+
+    let ids = |v: &Value| {
+        let mut ids: Vec<String> = v["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let q = json!({"selector": {"kind": "k"}, "use_index": "by_kind"});
+    let (s, v) = find(&http, &node, "w", q.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(ids(&v), ["ops", "posted", "put", "synced"]);
+    assert_eq!(v["stats"]["index"], "by_kind");
+
+    let r = http.delete(doc("posted")).send().await.unwrap();
+    assert!(r.status().is_success());
+    let r = send_json(&http, Method::PATCH, doc("put"), &json!({"kind": null})).await;
+    assert_eq!(r.status(), 200);
+    let (_, v) = find(&http, &node, "w", q).await;
+    assert_eq!(ids(&v), ["ops", "synced"]);
+    let (_, v) = find(
+        &http,
+        &node,
+        "w",
+        json!({"selector": {"kind": {"$exists": false}}, "use_index": "by_kind"}),
+    )
+    .await;
+    assert_eq!(ids(&v), ["put"]);
+    assert_eq!(
+        v["stats"]["keys_examined"], 1,
+        "served from the index's absent-field keys"
+    );
+    node.stop().await;
+}
