@@ -90,3 +90,18 @@ pub async fn post_bytes(
 ) -> reqwest::Response {
     http.post(url).body(body).send().await.expect("POST")
 }
+
+/// `method url` with `body` as JSON; the transport error instead of a panic (for requests to a
+/// node that may be killed meanwhile).
+pub async fn try_send_json(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    http.request(method, url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+}
