@@ -32,7 +32,15 @@ fn put(store: &Store, collection: &str, id: &str, deleted: bool) {
 /// added, version 1.
 fn downgrade_to_v1(path: &std::path::Path) {
     let mut db = rocksdb::DB::open_cf(&rocksdb::Options::default(), path, cfs::ALL).unwrap();
-    for cf in [cfs::COUNTS, cfs::DIGEST, cfs::BUCKETS, cfs::SYNC_STATES] {
+    for cf in [
+        cfs::COUNTS,
+        cfs::DIGEST,
+        cfs::BUCKETS,
+        cfs::SYNC_STATES,
+        cfs::INDEX_ENTRIES,
+        cfs::INDEX_REV,
+        cfs::INDEX_STATE,
+    ] {
         db.drop_cf(cf).unwrap();
     }
     migrate::write_version(&db, 1).unwrap();
@@ -252,6 +260,28 @@ fn check_digest(store: &Store) {
     assert_eq!(indexed, fixture_docs().len(), "no stray bucket entries");
 }
 
+/// Migration 5's result: an index declared on migrated data builds over it and finds it.
+fn check_indexes(store: &Store) {
+    use concord::store::index_registry::{BuildState, Definition};
+    let def = Definition {
+        fields: vec!["age".into()],
+        partial_filter: None,
+    };
+    store.define_index("users", "by_age", &def).unwrap();
+    let ix = store.indexes().get("users", "by_age").unwrap();
+    while store.index_build_step(&ix, 1).unwrap() != BuildState::Ready {}
+    let q = concord::find::Query::parse(&concord::find::FindRequest {
+        selector: Some(json!({"age": {"$gt": 35}})),
+        ..Default::default()
+    })
+    .unwrap();
+    let found = concord::find::find(store, "users", &q).unwrap();
+    assert_eq!(found.stats.index.as_deref(), Some("by_age"));
+    let ids: Vec<&str> = found.docs.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["bob"]);
+    assert_eq!(found.docs[0].doc["name"], "Bob");
+}
+
 /// Migration 4's result: client sync states can be stored, read back and swept.
 fn check_sync_states(store: &Store) {
     let key = DocKey::new("users", "alice").unwrap();
@@ -294,8 +324,8 @@ fn check_keeps_working(store: &Store) {
 }
 
 /// The checked-in store, written by the oldest Concord binary (schema 2), opened by this build:
-/// migrations 3 (digest) and 4 (sync states) run on real old data; every document, count and
-/// tombstone survives; the result is the current schema and stays so across a reopen.
+/// migrations 3 (digest), 4 (sync states) and 5 (indexes) run on real old data; every document,
+/// count and tombstone survives; the result is the current schema and stays so across a reopen.
 #[test]
 fn real_schema_2_store_from_the_oldest_binary_migrates() {
     let dir = copy_fixture();
@@ -325,12 +355,14 @@ fn real_schema_2_store_from_the_oldest_binary_migrates() {
     check_documents(&store);
     check_digest(&store);
     check_keeps_working(&store);
+    // Last: an index definition is a replicated document, so it moves the digest.
+    check_indexes(&store);
 }
 
 /// Schema 1 is a store from before the version key and the `counts` column family. No
 /// committed binary wrote one (see [`FIXTURE`]), so this derives it from the real fixture: drop
 /// `counts` and the version key. Opening it runs migration 2 (counts rebuilt from the
-/// metadata the old binary wrote), then 3 and 4.
+/// metadata the old binary wrote), then 3, 4 and 5.
 #[test]
 fn schema_1_layout_of_the_real_store_migrates_through_every_step() {
     let dir = copy_fixture();
@@ -353,6 +385,7 @@ fn schema_1_layout_of_the_real_store_migrates_through_every_step() {
     check_digest(&store);
     check_sync_states(&store);
     check_keeps_working(&store);
+    check_indexes(&store);
     drop(store);
     assert_eq!(raw_version(dir.path()), Some(migrate::CURRENT_SCHEMA));
 }
