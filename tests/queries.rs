@@ -460,3 +460,115 @@ async fn every_write_path_is_indexed() {
     );
     node.stop().await;
 }
+
+fn started(r: &reqwest::Response) {
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+}
+
+/// A live query: the matching documents now, then `enter` / `update` / `leave` as writes from a
+/// client and from a peer's push move documents in and out, each once, in order; and a stream
+/// resumed with `Last-Event-ID` gets every change it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_queries_follow_every_source_and_resume() {
+    use common::http::SseReader;
+    use std::time::Duration;
+    const SECRET: &str = "live-query-cluster-secret-0123456789";
+    let (d0, d1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let n0 = TestNode::start_with(d0.path(), |c| c.cluster_secret = Some(SECRET.into())).await;
+    let seed = n0.url.trim_start_matches("http://").to_string();
+    let n1 = TestNode::start_with(d1.path(), move |c| {
+        c.cluster_secret = Some(SECRET.into());
+        c.peers = vec![seed];
+    })
+    .await;
+    let http = client();
+    let doc = |n: &TestNode, id: &str| n.url(&format!("/v1/collections/live/docs/{id}"));
+    for (id, s) in [("a", "open"), ("b", "closed"), ("c", "open")] {
+        let r = send_json(&http, Method::PUT, doc(&n0, id), &json!({"s": s, "n": 1})).await;
+        assert_eq!(r.status(), 201);
+    }
+    let wait = Duration::from_secs(20);
+    let r = send_json(
+        &http,
+        Method::POST,
+        n0.url("/v1/collections/live/find"),
+        &json!({"selector": {"s": "open"}, "fields": ["s"], "watch": true}),
+    )
+    .await;
+    started(&r);
+    let mut live = SseReader::new(r);
+    let mut initial = Vec::new();
+    loop {
+        let e = live.next(wait).await.expect("initial result");
+        if e.event == "current" {
+            assert_eq!(e.data["count"], 2);
+            break;
+        }
+        assert_eq!(e.event, "enter");
+        assert_eq!(e.data["doc"], json!({"s": "open"}), "projected");
+        initial.push(e.data["id"].as_str().unwrap().to_string());
+    }
+    initial.sort();
+    assert_eq!(initial, ["a", "c"]);
+
+    // Client writes on this node.
+    let r = send_json(&http, Method::PATCH, doc(&n0, "b"), &json!({"s": "open"})).await;
+    assert_eq!(r.status(), 200);
+    let r = send_json(&http, Method::PATCH, doc(&n0, "a"), &json!({"n": 2})).await;
+    assert_eq!(r.status(), 200);
+    let r = send_json(&http, Method::PATCH, doc(&n0, "c"), &json!({"s": "done"})).await;
+    assert_eq!(r.status(), 200);
+    // A write on the other node, arriving by its push.
+    let r = send_json(&http, Method::PUT, doc(&n1, "d"), &json!({"s": "open"})).await;
+    assert_eq!(r.status(), 201);
+    let mut seen = Vec::new();
+    let mut last_id = String::new();
+    while seen.len() < 4 {
+        let e = live.next(wait).await.expect("a change event");
+        last_id = e.id.clone().expect("events carry a cursor");
+        seen.push((e.event, e.data["id"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("enter".to_string(), "b".to_string()),
+            ("update".into(), "a".into()),
+            ("leave".into(), "c".into()),
+            ("enter".into(), "d".into()),
+        ]
+    );
+    assert!(
+        live.next(Duration::from_millis(300)).await.is_none(),
+        "each change once"
+    );
+    drop(live);
+
+    // Missed while disconnected: resumed from the last event id.
+    let r = http.delete(doc(&n0, "b")).send().await.unwrap();
+    assert!(r.status().is_success());
+    let r = send_json(&http, Method::PUT, doc(&n0, "e"), &json!({"s": "open"})).await;
+    assert_eq!(r.status(), 201);
+    let r = http
+        .get(n0.url("/v1/collections/live/find?selector=%7B%22s%22%3A%22open%22%7D"))
+        .header("last-event-id", &last_id)
+        .send()
+        .await
+        .unwrap();
+    started(&r);
+    let mut resumed = SseReader::new(r);
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let e = resumed.next(wait).await.expect("missed changes");
+        got.push((e.event, e.data["id"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(
+        got,
+        [
+            ("leave".to_string(), "b".to_string()),
+            ("enter".into(), "e".into())
+        ]
+    );
+    n1.stop().await;
+    n0.stop().await;
+}

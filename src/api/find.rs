@@ -4,29 +4,38 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 
 use crate::find::{FindRequest, Query};
-use crate::http::extract::{Json, PathParams};
+use crate::http::extract::{Json, PathParams, QueryParams};
 use crate::http::problem::ApiError;
 use crate::node::Node;
 
 fn parse(collection: &str, req: &FindRequest) -> Result<Query, ApiError> {
     crate::store::keys::validate_collection(collection)?;
-    if req.watch {
-        return Err(ApiError::BadRequest(
-            "watch: live queries are not served by this node yet".into(),
-        ));
-    }
     Ok(Query::parse(req)?)
 }
 
-/// `POST .../find`
+fn last_event_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// `POST .../find`; with `"watch": true`, a live query (Server-Sent Events, see `live`).
 pub async fn find(
     State(node): State<Arc<Node>>,
     PathParams(collection): PathParams<String>,
+    headers: HeaderMap,
     Json(req): Json<FindRequest>,
 ) -> Result<Response, ApiError> {
+    if req.watch {
+        crate::store::keys::validate_collection(&collection)?;
+        return super::live::watch(node, collection, req, last_event_id(&headers)).await;
+    }
     let q = parse(&collection, &req)?;
     let n = node.clone();
     let result = node
@@ -35,6 +44,45 @@ pub async fn find(
         })
         .await?;
     Ok(axum::Json(result).into_response())
+}
+
+/// The query string of `GET .../find`: a live query for `EventSource`, which can only `GET`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchQuery {
+    /// The selector, as JSON.
+    pub selector: Option<String>,
+    /// Paths to keep, comma-separated.
+    pub fields: Option<String>,
+    pub use_index: Option<String>,
+    #[serde(default)]
+    pub allow_scan: bool,
+}
+
+/// `GET .../find?selector=...`: a live query (Server-Sent Events).
+pub async fn watch_get(
+    State(node): State<Arc<Node>>,
+    PathParams(collection): PathParams<String>,
+    QueryParams(w): QueryParams<WatchQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    crate::store::keys::validate_collection(&collection)?;
+    let selector = match w.selector.as_deref() {
+        None => None,
+        Some(s) => Some(
+            serde_json::from_str(s)
+                .map_err(|e| ApiError::BadRequest(format!("selector: not JSON: {e}")))?,
+        ),
+    };
+    let req = FindRequest {
+        selector,
+        fields: w.fields.map(|f| f.split(',').map(str::to_string).collect()),
+        use_index: w.use_index,
+        allow_scan: w.allow_scan,
+        watch: true,
+        ..FindRequest::default()
+    };
+    super::live::watch(node, collection, req, last_event_id(&headers)).await
 }
 
 /// `POST .../explain`

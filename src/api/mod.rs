@@ -12,6 +12,7 @@ pub mod doc_bytes;
 pub mod docs;
 pub mod find;
 pub mod indexes;
+pub mod live;
 pub mod peer;
 pub mod system;
 pub mod websocket;
@@ -80,7 +81,10 @@ pub fn client_routes(node: Arc<Node>) -> Router<Arc<Node>> {
             "/v1/collections/{collection}/indexes/{name}",
             get(indexes::get).put(indexes::put).delete(indexes::delete),
         )
-        .route("/v1/collections/{collection}/find", post(find::find))
+        .route(
+            "/v1/collections/{collection}/find",
+            get(find::watch_get).post(find::find),
+        )
         .route("/v1/collections/{collection}/explain", post(find::explain))
         .route("/v1/changes", get(changes::changes))
         .route("/v1/cluster", get(cluster::cluster))

@@ -478,7 +478,8 @@ fn insert_path(m: &mut Map<String, Value>, segs: &[String], v: Value) {
     }
 }
 
-fn project(doc: Map<String, Value>, fields: &Option<Vec<FieldPath>>) -> Map<String, Value> {
+/// The document cut to the given paths (all of it when `fields` is `None`).
+pub fn project(doc: Map<String, Value>, fields: &Option<Vec<FieldPath>>) -> Map<String, Value> {
     let Some(fields) = fields else { return doc };
     let full = Value::Object(doc);
     let mut out = Map::new();
