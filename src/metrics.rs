@@ -44,6 +44,7 @@ pub struct Metrics {
     pub push_dropped: Counter,
     pub push_docs_rejected: Counter,
     pub replication_docs_skipped: Counter,
+    pub feed_filter_docs_loaded: Counter,
     pub sync_states_over_quota: Counter,
     pub writes_refused_no_space: Counter,
     wal_syncs: Counter,
@@ -94,6 +95,7 @@ impl Metrics {
             push_dropped: Counter::default(),
             push_docs_rejected: Counter::default(),
             replication_docs_skipped: Counter::default(),
+            feed_filter_docs_loaded: Counter::default(),
             sync_states_over_quota: Counter::default(),
             writes_refused_no_space: Counter::default(),
             wal_syncs: Counter::default(),
@@ -236,6 +238,12 @@ impl Metrics {
             "Documents in eager pushes that a peer could not take (its answer says why; \
              anti-entropy retries them)",
             m.push_docs_rejected.clone(),
+        );
+        registry.register(
+            "feed_filter_docs_loaded",
+            "Documents the changes feed loaded to judge a selector (no index covered it, or an \
+             entry held a value only in part); judged from an index entry otherwise",
+            m.feed_filter_docs_loaded.clone(),
         );
         registry.register(
             "replication_docs_skipped",

@@ -572,3 +572,72 @@ async fn live_queries_follow_every_source_and_resume() {
     n1.stop().await;
     n0.stop().await;
 }
+
+/// The changes feed filtered by a selector: only documents matching now, judged from the index
+/// entry when an index covers the selector (no document is loaded for it), by loading documents
+/// otherwise (which a large collection refuses without `allow_scan`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_feed_selector_is_answered_from_an_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let http = client();
+    assert_eq!(
+        define(&http, &node, "f", "by_s", json!({"fields": ["s"]})).await,
+        201
+    );
+    wait_ready(&http, &node, "f", "by_s").await;
+    for i in 0..20 {
+        let s = ["open", "closed"][i % 2];
+        let r = send_json(
+            &http,
+            Method::PUT,
+            node.url(&format!("/v1/collections/f/docs/d{i:02}")),
+            &json!({"s": s, "n": i}),
+        )
+        .await;
+        assert_eq!(r.status(), 201);
+    }
+    let r = http
+        .delete(node.url("/v1/collections/f/docs/d00"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let loaded = || async {
+        let text = common::scrape(&http, &node.url).await;
+        common::metric(&text, "concord_feed_filter_docs_loaded_total").unwrap_or(0.0)
+    };
+    let feed = |sel: &str, extra: &str| {
+        node.url(&format!(
+            "/v1/changes?since=0&collection=f&selector={}{extra}",
+            sel.replace('"', "%22")
+                .replace('{', "%7B")
+                .replace('}', "%7D")
+                .replace(':', "%3A")
+        ))
+    };
+    let ids = |v: &Value| -> Vec<String> {
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = loaded().await;
+    let v = get_json(&http, feed(r#"{"s":"open"}"#, "")).await;
+    let want: Vec<String> = (2..20).step_by(2).map(|i| format!("d{i:02}")).collect();
+    assert_eq!(ids(&v), want, "{v}");
+    assert_eq!(loaded().await, before, "judged from index entries");
+    // `n` is not indexed: documents are loaded (a small collection allows it).
+    let v = get_json(&http, feed(r#"{"n":5}"#, "")).await;
+    assert_eq!(ids(&v), ["d05"]);
+    assert!(loaded().await > before);
+    let r = http
+        .get(node.url("/v1/changes?selector=%7B%7D"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "a selector needs a collection");
+    node.stop().await;
+}

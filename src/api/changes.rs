@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::cursor::{self, Cursor};
 use crate::doc::heads;
+use crate::find::feed_filter::FeedFilter;
 use crate::http::extract::QueryParams;
 use crate::http::problem::ApiError;
 use crate::node::streams::StreamSlot;
@@ -48,6 +49,11 @@ pub struct ChangesQuery {
     pub feed: FeedMode,
     /// Long-poll wait in milliseconds (default 30000; capped below the request timeout).
     pub timeout: Option<u64>,
+    /// Only documents matching this selector (JSON) now; needs `collection`.
+    pub selector: Option<String>,
+    /// With `selector`: judge documents by loading them when no index covers the selector.
+    #[serde(default)]
+    pub allow_scan: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,10 +94,16 @@ async fn page(
     since: u64,
     limit: usize,
     collection: Option<String>,
+    filter: Option<Arc<FeedFilter>>,
 ) -> Result<(Vec<ChangeRow>, u64), ApiError> {
     let n = node.clone();
     node.blocking::<_, ApiError>(move || {
-        let (entries, last) = n.store.feed_page(since, limit, collection.as_deref())?;
+        let (store, metrics) = (&n.store, &n.metrics);
+        let keep = |e: &FeedEntry| match &filter {
+            Some(f) => f.keep(store, metrics, e),
+            None => Ok(true),
+        };
+        let (entries, last) = store.feed_page_where(since, limit, collection.as_deref(), &keep)?;
         Ok((entries.into_iter().map(|(s, e)| row(s, e)).collect(), last))
     })
     .await
@@ -124,9 +136,30 @@ pub async fn changes(
         _ => parse_since(&node, q.since.as_deref())?,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let filter = match (&q.selector, &q.collection) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(ApiError::BadRequest(
+                "selector: needs collection= (a selector applies to one collection)".into(),
+            ))
+        }
+        (Some(text), Some(c)) => {
+            let v: serde_json::Value = serde_json::from_str(text)
+                .map_err(|e| ApiError::BadRequest(format!("selector: not JSON: {e}")))?;
+            let selector = crate::query::Selector::parse(&v)
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let (n, c, allow) = (node.clone(), c.clone(), q.allow_scan);
+            Some(Arc::new(
+                node.blocking::<_, ApiError>(move || {
+                    Ok(FeedFilter::new(&n.store, &c, selector, allow)?)
+                })
+                .await?,
+            ))
+        }
+    };
     match q.feed {
         FeedMode::Normal => {
-            let (results, last) = page(&node, since, limit, q.collection).await?;
+            let (results, last) = page(&node, since, limit, q.collection, filter).await?;
             Ok(axum::Json(
                 serde_json::json!({ "results": results, "last_cursor": last.to_string() }),
             )
@@ -141,7 +174,8 @@ pub async fn changes(
             let mut since = since;
             loop {
                 rx.borrow_and_update();
-                let (results, last) = page(&node, since, limit, q.collection.clone()).await?;
+                let (results, last) =
+                    page(&node, since, limit, q.collection.clone(), filter.clone()).await?;
                 since = last;
                 if !results.is_empty() || tokio::time::Instant::now() >= deadline {
                     return Ok(axum::Json(
@@ -161,7 +195,7 @@ pub async fn changes(
         }
         FeedMode::Sse => {
             let slot = node.streams.acquire()?;
-            Ok(sse(node, slot, since, limit, q.collection).into_response())
+            Ok(sse(node, slot, since, limit, q.collection, filter).into_response())
         }
     }
 }
@@ -184,6 +218,7 @@ struct SseState {
     sent: u64,
     limit: usize,
     collection: Option<String>,
+    filter: Option<Arc<FeedFilter>>,
     rx: tokio::sync::watch::Receiver<u64>,
     buffered: VecDeque<ChangeRow>,
 }
@@ -196,6 +231,7 @@ fn sse(
     since: u64,
     limit: usize,
     collection: Option<String>,
+    filter: Option<Arc<FeedFilter>>,
 ) -> impl IntoResponse {
     let rx = node.store.feed_watermark();
     let state = SseState {
@@ -205,6 +241,7 @@ fn sse(
         sent: since,
         limit,
         collection,
+        filter,
         rx,
         buffered: VecDeque::new(),
     };
@@ -220,7 +257,8 @@ fn sse(
                 return Some((Ok::<Event, Infallible>(ev), st));
             }
             st.rx.borrow_and_update();
-            match page(&st.node, st.since, st.limit, st.collection.clone()).await {
+            let filter = st.filter.clone();
+            match page(&st.node, st.since, st.limit, st.collection.clone(), filter).await {
                 Ok((rows, last)) => {
                     st.since = last;
                     if !rows.is_empty() {

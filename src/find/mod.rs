@@ -18,6 +18,7 @@
 //! whose indexed fields did not change is never skipped nor repeated across pages.
 
 pub mod builder;
+pub mod feed_filter;
 
 use std::cmp::Ordering;
 use std::time::Instant;
@@ -459,7 +460,7 @@ fn load(
         .flatten())
 }
 
-fn insert_path(m: &mut Map<String, Value>, segs: &[String], v: Value) {
+pub(crate) fn insert_path(m: &mut Map<String, Value>, segs: &[String], v: Value) {
     let Some((first, rest)) = segs.split_first() else {
         return;
     };

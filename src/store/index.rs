@@ -405,6 +405,13 @@ impl Store {
         Ok(out)
     }
 
+    /// The encoded values of a document's entry in index `id` (none when it has no entry).
+    pub fn index_values(&self, id: u64, doc_id: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .db()
+            .get_cf(handle(self.db(), cfs::INDEX_REV)?, rev_key(id, doc_id))?)
+    }
+
     /// The live documents of `collection`.
     pub fn collection_count(&self, collection: &str) -> Result<i64, StoreError> {
         Ok(self

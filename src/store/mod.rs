@@ -709,6 +709,18 @@ impl Store {
         limit: usize,
         collection: Option<&str>,
     ) -> Result<(Vec<(u64, FeedEntry)>, u64), StoreError> {
+        self.feed_page_where(since, limit, collection, &|_| Ok(true))
+    }
+
+    /// [`Store::feed_page`], keeping only the entries `keep` accepts (it runs as the page is
+    /// read, so `limit` counts kept entries).
+    pub fn feed_page_where(
+        &self,
+        since: u64,
+        limit: usize,
+        collection: Option<&str>,
+        keep: &dyn Fn(&FeedEntry) -> Result<bool, StoreError>,
+    ) -> Result<(Vec<(u64, FeedEntry)>, u64), StoreError> {
         let upto = self.feed.watermark();
         let mut out = Vec::new();
         let mut last = since.min(upto);
@@ -725,7 +737,7 @@ impl Store {
             scanned += 1;
             last = seq;
             let entry: FeedEntry = records::decode("feed entry", v)?;
-            if collection.is_none_or(|c| c == entry.collection) {
+            if collection.is_none_or(|c| c == entry.collection) && keep(&entry)? {
                 out.push((seq, entry));
             }
             iter.next();
