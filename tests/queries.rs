@@ -641,3 +641,43 @@ async fn changes_feed_selector_is_answered_from_an_index() {
     assert_eq!(r.status(), 400, "a selector needs a collection");
     node.stop().await;
 }
+
+/// Index definitions are documents of the node's own `_indexes` collection: they replicate, but
+/// clients never see them as documents, in the collection list or in the changes feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_collection_stays_the_nodes_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = TestNode::start(dir.path()).await;
+    let http = client();
+    assert_eq!(
+        define(&http, &node, "own", "ix", json!({"fields": ["a"]})).await,
+        201
+    );
+    let r = send_json(
+        &http,
+        Method::PUT,
+        node.url("/v1/collections/own/docs/x"),
+        &json!({"a": 1}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let feed = get_json(&http, node.url("/v1/changes?since=0")).await;
+    let collections: Vec<&str> = feed["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["collection"].as_str().unwrap())
+        .collect();
+    assert_eq!(collections, ["own"], "{feed}");
+    let list = get_json(&http, node.url("/v1/collections")).await;
+    assert_eq!(list["collections"].as_array().unwrap().len(), 1, "{list}");
+    for url in [
+        "/v1/changes?collection=_indexes",
+        "/v1/collections/_indexes/docs",
+        "/v1/collections/_indexes/docs/own:ix",
+    ] {
+        let r = http.get(node.url(url)).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{url}");
+    }
+    node.stop().await;
+}

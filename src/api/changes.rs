@@ -99,7 +99,9 @@ async fn page(
     let n = node.clone();
     node.blocking::<_, ApiError>(move || {
         let (store, metrics) = (&n.store, &n.metrics);
+        // The node's own collections (index definitions) are not clients' changes.
         let keep = |e: &FeedEntry| match &filter {
+            _ if keys::SYSTEM_COLLECTIONS.contains(&e.collection.as_str()) => Ok(false),
             Some(f) => f.keep(store, metrics, e),
             None => Ok(true),
         };
@@ -118,6 +120,11 @@ pub async fn changes(
 ) -> Result<Response, ApiError> {
     if let Some(c) = &q.collection {
         keys::validate_collection(c)?;
+        if keys::SYSTEM_COLLECTIONS.contains(&c.as_str()) {
+            return Err(ApiError::Forbidden(format!(
+                "collection `{c}` is the node's own"
+            )));
+        }
     }
     match (&who.collections, &q.collection) {
         (Some(_), None) => {
