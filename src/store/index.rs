@@ -514,6 +514,45 @@ mod tests {
             .is_empty());
     }
 
+    /// A build interrupted by a restart resumes where it stopped, and indexes the documents
+    /// written meanwhile exactly once.
+    #[test]
+    fn a_build_resumes_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        for i in 0..10 {
+            put(&s, &format!("d{i}"), json!({"n": i}));
+        }
+        let def = Definition {
+            fields: vec!["n".into()],
+            partial_filter: None,
+        };
+        s.define_index("t", "by_n", &def).unwrap();
+        let ix = s.indexes.get("t", "by_n").unwrap();
+        let step = s.index_build_step(&ix, 4).unwrap();
+        assert_eq!(
+            step,
+            BuildState::Building {
+                after: Some("d3".into()),
+                done: 4
+            }
+        );
+        drop(s);
+        let s = store(dir.path());
+        let ix = s.indexes.get("t", "by_n").unwrap();
+        assert_eq!(s.indexes.state(ix.id), Some(step), "the progress survives");
+        put(&s, "d1", json!({"n": 100}));
+        put(&s, "e", json!({"n": -1}));
+        build(&s, &ix);
+        let mut want: Vec<String> = (0..10)
+            .filter(|i| *i != 1)
+            .map(|i| format!("d{i}"))
+            .collect();
+        want.insert(0, "e".into());
+        want.push("d1".into());
+        assert_eq!(ids(&s, &ix, false), want);
+    }
+
     #[test]
     fn entries_split_into_values_and_id() {
         let e = entry_key(7, &[1, 2, 3], "doc:1");

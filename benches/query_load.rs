@@ -1,0 +1,587 @@
+//! Query benchmark, one run, side by side (ratios are the stable figures on a noisy machine):
+//! 1. a real `concord` process holding `--docs` small documents; the time to build an index on
+//!    a field with 1,000 distinct values over all of them (documents/s);
+//! 2. over HTTP with `--clients` concurrent clients for `--secs` each: an equality query
+//!    returning 100 documents (index `by_owner`), and a range + sort + limit 100 query on a
+//!    compound index (`project_due`); p50/p99 latency and throughput;
+//! 3. the same equality query as a scan (`allow_scan`, no index), a few times: the ratio to the
+//!    indexed query;
+//! 4. durable single-field PATCH throughput on a collection with three indexes against one with
+//!    none, in the same process;
+//! 5. PostgreSQL (Debian's package, started here on a private data directory and port), the same
+//!    rows as `jsonb` with expression B-tree indexes, the same two queries driven by `pgbench`
+//!    with the same number of clients: latency percentiles from pgbench's per-transaction log.
+//!
+//! Run: `cargo bench --profile dev --bench query_load -- --docs 1000000 --clients 32 --secs 10`
+//! (needs PostgreSQL: `apt-get install postgresql`; `--no-postgres` skips phase 5).
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+struct Opts {
+    docs: usize,
+    clients: usize,
+    secs: u64,
+    postgres: bool,
+}
+
+fn opts() -> Opts {
+    let args: Vec<String> = std::env::args().collect();
+    let val = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Opts {
+        docs: val("--docs").unwrap_or(1_000_000) as usize,
+        clients: val("--clients").unwrap_or(32) as usize,
+        secs: val("--secs").unwrap_or(10),
+        postgres: !args.iter().any(|a| a == "--no-postgres"),
+    }
+}
+
+/// Document `i`: 1,000 owners, 100 projects, due dates over three years.
+fn task(i: usize) -> Value {
+    let day = (i * 7919) % 1095;
+    json!({
+        "owner": i % 1000,
+        "shadow": i % 1000,
+        "project": i % 100,
+        "due": format!("2026-{:02}-{:02}T{:02}", 1 + day / 92 % 12, 1 + day % 28, day % 24),
+        "title": format!("task {i}"),
+    })
+}
+
+async fn preload(http: &reqwest::Client, url: &str, collection: &str, n: usize) {
+    let sem = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut tasks = Vec::new();
+    for start in (0..n).step_by(1000) {
+        let permit = sem.clone().acquire_owned().await.expect("semaphore");
+        let (http, url) = (
+            http.clone(),
+            format!("{url}/v1/collections/{collection}/bulk-write"),
+        );
+        tasks.push(tokio::spawn(async move {
+            let writes: Vec<Value> = (start..(start + 1000).min(n))
+                .map(|i| json!({"id": format!("t{i:07}"), "op": "put", "body": task(i)}))
+                .collect();
+            let r = http
+                .post(url)
+                .json(&json!({ "writes": writes }))
+                .send()
+                .await
+                .expect("bulk");
+            assert!(r.status().is_success(), "bulk-write {}", r.status());
+            drop(permit);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("preload");
+    }
+}
+
+async fn define_and_wait(
+    http: &reqwest::Client,
+    url: &str,
+    coll: &str,
+    name: &str,
+    fields: Value,
+) -> Duration {
+    let started = Instant::now();
+    let r = http
+        .put(format!("{url}/v1/collections/{coll}/indexes/{name}"))
+        .json(&json!({ "fields": fields }))
+        .send()
+        .await
+        .expect("define");
+    assert!(r.status().is_success(), "define {name}: {}", r.status());
+    loop {
+        let v: Value = http
+            .get(format!("{url}/v1/collections/{coll}/indexes/{name}"))
+            .send()
+            .await
+            .expect("index")
+            .json()
+            .await
+            .expect("json");
+        if v["state"] == "ready" {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Report {
+    name: String,
+    lat_us: Vec<u32>,
+    secs: f64,
+    errors: u64,
+}
+
+impl Report {
+    fn pct(&self, p: f64) -> f64 {
+        if self.lat_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.lat_us.len() as f64 - 1.0) * p).round() as usize;
+        self.lat_us[i] as f64 / 1000.0
+    }
+    fn rate(&self) -> f64 {
+        self.lat_us.len() as f64 / self.secs
+    }
+    fn row(&self) {
+        println!(
+            "| {} | {:.0}/s | {:.2} ms | {:.2} ms | {} | {} |",
+            self.name,
+            self.rate(),
+            self.pct(0.5),
+            self.pct(0.99),
+            self.lat_us.len(),
+            self.errors
+        );
+    }
+}
+
+/// `clients` concurrent clients sending `body(i)` to `path` for `secs`.
+async fn load(
+    name: &str,
+    url: &str,
+    path: &str,
+    o: &Opts,
+    body: fn(u64) -> Value,
+    check: fn(&Value) -> bool,
+) -> Report {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(o.clients)
+        .build()
+        .expect("client");
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..o.clients {
+        let (http, stop, target) = (http.clone(), stop.clone(), format!("{url}{path}"));
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0u64);
+            let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (c as u64 + 1);
+            while !stop.load(Ordering::Relaxed) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let t = Instant::now();
+                let r = http.post(&target).json(&body(seed)).send().await;
+                match r {
+                    Ok(resp) if resp.status().is_success() => {
+                        let v: Value = resp.json().await.unwrap_or(Value::Null);
+                        if check(&v) {
+                            lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(o.secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (mut lat, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await.expect("client");
+        lat.extend(l);
+        errors += e;
+    }
+    lat.sort_unstable();
+    Report {
+        name: name.into(),
+        lat_us: lat,
+        secs: start.elapsed().as_secs_f64(),
+        errors,
+    }
+}
+
+fn equality(seed: u64) -> Value {
+    json!({"selector": {"owner": seed % 1000}, "limit": 100})
+}
+
+fn range_sort(seed: u64) -> Value {
+    let day = seed % 300;
+    json!({
+        "selector": {"project": seed % 100, "due": {"$gte": format!("2026-{:02}", 1 + day % 12)}},
+        "sort": [{"due": "asc"}], "limit": 100
+    })
+}
+
+fn hundred(v: &Value) -> bool {
+    v["docs"].as_array().is_some_and(|d| d.len() == 100)
+}
+
+fn some(v: &Value) -> bool {
+    v["docs"].as_array().is_some_and(|d| !d.is_empty())
+}
+
+/// Durable single-field PATCHes to random documents of `collection` for `secs`.
+async fn patches(url: &str, collection: &str, docs: usize, o: &Opts) -> Report {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(o.clients)
+        .build()
+        .expect("client");
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..o.clients {
+        let (http, stop) = (http.clone(), stop.clone());
+        let base = format!("{url}/v1/collections/{collection}/docs");
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut seed = 0x2545_F491_4F6C_DD1Du64 ^ (c as u64 + 1);
+            while !stop.load(Ordering::Relaxed) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let t = Instant::now();
+                let r = http
+                    .patch(format!("{base}/t{:07}", seed % docs as u64))
+                    .header("content-type", "application/merge-patch+json")
+                    .body(format!("{{\"owner\": {}}}", seed % 1000))
+                    .send()
+                    .await;
+                if r.is_ok_and(|r| r.status().is_success()) {
+                    lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                }
+            }
+            lat
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(o.secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("client"));
+    }
+    lat.sort_unstable();
+    Report {
+        name: format!("durable PATCH, {collection}"),
+        lat_us: lat,
+        secs: start.elapsed().as_secs_f64(),
+        errors: 0,
+    }
+}
+
+/// PostgreSQL on a private data directory, as the `postgres` user; stopped on drop.
+struct Postgres {
+    dir: std::path::PathBuf,
+    port: u16,
+}
+
+fn pg_bin(name: &str) -> String {
+    let base = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .and_then(|d| d.filter_map(Result::ok).map(|e| e.path()).max())
+        .expect("PostgreSQL is not installed: apt-get install postgresql (or pass --no-postgres)");
+    base.join("bin").join(name).display().to_string()
+}
+
+fn as_postgres(cmd: &str, args: &[&str]) -> std::process::Output {
+    let out = std::process::Command::new("runuser")
+        .args(["-u", "postgres", "--", cmd])
+        .args(args)
+        .output()
+        .expect("runuser");
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let dir = std::env::temp_dir().join(format!("concord-pg-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("pg dir");
+        let _ = std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status();
+        let port = support::free_port();
+        let data = dir.join("data").display().to_string();
+        as_postgres(
+            &pg_bin("initdb"),
+            &["-D", &data, "-A", "trust", "-U", "postgres"],
+        );
+        let opts = format!(
+            "-p {port} -k {} -c listen_addresses='' -c shared_buffers=256MB -c max_connections=100",
+            dir.display()
+        );
+        as_postgres(
+            &pg_bin("pg_ctl"),
+            &[
+                "-D",
+                &data,
+                "-o",
+                &opts,
+                "-l",
+                &format!("{}/log", dir.display()),
+                "-w",
+                "start",
+            ],
+        );
+        Postgres { dir, port }
+    }
+
+    fn psql(&self, sql: &str) -> String {
+        let out = as_postgres(
+            &pg_bin("psql"),
+            &[
+                "-h",
+                &self.dir.display().to_string(),
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-qAtc",
+                sql,
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `pgbench` with `clients` clients running `script` for `secs`; per-transaction latencies.
+    fn pgbench(&self, name: &str, script: &str, clients: usize, secs: u64) -> Report {
+        let file = self.dir.join(format!("{name}.sql"));
+        std::fs::write(&file, script).expect("script");
+        let logs = self.dir.join(format!("log-{name}"));
+        std::fs::create_dir_all(&logs).expect("log dir");
+        let _ = std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&self.dir)
+            .status();
+        let started = Instant::now();
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--", "sh", "-c"])
+            .arg(format!(
+                "cd {} && {} -h {} -p {} -U postgres -n -c {clients} -j 2 -T {secs} -l -f {} postgres",
+                logs.display(),
+                pg_bin("pgbench"),
+                self.dir.display(),
+                self.port,
+                file.display()
+            ))
+            .output()
+            .expect("pgbench");
+        assert!(
+            out.status.success(),
+            "pgbench: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut lat = Vec::new();
+        for entry in std::fs::read_dir(&logs)
+            .expect("logs")
+            .filter_map(Result::ok)
+        {
+            for line in std::fs::read_to_string(entry.path())
+                .unwrap_or_default()
+                .lines()
+            {
+                // client_id transaction_no time script_no time_epoch time_us
+                if let Some(us) = line
+                    .split_whitespace()
+                    .nth(2)
+                    .and_then(|v| v.parse::<u32>().ok())
+                {
+                    lat.push(us);
+                }
+            }
+        }
+        lat.sort_unstable();
+        Report {
+            name: name.into(),
+            lat_us: lat,
+            secs: started.elapsed().as_secs_f64().min(secs as f64 + 1.0),
+            errors: 0,
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data").display().to_string();
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(pg_bin("pg_ctl"))
+            .args(["-D", &data, "-m", "fast", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn postgres_phase(o: &Opts) -> (Report, Report) {
+    let pg = Postgres::start();
+    pg.psql("CREATE TABLE docs (id text PRIMARY KEY, body jsonb NOT NULL)");
+    let csv = pg.dir.join("docs.csv");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&csv).expect("csv"));
+        for i in 0..o.docs {
+            let body = task(i).to_string().replace('"', "\"\"");
+            writeln!(f, "t{i:07},\"{body}\"").expect("csv row");
+        }
+    }
+    let _ = std::process::Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(&pg.dir)
+        .status();
+    let started = Instant::now();
+    pg.psql(&format!(
+        "COPY docs FROM '{}' WITH (FORMAT csv)",
+        csv.display()
+    ));
+    let loaded = started.elapsed();
+    let started = Instant::now();
+    pg.psql("CREATE INDEX by_owner ON docs ((body->'owner'))");
+    pg.psql("CREATE INDEX project_due ON docs ((body->'project'), (body->>'due'))");
+    pg.psql("ANALYZE docs");
+    println!(
+        "PostgreSQL: {} rows copied in {:.1} s; two expression indexes built in {:.1} s",
+        o.docs,
+        loaded.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    let eq = pg.pgbench(
+        "PostgreSQL equality, 100 rows",
+        "\\set o random(0, 999)\nSELECT id, body FROM docs WHERE body->'owner' = to_jsonb(:o) LIMIT 100;\n",
+        o.clients,
+        o.secs,
+    );
+    let range = pg.pgbench(
+        "PostgreSQL range + sort + limit 100",
+        "\\set p random(0, 99)\n\\set m random(1, 12)\nSELECT id, body FROM docs WHERE body->'project' = to_jsonb(:p) AND body->>'due' >= '2026-' || lpad(:m::text, 2, '0') ORDER BY body->>'due' LIMIT 100;\n",
+        o.clients,
+        o.secs,
+    );
+    (eq, range)
+}
+
+#[tokio::main]
+async fn main() {
+    let o = opts();
+    println!(
+        "docs={} clients={} secs={} (machine: {} cores)",
+        o.docs,
+        o.clients,
+        o.secs,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let node = support::Process::start(0, &[]).await;
+    let http = reqwest::Client::new();
+    let t = Instant::now();
+    preload(&http, &node.url, "tasks", o.docs).await;
+    println!(
+        "Concord: {} documents loaded in {:.1} s",
+        o.docs,
+        t.elapsed().as_secs_f64()
+    );
+    let build = define_and_wait(&http, &node.url, "tasks", "by_owner", json!(["owner"])).await;
+    println!(
+        "index build over {} documents: {:.1} s, {:.0} documents/s",
+        o.docs,
+        build.as_secs_f64(),
+        o.docs as f64 / build.as_secs_f64()
+    );
+    define_and_wait(
+        &http,
+        &node.url,
+        "tasks",
+        "project_due",
+        json!(["project", "due"]),
+    )
+    .await;
+
+    println!("| phase | throughput | p50 | p99 | ops | errors |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let eq = load(
+        "Concord equality, 100 docs",
+        &node.url,
+        "/v1/collections/tasks/find",
+        &o,
+        equality,
+        hundred,
+    )
+    .await;
+    eq.row();
+    let range = load(
+        "Concord range + sort + limit 100",
+        &node.url,
+        "/v1/collections/tasks/find",
+        &o,
+        range_sort,
+        some,
+    )
+    .await;
+    range.row();
+
+    // The same equality as a scan: a field with the same values and no index.
+    let mut scans = Vec::new();
+    for k in 0..3u64 {
+        let t = Instant::now();
+        let r = http
+            .post(format!("{}/v1/collections/tasks/find", node.url))
+            .json(&json!({"selector": {"shadow": k * 7}, "limit": 100, "allow_scan": true}))
+            .timeout(Duration::from_secs(600))
+            .send()
+            .await
+            .expect("scan");
+        let v: Value = r.json().await.expect("scan json");
+        assert!(hundred(&v), "scan: {v}");
+        scans.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    scans.sort_by(|a, b| a.total_cmp(b));
+    let scan_ms = scans[1];
+    println!(
+        "scan (no index) of the same equality: median {scan_ms:.1} ms; indexed p50 is {:.0}x faster",
+        scan_ms / eq.pct(0.5).max(0.001)
+    );
+
+    // PATCH throughput with three indexes against none, same run.
+    let few = o.docs.min(10_000);
+    preload(&http, &node.url, "plain", few).await;
+    preload(&http, &node.url, "indexed", few).await;
+    for (name, fields) in [
+        ("a", json!(["owner"])),
+        ("b", json!(["project", "due"])),
+        ("c", json!(["title"])),
+    ] {
+        define_and_wait(&http, &node.url, "indexed", name, fields).await;
+    }
+    let plain = patches(&node.url, "plain", few, &o).await;
+    plain.row();
+    let indexed = patches(&node.url, "indexed", few, &o).await;
+    indexed.row();
+    println!(
+        "PATCH with three indexes / without = {:.0}%",
+        100.0 * indexed.rate() / plain.rate().max(1.0)
+    );
+    drop(node);
+
+    if o.postgres {
+        let (pg_eq, pg_range) = postgres_phase(&o);
+        pg_eq.row();
+        pg_range.row();
+        println!(
+            "p99 Concord / PostgreSQL: equality {:.2}, range + sort {:.2}",
+            eq.pct(0.99) / pg_eq.pct(0.99).max(0.001),
+            range.pct(0.99) / pg_range.pct(0.99).max(0.001)
+        );
+    }
+}
