@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 use crate::store::index_registry::BuildState;
 use crate::store::Store;
 
-/// Documents indexed per step (one batch, one fsync).
-pub const STEP_DOCS: usize = 1000;
+/// Documents indexed per step (one batch, one fsync). Their locks are held for the step, so it
+/// stays short: concurrent writes to those documents wait a few milliseconds at most.
+pub const STEP_DOCS: usize = 256;
 
 /// Runs until `shutdown`: builds every index that is not ready, then waits for new ones.
 pub async fn run(store: Arc<Store>, shutdown: CancellationToken) {

@@ -79,6 +79,9 @@ pub enum Defined {
     TooMany,
 }
 
+/// A document's index values, or why they could not be read.
+type Judged = Result<Option<Vec<u8>>, StoreError>;
+
 fn encode_state(s: &BuildState) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(s).map_err(|e| StoreError::Corrupt(format!("index state: {e}")))
 }
@@ -320,21 +323,39 @@ impl Store {
             return Ok(BuildState::Ready);
         }
         let _guards: Vec<_> = stripes.iter().map(|i| self.stripe_at(*i).lock()).collect();
+        // Loading documents is the cost: spread it over the cores, without caching them (a
+        // build must not evict the working set).
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, 4);
+        let per = keys.len().div_ceil(workers).max(1);
+        let pairs: Vec<(&DocKey, &Vec<u8>)> = keys.iter().zip(&encs).collect();
+        let judged: Vec<(&DocKey, Judged)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = pairs
+                .chunks(per)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|(key, enc)| (*key, self.index_values_of(def, key, enc)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_default())
+                .collect()
+        });
+        if judged.len() != keys.len() {
+            return Err(StoreError::Corrupt(
+                "an index build worker failed; the step will be retried".into(),
+            ));
+        }
         let mut batch = WriteBatch::default();
-        for (key, enc) in keys.iter().zip(&encs) {
-            let values = match self.get_loaded(key, enc, true) {
-                Ok(Some(loaded)) => {
-                    let state = loaded.state.read();
-                    if state.meta.deleted {
-                        None
-                    } else {
-                        let doc = &state.doc;
-                        contained("index values", || {
-                            def.entry_values(&Value::Object(crate::doc::json::to_json(doc, None)))
-                        })?
-                    }
-                }
-                Ok(None) => None,
+        for (key, values) in judged {
+            let values = match values {
+                Ok(v) => v,
                 Err(e) if e.is_no_space() => return Err(e),
                 Err(e) => {
                     // One unreadable document is left out of the index, not the whole build.
@@ -362,6 +383,27 @@ impl Store {
             tracing::info!(collection = %def.collection, index = %def.name, "index ready");
         }
         Ok(next)
+    }
+
+    /// A document's values in `def` (under its lock, held by the caller): from the cache when it
+    /// is there, else loaded from disk and not cached.
+    fn index_values_of(
+        &self,
+        def: &IndexDef,
+        key: &DocKey,
+        enc: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(loaded) = self.loaded_uncached(key, enc)? else {
+            return Ok(None);
+        };
+        let state = loaded.state.read();
+        if state.meta.deleted {
+            return Ok(None);
+        }
+        let doc = &state.doc;
+        Ok(contained("index values", || {
+            def.entry_values(&Value::Object(crate::doc::json::to_json(doc, None)))
+        })?)
     }
 
     /// Entries of index `id` (without the id) in `[lo, hi)`, at most `limit`, forward or

@@ -379,6 +379,22 @@ impl Store {
         Ok(Some(loaded))
     }
 
+    /// The cached document, or one loaded from disk without entering the cache (for bulk reads
+    /// that must not evict the working set); the caller holds the document's lock.
+    fn loaded_uncached(
+        &self,
+        key: &DocKey,
+        enc: &[u8],
+    ) -> Result<Option<Arc<LoadedDoc>>, StoreError> {
+        if let Some(d) = self.cache.get(enc) {
+            return Ok(Some(d));
+        }
+        match self.read_meta(enc)? {
+            Some(meta) => self.load_from_disk(key, meta).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Runs `f` on the document, or returns `None` when it does not exist (deleted documents do
     /// exist: `f` sees `meta.deleted`).
     pub fn read<R>(
