@@ -359,9 +359,13 @@ impl Postgres {
 
     /// `pgbench` with `clients` clients running `script` for `secs`; per-transaction latencies.
     fn pgbench(&self, name: &str, script: &str, clients: usize, secs: u64) -> Report {
-        let file = self.dir.join(format!("{name}.sql"));
+        let slug: String = name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let file = self.dir.join(format!("{slug}.sql"));
         std::fs::write(&file, script).expect("script");
-        let logs = self.dir.join(format!("log-{name}"));
+        let logs = self.dir.join(format!("log-{slug}"));
         std::fs::create_dir_all(&logs).expect("log dir");
         let _ = std::process::Command::new("chown")
             .args(["-R", "postgres:postgres"])
