@@ -118,17 +118,8 @@ pub fn collection_prefix(collection: &str) -> Vec<u8> {
     k
 }
 
-/// The smallest key greater than every key starting with `prefix`.
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0xff; prefix.len() + 1]
-}
+/// The smallest key greater than every key starting with a prefix (shared with index ranges).
+pub use crate::query::plan::prefix_end;
 
 #[cfg(test)]
 mod tests {
