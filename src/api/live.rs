@@ -72,7 +72,6 @@ fn initial(
 ) -> Result<Vec<(String, Event)>, ApiError> {
     let mut q = q.clone();
     q.limit = 1000;
-    q.allow_scan = true;
     let mut out = Vec::new();
     loop {
         let page = crate::find::find(&node.store, collection, &q)?;
