@@ -48,7 +48,8 @@ pub async fn apply_changes(
     docs: Vec<DocChangesV1>,
 ) -> Result<ChangesResultV1, StoreError> {
     let mut result = ChangesResultV1::default();
-    let mut parsed = Vec::with_capacity(docs.len());
+    let mut parsed: Vec<(DocKey, Vec<automerge::Change>)> = Vec::with_capacity(docs.len());
+    let mut positions: std::collections::HashMap<DocKey, usize> = std::collections::HashMap::new();
     for d in docs {
         let k = match DocKey::new(&d.collection, &d.id) {
             Ok(k) => k,
@@ -65,7 +66,19 @@ pub async fn apply_changes(
             .map(|b| crate::codec::chunks::decode_change(b))
             .collect::<Result<Vec<_>, _>>()
         {
-            Ok(changes) => parsed.push((k, changes)),
+            // One request may carry a document more than once (a sender's batch of several
+            // commits): its entries are applied as one, in order, because applied in parallel a
+            // later change could arrive before the one it depends on.
+            Ok(changes) => match positions.get(&k) {
+                Some(&i) => {
+                    let entry: &mut (DocKey, Vec<automerge::Change>) = &mut parsed[i];
+                    entry.1.extend(changes);
+                }
+                None => {
+                    positions.insert(k.clone(), parsed.len());
+                    parsed.push((k, changes));
+                }
+            },
             Err(e) => result.rejected.push(issue(
                 (&d.collection, &d.id),
                 format!("invalid change: {e}"),
@@ -170,4 +183,39 @@ pub fn changes_after(
                 },
             )
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::replication::in_process::InProcess;
+    use crate::replication::testing::{json, key, patch, replica};
+
+    /// A request that names one document many times, one change each (a sender's batch of
+    /// commits), is applied in the order sent: applied in parallel, a change could come before
+    /// the one it depends on and wait forever in a copy nobody keeps.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_documents_entries_in_a_request_are_applied_in_order() {
+        let net = InProcess::default();
+        let (_da, a) = replica(&net, "a", &[]);
+        let (_db, b) = replica(&net, "b", &[]);
+        let mut entries = Vec::new();
+        for round in 0..200 {
+            let before = a.store.meta(&key("d")).unwrap().map(|m| m.heads);
+            patch(&a, "d", json!({ "round": round }));
+            let (_, new) = changes_after(&a.store, &key("d"), &before.unwrap_or_default()).unwrap();
+            entries.push(DocChangesV1 {
+                collection: "docs".into(),
+                id: "d".into(),
+                changes: new.unwrap(),
+            });
+        }
+        let result = apply_changes(&b, entries).await.unwrap();
+        assert!(result.parked.is_empty(), "{:?}", result.parked);
+        assert!(result.rejected.is_empty(), "{:?}", result.rejected);
+        assert_eq!(json(&b, "d"), json(&a, "d"));
+        assert_eq!(json(&b, "d").unwrap()["round"], json!(199));
+    }
 }

@@ -114,7 +114,7 @@ impl<T: PeerTransport> Lane<T> {
 
     async fn send(&self, batch: Vec<Arc<CommitEvent>>) {
         let (replica, peer) = (&self.replica, &self.peer);
-        let mut docs = Vec::with_capacity(batch.len());
+        let mut docs: Vec<DocChangesV1> = Vec::with_capacity(batch.len());
         for e in &batch {
             let changes = match &e.changes {
                 Some(c) => c.clone(),
@@ -124,11 +124,17 @@ impl<T: PeerTransport> Lane<T> {
                     None => continue,
                 },
             };
-            docs.push(DocChangesV1 {
-                collection: e.key.collection().to_string(),
-                id: e.key.id().to_string(),
-                changes,
-            });
+            // A document's commits in one batch travel as one entry, in commit order.
+            match docs.last_mut() {
+                Some(last) if last.collection == e.key.collection() && last.id == e.key.id() => {
+                    last.changes.extend(changes)
+                }
+                _ => docs.push(DocChangesV1 {
+                    collection: e.key.collection().to_string(),
+                    id: e.key.id().to_string(),
+                    changes,
+                }),
+            }
         }
         // Changes read from the store can be far larger than the event said: split by bytes, in
         // order, so a burst of large commits never gets the small ones refused with it.
