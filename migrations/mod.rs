@@ -11,11 +11,13 @@
 //! | 3 | column families `digest` (anti-entropy hash tree, XOR merge operator) and `buckets` |
 //! | 4 | column family `sync_states`: persisted client sync states |
 //! | 5 | column families `index_entries`, `index_rev`, `index_state`: secondary indexes |
+//! | 6 | column family `doc_json`: each live document's JSON, kept in its commit |
 
 mod m0002_collection_counts;
 mod m0003_digest;
 mod m0004_sync_states;
 mod m0005_indexes;
+mod m0006_materialized_json;
 
 use super::Migration;
 
@@ -39,5 +41,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "indexes",
         run: m0005_indexes::run,
+    },
+    Migration {
+        version: 6,
+        name: "materialized_json",
+        run: m0006_materialized_json::run,
     },
 ];

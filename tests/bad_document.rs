@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::http::{get_json, get_text};
-use common::{client, poll_until, TestNode};
+use common::{client, corrupt_document, poll_until, TestNode};
 use concord::Config;
 use serde_json::{json, Value};
 
@@ -62,17 +62,6 @@ async fn metric(http: &reqwest::Client, node: &TestNode, name: &str, filter: &st
         .sum()
 }
 
-/// Overwrites the first stored change of `c/{id}` with bytes Automerge cannot load.
-fn corrupt(dir: &std::path::Path, id: &str) {
-    let cfs = concord::store::cfs::ALL;
-    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, cfs).unwrap();
-    let changes = db.cf_handle(concord::store::cfs::CHANGES).unwrap();
-    let key = concord::store::DocKey::new("c", id).unwrap().change_key(0);
-    assert!(db.get_cf(changes, &key).unwrap().is_some());
-    db.put_cf(changes, &key, b"\x85\x6f\x4a\x83garbage-not-automerge")
-        .unwrap();
-}
-
 /// Every node sees both others `up`.
 async fn all_up(http: &reqwest::Client, nodes: &[&TestNode]) -> bool {
     for n in nodes {
@@ -120,7 +109,7 @@ async fn a_corrupt_document_does_not_stop_replication_of_the_others() {
         put(&http, &a, "early", json!({"v": "early"})).await;
         a.stop().await;
     }
-    corrupt(da.path(), "bad");
+    corrupt_document(da.path(), "c", "bad");
 
     // B and C, then A seeded with both: gossip completes the membership.
     let b = TestNode::start_with(db.path(), cluster_config).await;
@@ -303,7 +292,7 @@ async fn include_docs_reports_an_unreadable_document() {
         put(&http, &node, "good", json!({"v": 2})).await;
         node.stop().await;
     }
-    corrupt(dir.path(), "bad");
+    corrupt_document(dir.path(), "c", "bad");
     let node = TestNode::start_with(dir.path(), cluster_config).await;
     let v: Value = get_json(&http, node.url("/v1/collections/c/docs?include_docs=true")).await;
     let docs = v["docs"].as_array().unwrap();

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use common::http::{get_json, get_text};
-use common::{client, metric, scrape, NodeProcess, TestNode};
+use common::{client, corrupt_document, metric, scrape, NodeProcess, TestNode};
 use concord::metrics::Metrics;
 use concord::store::{DocKey, Store, StoreError, StoreOptions};
 use serde_json::{json, Value};
@@ -52,12 +52,25 @@ async fn restart_keeps_every_document_and_the_node_id() {
     }
     let v: Value = get_json(&http, node.url("/v1/collections/r/docs/d0")).await;
     assert_eq!(v["n"], 299);
+    // Those reads came from each document's materialised JSON on disk: no document was loaded.
+    let misses = |m: &str| metric(m, "concord_cache_misses_total").unwrap_or(0.0);
     let m = get_text(&http, node.url("/metrics")).await;
-    // After the restart every document read came from disk: 49 plain reads and d0's.
-    let misses = metric(&m, "concord_cache_misses_total").unwrap_or(0.0);
-    assert!(
-        misses >= 50.0,
-        "cache misses after a restart: {misses}\n{m}"
+    assert_eq!(misses(&m), 0.0, "{m}");
+    // A write loads d0's (compacted) document from disk, and the next read sees it.
+    let r = http
+        .patch(node.url("/v1/collections/r/docs/d0"))
+        .header("content-type", "application/json")
+        .body(json!({"n": 300}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let m = get_text(&http, node.url("/metrics")).await;
+    assert_eq!(misses(&m), 1.0, "{m}");
+    let v: Value = get_json(&http, node.url("/v1/collections/r/docs/d0")).await;
+    assert_eq!(
+        (v["n"].clone(), v["pad"].as_str().map(str::len)),
+        (json!(300), Some(100))
     );
     let feed: Value = get_json(&http, node.url("/v1/changes?limit=1000")).await;
     assert_eq!(feed["results"].as_array().unwrap().len(), 50);
@@ -182,18 +195,7 @@ async fn corrupt_document_is_contained() {
     }
     node.stop().await;
 
-    // Overwrite the stored change of `bad` with garbage, as a disk fault might.
-    {
-        let cfs = concord::store::cfs::ALL;
-        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
-        let changes = db.cf_handle(concord::store::cfs::CHANGES).unwrap();
-        let key = concord::store::DocKey::new("c", "bad")
-            .unwrap()
-            .change_key(0);
-        assert!(db.get_cf(changes, &key).unwrap().is_some());
-        db.put_cf(changes, &key, b"\x85\x6f\x4a\x83garbage-not-automerge")
-            .unwrap();
-    }
+    corrupt_document(dir.path(), "c", "bad");
 
     let node = TestNode::start(dir.path()).await;
     let r = http
@@ -314,7 +316,8 @@ fn wal_sync_counter_moves_only_for_synced_commits() {
 /// Index entries are written in the same batch as the commit they describe: after `kill -9` in
 /// the middle of concurrent writes and deletes, every document the index finds has the indexed
 /// value (no entry outlives its version: each key examined is a match), and every document with
-/// the value is found (no version without its entry).
+/// the value is found (no version without its entry). The same holds for each document's
+/// materialised JSON: `GET` answers exactly the listed version's body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_never_splits_an_index_from_its_documents() {
     let seed = common::test_seed("index crash loop");
@@ -416,6 +419,22 @@ async fn kill_9_never_splits_an_index_from_its_documents() {
                 found["stats"]["keys_examined"], found["stats"]["returned"],
                 "round {round}, v = {v}: an entry without its document version"
             );
+        }
+        // Each document's materialised JSON (what `GET` answers from) is its version's JSON too.
+        for d in listing["docs"].as_array().unwrap() {
+            if d["deleted"] == true {
+                continue;
+            }
+            let id = d["id"].as_str().unwrap();
+            let r = http
+                .get(proc_.url(&format!("/v1/collections/ix/docs/{id}")))
+                .send()
+                .await
+                .unwrap();
+            let etag = r.headers()["etag"].to_str().unwrap().to_string();
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body, d["body"], "round {round}, {id}");
+            assert_eq!(etag.trim_matches('"'), d["version"], "round {round}, {id}");
         }
         let status = proc_.terminate();
         assert!(status.success(), "graceful stop after recovery: {status:?}");

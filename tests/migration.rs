@@ -40,6 +40,7 @@ fn downgrade_to_v1(path: &std::path::Path) {
         cfs::INDEX_ENTRIES,
         cfs::INDEX_REV,
         cfs::INDEX_STATE,
+        cfs::DOC_JSON,
     ] {
         db.drop_cf(cf).unwrap();
     }
@@ -87,6 +88,16 @@ fn schema_1_store_is_migrated_to_current() {
         .map(|b| store.bucket_docs(b).unwrap().len())
         .sum();
     assert_eq!(docs, 11);
+    // Migration 6 materialised the live documents' JSON, and only theirs.
+    for i in 0..10 {
+        let key = DocKey::new("a", &format!("d{i}")).unwrap();
+        let m = store.materialized(&key).unwrap();
+        if i % 3 == 0 {
+            assert_eq!(m, None, "{key} is deleted");
+        } else {
+            assert_eq!(m.unwrap().parse().unwrap()["id"], format!("d{i}"));
+        }
+    }
     // The migrated store keeps counting.
     put(&store, "b", "second", false);
     assert_eq!(store.collections().unwrap()[1], ("b".to_string(), 2));
@@ -218,6 +229,23 @@ fn check_documents(store: &Store) {
     }
 }
 
+/// Migration 6's result: every live document has its JSON beside it, at its current heads, and
+/// a tombstone has none.
+fn check_materialized(store: &Store) {
+    for (collection, id, body) in fixture_docs() {
+        let key = DocKey::new(collection, id).unwrap();
+        let entry = store.materialized(&key).unwrap();
+        match body {
+            Some(body) => {
+                let m = entry.unwrap_or_else(|| panic!("{key} has no materialised JSON"));
+                assert_eq!(Value::Object(m.parse().unwrap()), body, "{key}");
+                assert_eq!(m.heads, store.meta(&key).unwrap().unwrap().heads, "{key}");
+            }
+            None => assert_eq!(entry, None, "{key} is deleted"),
+        }
+    }
+}
+
 /// Migration 3's result: the digest tree and bucket index hold exactly the documents' leaves, as
 /// computed here from each document's heads, and the tree's levels agree with each other.
 fn check_digest(store: &Store) {
@@ -324,7 +352,7 @@ fn check_keeps_working(store: &Store) {
 }
 
 /// The checked-in store, written by the oldest Concord binary (schema 2), opened by this build:
-/// migrations 3 (digest), 4 (sync states) and 5 (indexes) run on real old data; every document,
+/// migrations 3 (digest), 4 (sync states), 5 (indexes) and 6 (materialised JSON) run on real old data; every document,
 /// count and tombstone survives; the result is the current schema and stays so across a reopen.
 #[test]
 fn real_schema_2_store_from_the_oldest_binary_migrates() {
@@ -338,6 +366,7 @@ fn real_schema_2_store_from_the_oldest_binary_migrates() {
     {
         let store = Store::open(dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
         check_documents(&store);
+        check_materialized(&store);
         // Migration 2's counts were kept by the old binary's merge operator, and survive.
         assert_eq!(collections_map(&store), expected_counts());
         check_digest(&store);
@@ -362,7 +391,7 @@ fn real_schema_2_store_from_the_oldest_binary_migrates() {
 /// Schema 1 is a store from before the version key and the `counts` column family. No
 /// committed binary wrote one (see [`FIXTURE`]), so this derives it from the real fixture: drop
 /// `counts` and the version key. Opening it runs migration 2 (counts rebuilt from the
-/// metadata the old binary wrote), then 3, 4 and 5.
+/// metadata the old binary wrote), then 3, 4, 5 and 6.
 #[test]
 fn schema_1_layout_of_the_real_store_migrates_through_every_step() {
     let dir = copy_fixture();
@@ -382,6 +411,7 @@ fn schema_1_layout_of_the_real_store_migrates_through_every_step() {
     let store = Store::open(dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
     assert_eq!(collections_map(&store), expected_counts(), "migration 2");
     check_documents(&store);
+    check_materialized(&store);
     check_digest(&store);
     check_sync_states(&store);
     check_keeps_working(&store);

@@ -326,6 +326,19 @@ pub async fn get(
     let n = node.clone();
     let read = node
         .blocking::<_, ApiError>(move || {
+            if at.is_none() {
+                // The common read: the document's materialised JSON answers without loading it.
+                if let Some(m) = n.store.materialized(&key)? {
+                    let version: Vec<ChangeHash> = m.heads.iter().map(|h| ChangeHash(*h)).collect();
+                    if if_none_match
+                        .as_ref()
+                        .is_some_and(|c| c.matches(Some(&version)))
+                    {
+                        return Ok((None, version));
+                    }
+                    return Ok((Some(m.json), version));
+                }
+            }
             let read = read_blocking(&n, &key, at.as_deref(), if_none_match.as_ref())?;
             // Serialise here too: it is CPU work that should not sit on the async workers.
             Ok(match read {

@@ -106,24 +106,21 @@ fn judge(
     id: &str,
 ) -> Result<Option<(Value, Value)>, ApiError> {
     let key = DocKey::new(collection, id)?;
-    let found = node.store.read(&key, |doc, meta| {
-        (!meta.deleted).then(|| {
-            (
-                Value::Object(crate::doc::json::to_json(doc, None)),
-                crate::doc::heads::format(&meta.heads()),
-            )
-        })
-    })?;
-    Ok(match found.flatten() {
-        Some((doc, version)) if selector.matches(&doc) => {
-            let Value::Object(m) = doc else {
-                return Ok(None);
-            };
-            let doc = crate::find::project(m, fields);
-            Some((json!(version), Value::Object(doc)))
-        }
-        _ => None,
-    })
+    let Some(current) = node.store.current_json(&key)? else {
+        return Ok(None);
+    };
+    let version = current.version();
+    let doc = Value::Object(current.json);
+    if !selector.matches(&doc) {
+        return Ok(None);
+    }
+    let Value::Object(m) = doc else {
+        return Ok(None);
+    };
+    Ok(Some((
+        json!(version),
+        Value::Object(crate::find::project(m, fields)),
+    )))
 }
 
 /// Turns the feed entries after `st.since` into events.

@@ -97,13 +97,8 @@ impl FeedFilter {
         metrics.feed_filter_docs_loaded.inc();
         let key = DocKey::new(&self.collection, &e.id)?;
         Ok(store
-            .read(&key, |doc, meta| {
-                !meta.deleted
-                    && self
-                        .selector
-                        .matches(&Value::Object(crate::doc::json::to_json(doc, None)))
-            })?
-            .unwrap_or(false))
+            .current_json(&key)?
+            .is_some_and(|c| self.selector.matches(&Value::Object(c.json))))
     }
 
     /// The indexed fields of a document, from its index entry; `None` when the entry is missing

@@ -28,7 +28,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use crate::doc::heads;
 use crate::query::collate;
 use crate::query::plan::{self, Candidate, Direction, IndexInfo, IndexPlan, SortKey};
 use crate::query::{FieldPath, Selector};
@@ -448,16 +447,10 @@ fn load(
 ) -> Result<Option<(Value, String)>, FindError> {
     work.docs += 1;
     let key = DocKey::new(collection, id)?;
-    Ok(store
-        .read(&key, |doc, meta| {
-            (!meta.deleted).then(|| {
-                (
-                    Value::Object(crate::doc::json::to_json(doc, None)),
-                    heads::format(&meta.heads()),
-                )
-            })
-        })?
-        .flatten())
+    Ok(store.current_json(&key)?.map(|c| {
+        let version = c.version();
+        (Value::Object(c.json), version)
+    }))
 }
 
 pub(crate) fn insert_path(m: &mut Map<String, Value>, segs: &[String], v: Value) {

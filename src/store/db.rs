@@ -20,7 +20,8 @@ pub mod cfs {
     pub const INDEX_ENTRIES: &str = "index_entries";
     pub const INDEX_REV: &str = "index_rev";
     pub const INDEX_STATE: &str = "index_state";
-    pub const ALL: [&str; 11] = [
+    pub const DOC_JSON: &str = "doc_json";
+    pub const ALL: [&str; 12] = [
         META,
         SNAPSHOTS,
         CHANGES,
@@ -32,6 +33,7 @@ pub mod cfs {
         INDEX_ENTRIES,
         INDEX_REV,
         INDEX_STATE,
+        DOC_JSON,
     ];
 }
 

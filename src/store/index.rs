@@ -97,19 +97,27 @@ impl Store {
         key: &DocKey,
         doc: &Automerge,
         deleted: bool,
+        json: Option<&Value>,
     ) -> Result<Option<RegistryChange>, StoreError> {
         let system = key.collection() == INDEXES_COLLECTION;
         if !system && !self.indexes.any(key.collection()) {
             return Ok(None);
         }
-        let json = contained("index values", || {
-            Value::Object(crate::doc::json::to_json(doc, None))
-        })?;
+        let computed;
+        let json = match json {
+            Some(j) => j,
+            None => {
+                computed = contained("index values", || {
+                    Value::Object(crate::doc::json::to_json(doc, None))
+                })?;
+                &computed
+            }
+        };
         for def in self.indexes.of(key.collection()) {
             let new = if deleted {
                 None
             } else {
-                def.entry_values(&json)
+                def.entry_values(json)
             };
             self.stage_entry(batch, &def, key.id(), new)?;
         }
@@ -393,6 +401,9 @@ impl Store {
         key: &DocKey,
         enc: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        if let Some(m) = self.materialized(key)? {
+            return Ok(def.entry_values(&Value::Object(m.parse()?)));
+        }
         let Some(loaded) = self.loaded_uncached(key, enc)? else {
             return Ok(None);
         };

@@ -10,7 +10,7 @@ use super::error::StoreError;
 mod steps;
 
 /// The schema this build writes.
-pub const CURRENT_SCHEMA: u32 = 5;
+pub const CURRENT_SCHEMA: u32 = 6;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 pub(super) struct Migration {

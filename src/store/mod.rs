@@ -25,6 +25,7 @@ pub mod feed;
 pub mod index;
 pub mod index_registry;
 pub mod keys;
+pub mod materialized;
 pub mod migrate;
 pub mod records;
 pub mod sync_states;
@@ -157,6 +158,60 @@ fn counts_merge(
         total = total.saturating_add(decode(op));
     }
     Some(total.to_le_bytes().to_vec())
+}
+
+/// A document as stored: its snapshot and the changes after it (Automerge work contained, so
+/// corrupt bytes become an error). Used by the store and by migrations, which have no store.
+pub(crate) fn load_stored(db: &DB, key: &DocKey) -> Result<Automerge, StoreError> {
+    let enc = key.encode();
+    let snapshot = db.get_pinned_cf(handle(db, cfs::SNAPSHOTS)?, &enc)?;
+    let prefix = key.changes_prefix();
+    let mut changes = Vec::new();
+    let mut iter = db.raw_iterator_cf(handle(db, cfs::CHANGES)?);
+    iter.seek(&prefix);
+    while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        changes.extend_from_slice(v);
+        iter.next();
+    }
+    iter.status()?;
+    Ok(contained(
+        &key.to_string(),
+        || -> Result<Automerge, DocError> {
+            let mut doc = match &snapshot {
+                Some(s) => {
+                    Automerge::load(s).map_err(|e| DocError::Corrupt(format!("snapshot: {e}")))?
+                }
+                None => Automerge::new(),
+            };
+            if !changes.is_empty() {
+                doc.load_incremental(&changes)
+                    .map_err(|e| DocError::Corrupt(format!("changes: {e}")))?;
+            }
+            Ok(doc)
+        },
+    )??)
+}
+
+/// A live document's JSON and the heads it is at.
+#[derive(Debug, Clone)]
+pub struct CurrentJson {
+    pub json: serde_json::Map<String, serde_json::Value>,
+    pub heads: Vec<[u8; 32]>,
+}
+
+impl CurrentJson {
+    /// The version string clients see (the heads, as in an ETag without quotes).
+    pub fn version(&self) -> String {
+        let heads: Vec<automerge::ChangeHash> = self
+            .heads
+            .iter()
+            .map(|h| automerge::ChangeHash(*h))
+            .collect();
+        crate::doc::heads::format(&heads)
+    }
 }
 
 impl Store {
@@ -307,37 +362,10 @@ impl Store {
 
     /// Loads a document from disk (Automerge work contained: corrupt bytes become an error).
     fn load_from_disk(&self, key: &DocKey, meta: DocMeta) -> Result<Arc<LoadedDoc>, StoreError> {
-        let enc = key.encode();
-        let snapshot = self.db.get_pinned_cf(self.cf(cfs::SNAPSHOTS)?, &enc)?;
-        let prefix = key.changes_prefix();
-        let mut changes = Vec::new();
-        let mut iter = self.db.raw_iterator_cf(self.cf(cfs::CHANGES)?);
-        iter.seek(&prefix);
-        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            changes.extend_from_slice(v);
-            iter.next();
-        }
-        iter.status()?;
-        let actor = self.actor.clone();
         let what = key.to_string();
         let meter = memory::Meter::start();
-        let doc = contained(&what, || -> Result<Automerge, DocError> {
-            let mut doc = match &snapshot {
-                Some(s) => {
-                    Automerge::load(s).map_err(|e| DocError::Corrupt(format!("snapshot: {e}")))?
-                }
-                None => Automerge::new(),
-            };
-            if !changes.is_empty() {
-                doc.load_incremental(&changes)
-                    .map_err(|e| DocError::Corrupt(format!("changes: {e}")))?;
-            }
-            doc.set_actor(actor);
-            Ok(doc)
-        })??;
+        let mut doc = load_stored(&self.db, key)?;
+        doc.set_actor(self.actor.clone());
         let stored: Vec<[u8; 32]> = doc.get_heads().iter().map(|h| h.0).collect();
         if stored != meta.heads {
             // The metadata is written in the same batch as the changes, so this means damage.
@@ -417,6 +445,39 @@ impl Store {
         Err(StoreError::Corrupt(format!(
             "{key}: could not get a consistent copy"
         )))
+    }
+
+    /// The document's materialised JSON, when it has one (it is live and not too large).
+    pub fn materialized(
+        &self,
+        key: &DocKey,
+    ) -> Result<Option<materialized::Materialized>, StoreError> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(cfs::DOC_JSON)?, key.encode())?
+        {
+            None => Ok(None),
+            Some(b) => materialized::decode(&b).map(Some),
+        }
+    }
+
+    /// A live document's JSON and heads, from its materialised copy or, when it has none, built
+    /// from the document; `None` when it does not exist or is deleted.
+    pub fn current_json(&self, key: &DocKey) -> Result<Option<CurrentJson>, StoreError> {
+        if let Some(m) = self.materialized(key)? {
+            return Ok(Some(CurrentJson {
+                json: m.parse()?,
+                heads: m.heads,
+            }));
+        }
+        Ok(self
+            .read(key, |doc, meta| {
+                (!meta.deleted).then(|| CurrentJson {
+                    json: crate::doc::json::to_json(doc, None),
+                    heads: meta.heads.clone(),
+                })
+            })?
+            .flatten())
     }
 
     /// Metadata only, without loading the document.
@@ -611,7 +672,22 @@ impl Store {
         // Definition documents change under the index lock (see `index_admin`).
         let _admin = (key.collection() == index_registry::INDEXES_COLLECTION)
             .then(|| self.index_admin.lock());
-        let registry_change = self.index_commit(&mut batch, key, doc, deleted)?;
+        // Built once per commit: the materialised copy and the index entries both use it.
+        let json = if deleted || meta.stored_len() > materialized::MAX_SOURCE_BYTES {
+            None
+        } else {
+            Some(contained("materialise", || {
+                serde_json::Value::Object(crate::doc::json::to_json(doc, None))
+            })?)
+        };
+        materialized::stage(
+            &mut batch,
+            self.cf(cfs::DOC_JSON)?,
+            enc,
+            &meta.heads,
+            json.as_ref(),
+        )?;
+        let registry_change = self.index_commit(&mut batch, key, doc, deleted, json.as_ref())?;
 
         let delta = i64::from(!deleted) - i64::from(was_live);
         if delta != 0 {
@@ -885,5 +961,87 @@ mod tests {
             .unwrap();
         assert_eq!(has_b, Some(false), "the unstored change is not visible");
         assert_eq!(metrics.cache_misses.get(), misses + 1, "reloaded from disk");
+    }
+
+    /// The materialised entry is exactly the document's JSON at its heads after every kind of
+    /// commit: local writes, a delete, a re-create, a peer's changes, and a document that grows
+    /// past the size bound (no entry) and shrinks back.
+    #[test]
+    fn materialised_json_follows_every_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = Store::open(other_dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
+        let key = DocKey::new("c", "d").unwrap();
+        let check = |what: &str| {
+            let live = store
+                .read(&key, |doc, meta| {
+                    (!meta.deleted)
+                        .then(|| (crate::doc::json::to_json(doc, None), meta.heads.clone()))
+                })
+                .unwrap()
+                .flatten();
+            let entry = store.materialized(&key).unwrap();
+            match live {
+                Some((json, heads)) => {
+                    let m = entry.unwrap_or_else(|| panic!("{what}: no entry"));
+                    assert_eq!(m.parse().unwrap(), json, "{what}");
+                    assert_eq!(m.heads, heads, "{what}");
+                }
+                None => assert_eq!(entry, None, "{what}"),
+            }
+        };
+        let patch = |store: &Store, body: serde_json::Value| {
+            let serde_json::Value::Object(m) = body else {
+                unreachable!()
+            };
+            store
+                .write::<_, StoreError>(&key, |doc, _| {
+                    crate::doc::write::apply(doc, &crate::doc::write::Write::MergePatch(m), 1)
+                        .map_err(StoreError::Doc)
+                })
+                .unwrap();
+        };
+        patch(&store, serde_json::json!({"a": 1, "b": {"c": "x"}}));
+        check("created");
+        patch(&store, serde_json::json!({"a": 2, "b": {"c": null}}));
+        check("patched");
+        store
+            .write::<_, StoreError>(&key, |doc, _| {
+                crate::doc::tombstone::delete(doc, 2).map_err(StoreError::Doc)
+            })
+            .unwrap();
+        check("deleted");
+        patch(&store, serde_json::json!({"again": true}));
+        check("re-created");
+
+        patch(&other, serde_json::json!({"from_peer": [1, 2, 3]}));
+        let changes = other
+            .read(&key, |doc, _| doc.get_changes(&[]))
+            .unwrap()
+            .unwrap();
+        store
+            .write_from::<_, StoreError>(Origin::Peer, &key, |doc, _| {
+                doc.apply_changes(changes)
+                    .map_err(|e| StoreError::Doc(DocError::from(e)))
+            })
+            .unwrap();
+        check("merged a peer's changes");
+        assert_eq!(
+            store.materialized(&key).unwrap().unwrap().parse().unwrap()["from_peer"],
+            serde_json::json!([1, 2, 3])
+        );
+
+        let big = "x".repeat(materialized::MAX_JSON_BYTES + 1);
+        patch(&store, serde_json::json!({ "big": big }));
+        assert_eq!(store.materialized(&key).unwrap(), None, "too large to keep");
+        let current = store.current_json(&key).unwrap().unwrap();
+        assert_eq!(
+            current.json["big"],
+            serde_json::json!(big),
+            "built on read instead"
+        );
+        patch(&store, serde_json::json!({ "big": null }));
+        check("shrunk back");
     }
 }

@@ -227,3 +227,23 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
         value.trim().parse().ok()
     })
 }
+
+/// Garbles document `collection/id` on a stopped node's disk, as a disk fault might: its first
+/// stored change becomes bytes Automerge cannot load, and its materialised JSON is dropped, so
+/// nothing on the node can read it (otherwise reads would be answered from that copy).
+pub fn corrupt_document(dir: &Path, collection: &str, id: &str) {
+    let cfs = concord::store::cfs::ALL;
+    let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, cfs).unwrap();
+    let key = concord::store::DocKey::new(collection, id).unwrap();
+    let changes = db.cf_handle(concord::store::cfs::CHANGES).unwrap();
+    assert!(db.get_cf(changes, key.change_key(0)).unwrap().is_some());
+    db.put_cf(
+        changes,
+        key.change_key(0),
+        b"\x85\x6f\x4a\x83garbage-not-automerge",
+    )
+    .unwrap();
+    let json = db.cf_handle(concord::store::cfs::DOC_JSON).unwrap();
+    assert!(db.get_cf(json, key.encode()).unwrap().is_some());
+    db.delete_cf(json, key.encode()).unwrap();
+}

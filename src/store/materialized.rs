@@ -1,0 +1,116 @@
+//! Each live document's JSON, serialised, kept beside it in column family `doc_json` and
+//! replaced in the very commit that changes the document.
+//!
+//! Turning an Automerge document into JSON costs far more than reading it back: a `GET`, a
+//! query's candidate or an index build would otherwise load the document and walk its op set
+//! on every read. The entry holds the heads it was built at, so a read answers a version and an
+//! `If-None-Match` from one RocksDB lookup, and since it is written in the commit's own batch it
+//! is never ahead of or behind the document. A document whose stored form or JSON is large (long
+//! text, long histories) has no entry: rewriting a large JSON on every keystroke would cost more
+//! than building it on the rare read, and readers fall back to the document itself.
+
+use rocksdb::WriteBatch;
+use serde_json::{Map, Value};
+
+use super::error::StoreError;
+
+/// A document is materialised only when its stored form is at most this large...
+pub const MAX_SOURCE_BYTES: u64 = 1 << 20;
+/// ...and its JSON at most this large.
+pub const MAX_JSON_BYTES: usize = 256 << 10;
+
+const FORMAT: u8 = 1;
+
+/// A document's JSON as of `heads`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Materialized {
+    pub heads: Vec<[u8; 32]>,
+    pub json: Vec<u8>,
+}
+
+impl Materialized {
+    /// The JSON parsed (it was written by serialising a JSON object, so this only fails on
+    /// damaged bytes).
+    pub fn parse(&self) -> Result<Map<String, Value>, StoreError> {
+        serde_json::from_slice(&self.json)
+            .map_err(|e| StoreError::Corrupt(format!("materialised JSON: {e}")))
+    }
+}
+
+/// `[format][heads count: u16 LE][32 bytes per head][JSON]`.
+pub fn encode(heads: &[[u8; 32]], json: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(3 + heads.len() * 32 + json.len());
+    out.push(FORMAT);
+    out.extend_from_slice(&(heads.len() as u16).to_le_bytes());
+    for h in heads {
+        out.extend_from_slice(h);
+    }
+    out.extend_from_slice(json);
+    out
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Materialized, StoreError> {
+    let bad = |why: &str| StoreError::Corrupt(format!("materialised JSON entry: {why}"));
+    let (&format, rest) = bytes.split_first().ok_or_else(|| bad("empty"))?;
+    if format != FORMAT {
+        return Err(bad("unknown format"));
+    }
+    let (n, rest) = rest.split_at_checked(2).ok_or_else(|| bad("truncated"))?;
+    let n = u16::from_le_bytes([n[0], n[1]]) as usize;
+    let (hs, json) = rest
+        .split_at_checked(n * 32)
+        .ok_or_else(|| bad("truncated heads"))?;
+    let heads = hs
+        .chunks_exact(32)
+        .map(|c| {
+            let mut h = [0u8; 32];
+            h.copy_from_slice(c);
+            h
+        })
+        .collect();
+    Ok(Materialized {
+        heads,
+        json: json.to_vec(),
+    })
+}
+
+/// Stages the entry for a document at `heads` in a commit's batch: its JSON, or no entry when
+/// there is none to keep (deleted, or too large).
+pub fn stage(
+    batch: &mut WriteBatch,
+    cf: &rocksdb::ColumnFamily,
+    enc: &[u8],
+    heads: &[[u8; 32]],
+    json: Option<&Value>,
+) -> Result<(), StoreError> {
+    let bytes = match json {
+        Some(j) => Some(
+            serde_json::to_vec(j)
+                .map_err(|e| StoreError::Corrupt(format!("serialising JSON: {e}")))?,
+        ),
+        None => None,
+    };
+    match bytes {
+        Some(b) if b.len() <= MAX_JSON_BYTES => batch.put_cf(cf, enc, encode(heads, &b)),
+        _ => batch.delete_cf(cf, enc),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_damage_is_an_error() {
+        let heads = vec![[7u8; 32], [9u8; 32]];
+        let e = encode(&heads, br#"{"a":1}"#);
+        let m = decode(&e).unwrap();
+        assert_eq!(m.heads, heads);
+        assert_eq!(m.parse().unwrap()["a"], 1);
+        assert!(decode(&e[..40]).is_err());
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[2, 0, 0]).is_err());
+        assert!(decode(&encode(&[], b"not json")).unwrap().parse().is_err());
+    }
+}
