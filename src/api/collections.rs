@@ -100,19 +100,24 @@ pub async fn list_docs(
                 if meta.deleted && !q.include_deleted {
                     continue;
                 }
+                let mut version = heads::format(&meta.heads());
                 let (body, error) = if q.include_docs && !meta.deleted {
                     let key = doc_key(&collection, &id)?;
-                    match read_blocking(&n, &key, None, None) {
-                        Ok(Read::Body(b, _)) => (Some(b), None),
+                    match n.store.current_json(&key) {
+                        Ok(Some(current)) => {
+                            // The body's own version: it may be newer than the listing's.
+                            version = current.version();
+                            (Some(current.json), None)
+                        }
                         // Deleted or removed between the listing and the read.
-                        Ok(_) => (None, None),
-                        Err(e) => (None, Some(e)),
+                        Ok(None) => (None, None),
+                        Err(e) => (None, Some(ApiError::from(e))),
                     }
                 } else {
                     (None, None)
                 };
                 docs.push(ListedDoc {
-                    version: heads::format(&meta.heads()),
+                    version,
                     deleted: meta.deleted,
                     id,
                     body,
