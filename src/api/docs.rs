@@ -323,20 +323,21 @@ pub async fn get(
     }
     let at = q.at.as_deref().map(heads::parse).transpose()?;
     let if_none_match = Condition::from_headers(&headers, header::IF_NONE_MATCH)?;
+    if at.is_none() {
+        // The common read: the document's materialised JSON, when memory holds it, answers here
+        // without a trip to the blocking pool.
+        if let Some(m) = node.store.materialized_in_memory(&key) {
+            let (bytes, version) = answer_materialized(m, if_none_match.as_ref());
+            return Ok(json_response(bytes, &version));
+        }
+    }
     let n = node.clone();
     let read = node
         .blocking::<_, ApiError>(move || {
             if at.is_none() {
-                // The common read: the document's materialised JSON answers without loading it.
+                // Without loading the document, unless it has no materialised JSON.
                 if let Some(m) = n.store.materialized(&key)? {
-                    let version: Vec<ChangeHash> = m.heads.iter().map(|h| ChangeHash(*h)).collect();
-                    if if_none_match
-                        .as_ref()
-                        .is_some_and(|c| c.matches(Some(&version)))
-                    {
-                        return Ok((None, version));
-                    }
-                    return Ok((Some(m.json), version));
+                    return Ok(answer_materialized(m, if_none_match.as_ref()));
                 }
             }
             let read = read_blocking(&n, &key, at.as_deref(), if_none_match.as_ref())?;
@@ -352,6 +353,23 @@ pub async fn get(
         })
         .await?;
     let (bytes, version) = read;
+    Ok(json_response(bytes, &version))
+}
+
+/// A materialised document's body and version, or no body when `If-None-Match` names it.
+fn answer_materialized(
+    m: crate::store::materialized::Materialized,
+    if_none_match: Option<&Condition>,
+) -> (Option<Vec<u8>>, Vec<ChangeHash>) {
+    let version: Vec<ChangeHash> = m.heads.iter().map(|h| ChangeHash(*h)).collect();
+    if if_none_match.is_some_and(|c| c.matches(Some(&version))) {
+        return (None, version);
+    }
+    (Some(m.json), version)
+}
+
+/// `200` with a JSON body, or `304` without one; the version as ETag either way.
+fn json_response(bytes: Option<Vec<u8>>, version: &[ChangeHash]) -> Response {
     let mut resp = match bytes {
         Some(b) => (
             [(
@@ -363,8 +381,8 @@ pub async fn get(
             .into_response(),
         None => StatusCode::NOT_MODIFIED.into_response(),
     };
-    set_etag(&mut resp, &version);
-    Ok(resp)
+    set_etag(&mut resp, version);
+    resp
 }
 
 #[derive(Debug, Deserialize)]

@@ -461,6 +461,18 @@ impl Store {
         }
     }
 
+    /// [`Store::materialized`] answered from memory alone (memtables and the block cache), for
+    /// a caller on an async worker that must not wait for the disk. `None` whenever that cannot
+    /// answer (the entry's block is not cached, the document has no entry, an error): the caller
+    /// then takes the blocking path, which meets any error again.
+    pub fn materialized_in_memory(&self, key: &DocKey) -> Option<materialized::Materialized> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_read_tier(rocksdb::ReadTier::BlockCache);
+        let cf = self.cf(cfs::DOC_JSON).ok()?;
+        let bytes = self.db.get_pinned_cf_opt(cf, key.encode(), &ro).ok()??;
+        materialized::decode(&bytes).ok()
+    }
+
     /// A live document's JSON and heads, from its materialised copy or, when it has none, built
     /// from the document; `None` when it does not exist or is deleted.
     pub fn current_json(&self, key: &DocKey) -> Result<Option<CurrentJson>, StoreError> {
@@ -1006,12 +1018,18 @@ mod tests {
         check("created");
         patch(&store, serde_json::json!({"a": 2, "b": {"c": null}}));
         check("patched");
+        // Just written, so in the memtable: the in-memory read answers, and the same.
+        assert_eq!(
+            store.materialized_in_memory(&key),
+            store.materialized(&key).unwrap()
+        );
         store
             .write::<_, StoreError>(&key, |doc, _| {
                 crate::doc::tombstone::delete(doc, 2).map_err(StoreError::Doc)
             })
             .unwrap();
         check("deleted");
+        assert_eq!(store.materialized_in_memory(&key), None);
         patch(&store, serde_json::json!({"again": true}));
         check("re-created");
 
