@@ -41,23 +41,40 @@ fn status(e: &ServeError) -> u16 {
     }
 }
 
+/// A request as the sender puts it on the wire.
+fn send_bytes<Req: Serialize>(req: &Req) -> Result<Vec<u8>, PeerError> {
+    postcard::to_stdvec(req).map_err(|e| PeerError::Encode(e.to_string()))
+}
+
+/// A request as the responder reads it: bytes it cannot read are the sender's fault (400).
+fn received<Req: DeserializeOwned>(body: &[u8]) -> Result<Req, PeerError> {
+    postcard::from_bytes(body).map_err(|e| PeerError::Status {
+        status: 400,
+        body: e.to_string(),
+    })
+}
+
+/// An answer as the sender reads it, with the bytes counted both ways.
+fn answered<Resp: DeserializeOwned>(
+    sent: usize,
+    bytes: &[u8],
+) -> Result<Exchange<Resp>, PeerError> {
+    let value = postcard::from_bytes(bytes).map_err(|e| PeerError::Decode(e.to_string()))?;
+    Ok(Exchange {
+        value,
+        sent: sent as u64,
+        received: bytes.len() as u64,
+    })
+}
+
 /// Postcard there and back, counting bytes as the HTTP transport does.
 fn wire<Req: Serialize + DeserializeOwned, Resp: DeserializeOwned>(
     req: &Req,
     answer: impl FnOnce(Req) -> Result<Vec<u8>, PeerError>,
 ) -> Result<Exchange<Resp>, PeerError> {
-    let body = postcard::to_stdvec(req).map_err(|e| PeerError::Encode(e.to_string()))?;
-    let decoded: Req = postcard::from_bytes(&body).map_err(|e| PeerError::Status {
-        status: 400,
-        body: e.to_string(),
-    })?;
-    let bytes = answer(decoded)?;
-    let value = postcard::from_bytes(&bytes).map_err(|e| PeerError::Decode(e.to_string()))?;
-    Ok(Exchange {
-        value,
-        sent: body.len() as u64,
-        received: bytes.len() as u64,
-    })
+    let body = send_bytes(req)?;
+    let bytes = answer(received(&body)?)?;
+    answered(body.len(), &bytes)
 }
 
 fn encode<T: Serialize>(v: Result<T, ServeError>) -> Result<Vec<u8>, PeerError> {
@@ -113,26 +130,15 @@ impl InProcess {
         Resp: Serialize + DeserializeOwned + Send + 'static,
     {
         let r = self.replica(peer)?;
-        let body = postcard::to_stdvec(req).map_err(|e| PeerError::Encode(e.to_string()))?;
-        let sent = body.len() as u64;
-        let bytes = tokio::task::spawn_blocking(move || {
-            let req: Req = postcard::from_bytes(&body).map_err(|e| PeerError::Status {
-                status: 400,
+        let body = send_bytes(req)?;
+        let sent = body.len();
+        let bytes = tokio::task::spawn_blocking(move || encode(f(&r, received(&body)?)))
+            .await
+            .map_err(|e| PeerError::Status {
+                status: 500,
                 body: e.to_string(),
-            })?;
-            encode(f(&r, req))
-        })
-        .await
-        .map_err(|e| PeerError::Status {
-            status: 500,
-            body: e.to_string(),
-        })??;
-        let value = postcard::from_bytes(&bytes).map_err(|e| PeerError::Decode(e.to_string()))?;
-        Ok(Exchange {
-            value,
-            sent,
-            received: bytes.len() as u64,
-        })
+            })??;
+        answered(sent, &bytes)
     }
 }
 
@@ -169,22 +175,12 @@ impl PeerTransport for InProcess {
         req: &ChangesV1,
     ) -> Result<Exchange<ChangesResultV1>, PeerError> {
         let r = self.replica(peer)?;
-        let body = postcard::to_stdvec(req).map_err(|e| PeerError::Encode(e.to_string()))?;
-        let decoded: ChangesV1 = postcard::from_bytes(&body).map_err(|e| PeerError::Status {
-            status: 400,
-            body: e.to_string(),
-        })?;
+        let body = send_bytes(req)?;
+        let decoded: ChangesV1 = received(&body)?;
         let result = local::apply_changes(&r, decoded.docs)
             .await
             .map_err(|e: StoreError| ServeError::Store(e));
-        let bytes = encode(result)?;
-        let value =
-            ChangesResultV1::decode(&bytes).map_err(|e| PeerError::Decode(e.to_string()))?;
-        Ok(Exchange {
-            value,
-            sent: body.len() as u64,
-            received: bytes.len() as u64,
-        })
+        answered(body.len(), &encode(result)?)
     }
 
     async fn sync(&self, peer: &str, req: &SyncV1) -> Result<Exchange<SyncV1>, PeerError> {
