@@ -2,7 +2,8 @@
 //!
 //! Phases (one run, side by side, so ratios are meaningful on a noisy machine):
 //! 1. durable single-field PATCHes to `--docs` documents over `--conns` connections;
-//! 2. GETs of the same documents;
+//! 2. GETs of the same documents, then `/v1/health` (the HTTP ceiling for a read), and both again
+//!    from `wrk` when it is installed (an external load generator);
 //! 3. the same PATCH commit path in-process against the store (no HTTP): the ceiling;
 //! 4. RSS of a node holding `--rss-docs` small documents with the cache full.
 //!
@@ -115,7 +116,15 @@ async fn preload(url: &str, collection: &str, n: usize, parallel: usize) {
     }
 }
 
-async fn http_phase(name: &str, url: &str, o: &Opts, patch: bool) -> Report {
+/// What one HTTP phase requests.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Patch,
+    Get,
+    Health,
+}
+
+async fn http_phase(name: &str, url: &str, o: &Opts, kind: Kind) -> Report {
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let http = reqwest::Client::builder()
@@ -127,6 +136,7 @@ async fn http_phase(name: &str, url: &str, o: &Opts, patch: bool) -> Report {
     for c in 0..o.conns {
         let (http, stop, errors) = (http.clone(), stop.clone(), errors.clone());
         let base = format!("{url}/v1/collections/load/docs");
+        let health = format!("{url}/v1/health");
         let docs = o.docs as u64;
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(100_000);
@@ -135,15 +145,17 @@ async fn http_phase(name: &str, url: &str, o: &Opts, patch: bool) -> Report {
             while !stop.load(Ordering::Relaxed) {
                 let doc = xorshift(&mut seed) % docs;
                 let t = Instant::now();
-                let r = if patch {
-                    n += 1;
-                    http.patch(format!("{base}/d{doc}"))
-                        .header("content-type", "application/merge-patch+json")
-                        .body(format!("{{\"n\":{n}}}"))
-                        .send()
-                        .await
-                } else {
-                    http.get(format!("{base}/d{doc}")).send().await
+                let r = match kind {
+                    Kind::Patch => {
+                        n += 1;
+                        http.patch(format!("{base}/d{doc}"))
+                            .header("content-type", "application/merge-patch+json")
+                            .body(format!("{{\"n\":{n}}}"))
+                            .send()
+                            .await
+                    }
+                    Kind::Get => http.get(format!("{base}/d{doc}")).send().await,
+                    Kind::Health => http.get(&health).send().await,
                 };
                 match r {
                     Ok(resp) if resp.status().is_success() => {
@@ -301,6 +313,74 @@ async fn rss_phase(o: &Opts) {
     );
 }
 
+/// The same reads from an external load generator (`wrk`, when installed: `apt-get install wrk`),
+/// two threads, `--conns` connections: a random document per request (a Lua script), then
+/// `/v1/health`, side by side.
+fn wrk_phase(url: &str, o: &Opts) {
+    if std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("wrk: not installed (apt-get install wrk); external load generator phase skipped");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("concord-wrk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("wrk dir");
+    let script = dir.join("docs.lua");
+    std::fs::write(
+        &script,
+        format!(
+            "math.randomseed(7)\nrequest = function()\n  return wrk.format(\"GET\", \"/v1/collections/load/docs/d\" .. math.random(0, {}))\nend\n",
+            o.docs - 1
+        ),
+    )
+    .expect("wrk script");
+    let run = |name: &str, path: &str, script: Option<&std::path::Path>| -> Option<f64> {
+        let mut cmd = std::process::Command::new("wrk");
+        cmd.args([
+            "-t2",
+            &format!("-c{}", o.conns),
+            &format!("-d{}s", o.secs),
+            "--latency",
+        ]);
+        if let Some(s) = script {
+            cmd.arg("-s").arg(s);
+        }
+        let out = cmd.arg(format!("{url}{path}")).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |prefix: &str| {
+            text.lines()
+                .map(str::trim)
+                .find(|l| l.starts_with(prefix))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .map(str::to_string)
+        };
+        let rate = field("Requests/sec:")?.parse::<f64>().ok()?;
+        let non2xx = text
+            .lines()
+            .find(|l| l.trim().starts_with("Non-2xx"))
+            .and_then(|l| l.split_whitespace().last())
+            .unwrap_or("0")
+            .to_string();
+        println!(
+            "| wrk {name} | {rate:.0}/s | {} | {} | | {non2xx} |",
+            field("50%").unwrap_or_default(),
+            field("99%").unwrap_or_default(),
+        );
+        Some(rate)
+    };
+    let doc = run("GET a document", "/", Some(&script));
+    let health = run("GET /v1/health", "/v1/health", None);
+    if let (Some(d), Some(h)) = (doc, health) {
+        println!(
+            "wrk: GET a document / GET /v1/health = {:.2}",
+            d / h.max(1.0)
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::main]
 async fn main() {
     let o = opts();
@@ -320,10 +400,23 @@ async fn main() {
     println!("| --- | --- | --- | --- | --- | --- |");
     let server = support::Process::start(0, &[]).await;
     preload(&server.url, "load", o.docs, 2).await;
-    let patch = http_phase("HTTP PATCH (durable, 1 field)", &server.url, &o, true).await;
+    let patch = http_phase(
+        "HTTP PATCH (durable, 1 field)",
+        &server.url,
+        &o,
+        Kind::Patch,
+    )
+    .await;
     patch.print();
-    let get = http_phase("HTTP GET", &server.url, &o, false).await;
+    let get = http_phase("HTTP GET", &server.url, &o, Kind::Get).await;
     get.print();
+    let health = http_phase("HTTP GET /v1/health", &server.url, &o, Kind::Health).await;
+    health.print();
+    println!(
+        "GET a document / GET /v1/health = {:.2}",
+        get.rate() / health.rate().max(1.0)
+    );
+    wrk_phase(&server.url, &o);
     drop(server);
     let ceiling = tokio::task::spawn_blocking(move || {
         let o2 = opts();
