@@ -278,6 +278,15 @@ pub fn read_blocking(
     at: Option<&[ChangeHash]>,
     if_none_match: Option<&Condition>,
 ) -> Result<Read, ApiError> {
+    if at.is_none() {
+        if let Some(m) = node.store.materialized(key)? {
+            let json = m.parse()?;
+            return Ok(match answer_materialized(m, if_none_match) {
+                (Some(_), version) => Read::Body(json, version),
+                (None, version) => Read::NotModified(version),
+            });
+        }
+    }
     let r = node
         .store
         .read(key, |doc, meta| -> Result<Read, ApiError> {
