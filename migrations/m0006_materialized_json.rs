@@ -2,8 +2,8 @@
 //! `store::materialized`).
 //!
 //! Built here from every live document, so reads never meet a document that lacks its entry
-//! only because it was written before this version (a document may still lack one when it is
-//! too large to keep, and readers fall back then). Entries are absolute puts, so a re-run after a
+//! only because it was written before this version (a document may still lack one when its JSON
+//! is too large to keep, and readers fall back then). Entries are absolute puts, so a re-run after a
 //! crash gives the same result; they are written in batches to bound memory.
 
 use crate::store::db::{cfs, handle};
@@ -25,15 +25,14 @@ pub(super) fn run(db: &rocksdb::DB) -> Result<(), StoreError> {
                 "a document key that does not decode".into(),
             ));
         };
-        let json = if meta.deleted || meta.stored_len() > materialized::MAX_SOURCE_BYTES {
+        let json = if meta.deleted {
             None
         } else {
             let doc = load_stored(db, &key)?;
-            Some(serde_json::Value::Object(crate::doc::json::to_json(
-                &doc, None,
-            )))
+            let json = serde_json::Value::Object(crate::doc::json::to_json(&doc, None));
+            materialized::serialise(&json)?
         };
-        materialized::stage(&mut batch, json_cf, &enc, &meta.heads, json.as_ref())?;
+        materialized::stage(&mut batch, json_cf, &enc, &meta.heads, json.as_deref());
         done += 1;
         if batch.len() >= BATCH_DOCS {
             db.write(std::mem::take(&mut batch))?;

@@ -5,19 +5,21 @@
 //! query's candidate or an index build would otherwise load the document and walk its op set
 //! on every read. The entry holds the heads it was built at, so a read answers a version and an
 //! `If-None-Match` from one RocksDB lookup, and since it is written in the commit's own batch it
-//! is never ahead of or behind the document. A document whose stored form or JSON is large (long
-//! text, long histories) has no entry: rewriting a large JSON on every keystroke would cost more
-//! than building it on the rare read, and readers fall back to the document itself.
+//! is never ahead of or behind the document. A document whose JSON is large (a long text) has no
+//! entry: rewriting a large JSON on every keystroke would cost more than building it on the rare
+//! read, and readers fall back to the document itself. History does not count: a document with a
+//! long history and a small JSON is materialised like any other.
 
 use rocksdb::WriteBatch;
 use serde_json::{Map, Value};
 
 use super::error::StoreError;
 
-/// A document is materialised only when its stored form is at most this large...
-pub const MAX_SOURCE_BYTES: u64 = 1 << 20;
-/// ...and its JSON at most this large.
+/// A document is materialised only when its JSON is at most this large.
 pub const MAX_JSON_BYTES: usize = 256 << 10;
+/// Commits of a document whose JSON was too large before its JSON is built again to see whether
+/// it shrank (building it on every edit of a large text is what the bound avoids).
+pub const RECHECK_AFTER: u32 = 64;
 
 const FORMAT: u8 = 1;
 
@@ -74,27 +76,26 @@ pub fn decode(bytes: &[u8]) -> Result<Materialized, StoreError> {
     })
 }
 
-/// Stages the entry for a document at `heads` in a commit's batch: its JSON, or no entry when
-/// there is none to keep (deleted, or too large).
+/// The JSON to keep for a document, serialised; `None` when it is too large to keep.
+pub fn serialise(json: &Value) -> Result<Option<Vec<u8>>, StoreError> {
+    let bytes = serde_json::to_vec(json)
+        .map_err(|e| StoreError::Corrupt(format!("serialising JSON: {e}")))?;
+    Ok((bytes.len() <= MAX_JSON_BYTES).then_some(bytes))
+}
+
+/// Stages the entry for a document at `heads` in a commit's batch: its serialised JSON, or no
+/// entry when there is none to keep (deleted, or too large).
 pub fn stage(
     batch: &mut WriteBatch,
     cf: &rocksdb::ColumnFamily,
     enc: &[u8],
     heads: &[[u8; 32]],
-    json: Option<&Value>,
-) -> Result<(), StoreError> {
-    let bytes = match json {
-        Some(j) => Some(
-            serde_json::to_vec(j)
-                .map_err(|e| StoreError::Corrupt(format!("serialising JSON: {e}")))?,
-        ),
-        None => None,
-    };
-    match bytes {
-        Some(b) if b.len() <= MAX_JSON_BYTES => batch.put_cf(cf, enc, encode(heads, &b)),
-        _ => batch.delete_cf(cf, enc),
+    json: Option<&[u8]>,
+) {
+    match json {
+        Some(b) => batch.put_cf(cf, enc, encode(heads, b)),
+        None => batch.delete_cf(cf, enc),
     }
-    Ok(())
 }
 
 #[cfg(test)]

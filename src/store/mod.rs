@@ -685,20 +685,31 @@ impl Store {
         let _admin = (key.collection() == index_registry::INDEXES_COLLECTION)
             .then(|| self.index_admin.lock());
         // Built once per commit: the materialised copy and the index entries both use it.
-        let json = if deleted || meta.stored_len() > materialized::MAX_SOURCE_BYTES {
+        let json = if deleted {
+            None
+        } else if state.json_skips > 0 {
+            // Too large to keep a few commits ago: most likely still so.
+            state.json_skips -= 1;
             None
         } else {
             Some(contained("materialise", || {
-                serde_json::Value::Object(crate::doc::json::to_json(doc, None))
+                serde_json::Value::Object(crate::doc::json::to_json(&state.doc, None))
             })?)
         };
+        let kept = match &json {
+            Some(j) => materialized::serialise(j)?,
+            None => None,
+        };
+        if json.is_some() && kept.is_none() {
+            state.json_skips = materialized::RECHECK_AFTER;
+        }
         materialized::stage(
             &mut batch,
             self.cf(cfs::DOC_JSON)?,
             enc,
             &meta.heads,
-            json.as_ref(),
-        )?;
+            kept.as_deref(),
+        );
         let registry_change = self.index_commit(&mut batch, key, doc, deleted, json.as_ref())?;
 
         let delta = i64::from(!deleted) - i64::from(was_live);
@@ -976,8 +987,8 @@ mod tests {
     }
 
     /// The materialised entry is exactly the document's JSON at its heads after every kind of
-    /// commit: local writes, a delete, a re-create, a peer's changes, and a document that grows
-    /// past the size bound (no entry) and shrinks back.
+    /// commit: local writes, a delete, a re-create, a peer's changes, and a document whose JSON
+    /// grows past the size bound (no entry) and shrinks back.
     #[test]
     fn materialised_json_follows_every_commit() {
         let dir = tempfile::tempdir().unwrap();
@@ -1059,7 +1070,21 @@ mod tests {
             serde_json::json!(big),
             "built on read instead"
         );
-        patch(&store, serde_json::json!({ "big": null }));
+        // Shrunk: the next commits may skip building the JSON (it was large), and reads build
+        // it; an entry, when there is one, is never stale; within `RECHECK_AFTER` commits the
+        // copy is back.
+        for i in 0..=materialized::RECHECK_AFTER {
+            let body = match i {
+                0 => serde_json::json!({ "big": null }),
+                i => serde_json::json!({ "i": i }),
+            };
+            patch(&store, body);
+            let current = store.current_json(&key).unwrap().unwrap();
+            assert_eq!(current.json.get("big"), None);
+            if let Some(m) = store.materialized(&key).unwrap() {
+                assert_eq!((m.parse().unwrap(), m.heads), (current.json, current.heads));
+            }
+        }
         check("shrunk back");
     }
 }
