@@ -274,27 +274,31 @@ async fn rss_phase(o: &Opts) {
     let server = support::Process::start(0, &[]).await;
     let idle = server.rss_kib();
     preload(&server.url, "rss", o.rss_docs, 2).await;
-    // Read every document back so the cache holds as many as it can.
     let http = reqwest::Client::new();
-    for chunk in (0..o.rss_docs).collect::<Vec<_>>().chunks(1000) {
-        let ids: Vec<String> = chunk.iter().map(|i| format!("d{i}")).collect();
-        let r = http
-            .post(format!("{}/v1/collections/rss/bulk-read", server.url))
-            .json(&json!({"ids": ids}))
+    // Read every document back (twice): the first pass warms what can be warmed, the second
+    // shows what the node then answers from memory alone.
+    let read_all = || async {
+        for chunk in (0..o.rss_docs).collect::<Vec<_>>().chunks(1000) {
+            let ids: Vec<String> = chunk.iter().map(|i| format!("d{i}")).collect();
+            let r = http
+                .post(format!("{}/v1/collections/rss/bulk-read", server.url))
+                .json(&json!({"ids": ids}))
+                .send()
+                .await
+                .expect("bulk-read");
+            assert!(r.status().is_success());
+        }
+    };
+    let scrape = || async {
+        http.get(format!("{}/metrics", server.url))
             .send()
             .await
-            .expect("bulk-read");
-        assert!(r.status().is_success());
-    }
-    let metrics = http
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .unwrap_or_default();
-    let gauge = |name: &str| {
+            .expect("metrics")
+            .text()
+            .await
+            .unwrap_or_default()
+    };
+    let value = |metrics: &str, name: &str| {
         metrics
             .lines()
             .find(|l| l.starts_with(name) && !l.starts_with('#'))
@@ -302,14 +306,29 @@ async fn rss_phase(o: &Opts) {
             .unwrap_or("?")
             .to_string()
     };
+    read_all().await;
+    let warm = scrape().await;
+    read_all().await;
+    let metrics = scrape().await;
+    let delta = |name: &str| {
+        let n = |m: &str| value(m, name).parse::<f64>().unwrap_or(f64::NAN);
+        n(&metrics) - n(&warm)
+    };
     println!(
-        "RSS: idle {:.1} MiB; with {} small documents stored and read back: {:.1} MiB (cache: {} documents, {} estimated bytes; store {} bytes)",
+        "RSS: idle {:.1} MiB; with {} small documents stored and read back: {:.1} MiB (document cache: {} documents, {} estimated bytes; block cache {} bytes; store {} bytes)",
         idle as f64 / 1024.0,
         o.rss_docs,
         server.rss_kib() as f64 / 1024.0,
-        gauge("concord_cache_documents"),
-        gauge("concord_cache_bytes"),
-        gauge("concord_store_bytes"),
+        value(&metrics, "concord_cache_documents"),
+        value(&metrics, "concord_cache_bytes"),
+        value(&metrics, "concord_block_cache_bytes"),
+        value(&metrics, "concord_store_bytes"),
+    );
+    println!(
+        "Second read of all {} documents: {} data blocks read from disk, {} documents loaded",
+        o.rss_docs,
+        delta("concord_block_reads_total"),
+        delta("concord_cache_misses_total"),
     );
 }
 

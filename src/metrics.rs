@@ -49,6 +49,8 @@ pub struct Metrics {
     pub writes_refused_no_space: Counter,
     wal_syncs: Counter,
     wal_syncs_seen: AtomicU64,
+    block_reads: Counter,
+    block_reads_seen: AtomicU64,
     cache_bytes: Gauge,
     cache_docs: Gauge,
     store_bytes: Gauge,
@@ -100,6 +102,8 @@ impl Metrics {
             writes_refused_no_space: Counter::default(),
             wal_syncs: Counter::default(),
             wal_syncs_seen: AtomicU64::new(0),
+            block_reads: Counter::default(),
+            block_reads_seen: AtomicU64::new(0),
             cache_bytes: Gauge::default(),
             cache_docs: Gauge::default(),
             store_bytes: Gauge::default(),
@@ -142,6 +146,11 @@ impl Metrics {
             "wal_syncs",
             "WAL fsyncs (group commit shares one among many writes)",
             m.wal_syncs.clone(),
+        );
+        registry.register(
+            "block_reads",
+            "Data blocks RocksDB read from disk because its block cache missed",
+            m.block_reads.clone(),
         );
         registry.register(
             "websockets_open",
@@ -277,6 +286,11 @@ impl Metrics {
         let before = self.wal_syncs_seen.swap(stats.wal_syncs, Ordering::Relaxed);
         self.wal_syncs
             .inc_by(stats.wal_syncs.saturating_sub(before));
+        let before = self
+            .block_reads_seen
+            .swap(stats.block_reads, Ordering::Relaxed);
+        self.block_reads
+            .inc_by(stats.block_reads.saturating_sub(before));
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
             out.clear();
@@ -294,4 +308,6 @@ pub struct StoreStats {
     pub memtable_bytes: u64,
     pub block_cache_bytes: u64,
     pub wal_syncs: u64,
+    /// Data blocks read from disk (block cache misses).
+    pub block_reads: u64,
 }

@@ -56,6 +56,14 @@ async fn restart_keeps_every_document_and_the_node_id() {
     let misses = |m: &str| metric(m, "concord_cache_misses_total").unwrap_or(0.0);
     let m = get_text(&http, node.url("/metrics")).await;
     assert_eq!(misses(&m), 0.0, "{m}");
+    // ...but from disk: RocksDB read data blocks (its block cache was empty after the restart);
+    // a second read of the same document finds its block in memory.
+    let block_reads = |m: &str| metric(m, "concord_block_reads_total").unwrap_or(0.0);
+    let after_reads = block_reads(&m);
+    assert!(after_reads >= 1.0, "{m}");
+    let _: Value = get_json(&http, node.url("/v1/collections/r/docs/d1")).await;
+    let m = get_text(&http, node.url("/metrics")).await;
+    assert_eq!(block_reads(&m), after_reads, "{m}");
     // A write loads d0's (compacted) document from disk, and the next read sees it.
     let r = http
         .patch(node.url("/v1/collections/r/docs/d0"))

@@ -923,6 +923,9 @@ impl Store {
             wal_syncs: self
                 .db_opts
                 .get_ticker_count(rocksdb::statistics::Ticker::WalFileSynced),
+            block_reads: self
+                .db_opts
+                .get_ticker_count(rocksdb::statistics::Ticker::BlockCacheDataMiss),
         }
     }
 
