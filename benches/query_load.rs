@@ -149,14 +149,18 @@ impl Report {
 }
 
 /// `clients` concurrent clients sending `body(i)` to `path` for `secs`.
-async fn load(
-    name: &str,
-    url: &str,
-    path: &str,
-    o: &Opts,
-    body: fn(u64) -> Value,
-    check: fn(&Value) -> bool,
-) -> Report {
+/// One request of a load phase, given a client and a fresh random number: whether it succeeded.
+type Request = Arc<
+    dyn Fn(
+            reqwest::Client,
+            u64,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// `--clients` concurrent clients sending `request` for `--secs`: latencies of the successes.
+async fn drive(name: String, o: &Opts, seed_base: u64, request: Request) -> Report {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(o.clients)
         .build()
@@ -165,26 +169,19 @@ async fn load(
     let start = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..o.clients {
-        let (http, stop, target) = (http.clone(), stop.clone(), format!("{url}{path}"));
+        let (http, stop, request) = (http.clone(), stop.clone(), request.clone());
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut errors) = (Vec::new(), 0u64);
-            let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (c as u64 + 1);
+            let mut seed = seed_base ^ (c as u64 + 1);
             while !stop.load(Ordering::Relaxed) {
                 seed ^= seed << 13;
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
                 let t = Instant::now();
-                let r = http.post(&target).json(&body(seed)).send().await;
-                match r {
-                    Ok(resp) if resp.status().is_success() => {
-                        let v: Value = resp.json().await.unwrap_or(Value::Null);
-                        if check(&v) {
-                            lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                        } else {
-                            errors += 1;
-                        }
-                    }
-                    _ => errors += 1,
+                if request(http.clone(), seed).await {
+                    lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                } else {
+                    errors += 1;
                 }
             }
             (lat, errors)
@@ -200,11 +197,35 @@ async fn load(
     }
     lat.sort_unstable();
     Report {
-        name: name.into(),
+        name,
         lat_us: lat,
         secs: start.elapsed().as_secs_f64(),
         errors,
     }
+}
+
+/// Queries `path` with `body(seed)`, counting an answer that fails `check` as an error.
+async fn load(
+    name: &str,
+    url: &str,
+    path: &str,
+    o: &Opts,
+    body: fn(u64) -> Value,
+    check: fn(&Value) -> bool,
+) -> Report {
+    let target = format!("{url}{path}");
+    let request: Request = Arc::new(move |http, seed| {
+        let target = target.clone();
+        Box::pin(async move {
+            match http.post(&target).json(&body(seed)).send().await {
+                Ok(resp) if resp.status().is_success() => {
+                    check(&resp.json().await.unwrap_or(Value::Null))
+                }
+                _ => false,
+            }
+        })
+    });
+    drive(name.into(), o, 0x9E37_79B9_7F4A_7C15, request).await
 }
 
 fn equality(seed: u64) -> Value {
@@ -229,50 +250,25 @@ fn some(v: &Value) -> bool {
 
 /// Durable single-field PATCHes to random documents of `collection` for `secs`.
 async fn patches(url: &str, collection: &str, docs: usize, o: &Opts) -> Report {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(o.clients)
-        .build()
-        .expect("client");
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..o.clients {
-        let (http, stop) = (http.clone(), stop.clone());
-        let base = format!("{url}/v1/collections/{collection}/docs");
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut seed = 0x2545_F491_4F6C_DD1Du64 ^ (c as u64 + 1);
-            while !stop.load(Ordering::Relaxed) {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let t = Instant::now();
-                let r = http
-                    .patch(format!("{base}/t{:07}", seed % docs as u64))
-                    .header("content-type", "application/merge-patch+json")
-                    .body(format!("{{\"owner\": {}}}", seed % 1000))
-                    .send()
-                    .await;
-                if r.is_ok_and(|r| r.status().is_success()) {
-                    lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
-                }
-            }
-            lat
-        }));
-    }
-    tokio::time::sleep(Duration::from_secs(o.secs)).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut lat = Vec::new();
-    for t in tasks {
-        lat.extend(t.await.expect("client"));
-    }
-    lat.sort_unstable();
-    Report {
-        name: format!("durable PATCH, {collection}"),
-        lat_us: lat,
-        secs: start.elapsed().as_secs_f64(),
-        errors: 0,
-    }
+    let base = format!("{url}/v1/collections/{collection}/docs");
+    let request: Request = Arc::new(move |http, seed| {
+        let base = base.clone();
+        Box::pin(async move {
+            http.patch(format!("{base}/t{:07}", seed % docs as u64))
+                .header("content-type", "application/merge-patch+json")
+                .body(format!("{{\"owner\": {}}}", seed % 1000))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+    });
+    drive(
+        format!("durable PATCH, {collection}"),
+        o,
+        0x2545_F491_4F6C_DD1D,
+        request,
+    )
+    .await
 }
 
 /// PostgreSQL on a private data directory, as the `postgres` user; stopped on drop.
