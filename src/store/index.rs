@@ -464,16 +464,6 @@ impl Store {
             .db()
             .get_cf(handle(self.db(), cfs::INDEX_REV)?, rev_key(id, doc_id))?)
     }
-
-    /// The live documents of `collection`.
-    pub fn collection_count(&self, collection: &str) -> Result<i64, StoreError> {
-        Ok(self
-            .db()
-            .get_pinned_cf(handle(self.db(), cfs::COUNTS)?, collection.as_bytes())?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(i64::from_le_bytes)
-            .unwrap_or(0))
-    }
 }
 
 #[cfg(test)]

@@ -140,6 +140,11 @@ pub struct Store {
     tree: digest::Tree,
     /// Persisted client sync states per owner, counted on first use (see `sync_states`).
     sync_state_counts: Mutex<std::collections::HashMap<String, u64>>,
+    /// Live documents per collection: the `counts` column family, mirrored. Commits add their
+    /// deltas to both; reads use this, because a count read from RocksDB folds every merge
+    /// operand still in the memtable (one per create or delete), which costs milliseconds once
+    /// a bulk load has left hundreds of thousands there.
+    counts: Mutex<std::collections::BTreeMap<String, i64>>,
     /// The secondary indexes this node knows (see `index`).
     indexes: index_registry::Registry,
     /// Held while index definitions change and while a build step writes, so a dropped index
@@ -277,6 +282,14 @@ impl Store {
             }
         };
         let tree = digest::Tree::load(&db, handle(&db, cfs::DIGEST)?)?;
+        let mut counts = std::collections::BTreeMap::new();
+        for item in db.iterator_cf(handle(&db, cfs::COUNTS)?, IteratorMode::Start) {
+            let (k, v) = item?;
+            let n = <[u8; 8]>::try_from(v.as_ref())
+                .map(i64::from_le_bytes)
+                .unwrap_or(0);
+            counts.insert(String::from_utf8_lossy(&k).into_owned(), n);
+        }
         let store = Store {
             tree,
             db: Arc::new(db),
@@ -285,6 +298,7 @@ impl Store {
             cache: DocCache::new(options.cache_bytes),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             sync_state_counts: Mutex::new(Default::default()),
+            counts: Mutex::new(counts),
             feed: FeedSeq::new(last_feed),
             actor: ActorId::from(node_id.as_bytes().as_slice()),
             node_id,
@@ -748,6 +762,13 @@ impl Store {
             }
         }
         result?;
+        if delta != 0 {
+            *self
+                .counts
+                .lock()
+                .entry(key.collection().to_string())
+                .or_default() += delta;
+        }
         if let Some(change) = registry_change {
             self.index_registry_apply(change);
         }
@@ -802,18 +823,17 @@ impl Store {
 
     /// Every collection and its number of live documents.
     pub fn collections(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(self.cf(cfs::COUNTS)?, IteratorMode::Start)
-        {
-            let (k, v) = item?;
-            let n = <[u8; 8]>::try_from(v.as_ref())
-                .map(i64::from_le_bytes)
-                .unwrap_or(0);
-            out.push((String::from_utf8_lossy(&k).into_owned(), n));
-        }
-        Ok(out)
+        Ok(self
+            .counts
+            .lock()
+            .iter()
+            .map(|(c, n)| (c.clone(), *n))
+            .collect())
+    }
+
+    /// Live documents in `collection`.
+    pub fn collection_count(&self, collection: &str) -> Result<i64, StoreError> {
+        Ok(self.counts.lock().get(collection).copied().unwrap_or(0))
     }
 
     /// Feed entries after `since`, up to the watermark; at most `limit` matching `collection`.
