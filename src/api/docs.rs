@@ -279,12 +279,14 @@ pub fn read_blocking(
     if_none_match: Option<&Condition>,
 ) -> Result<Read, ApiError> {
     if at.is_none() {
-        if let Some(m) = node.store.materialized(key)? {
-            let json = m.parse()?;
-            return Ok(match answer_materialized(m, if_none_match) {
-                (Some(_), version) => Read::Body(json, version),
-                (None, version) => Read::NotModified(version),
-            });
+        // The materialised copy, built and kept now if a write dropped it; a missing or deleted
+        // document goes on below, for its precise answer.
+        if let Some(current) = node.store.current_json(key)? {
+            let version: Vec<ChangeHash> = current.heads.iter().map(|h| ChangeHash(*h)).collect();
+            if if_none_match.is_some_and(|c| c.matches(Some(&version))) {
+                return Ok(Read::NotModified(version));
+            }
+            return Ok(Read::Body(current.json, version));
         }
     }
     let r = node

@@ -488,7 +488,8 @@ impl Store {
     }
 
     /// A live document's JSON and heads, from its materialised copy or, when it has none, built
-    /// from the document; `None` when it does not exist or is deleted.
+    /// from the document (and kept for the next read); `None` when it does not exist or is
+    /// deleted.
     pub fn current_json(&self, key: &DocKey) -> Result<Option<CurrentJson>, StoreError> {
         if let Some(m) = self.materialized(key)? {
             return Ok(Some(CurrentJson {
@@ -496,14 +497,49 @@ impl Store {
                 heads: m.heads,
             }));
         }
-        Ok(self
-            .read(key, |doc, meta| {
-                (!meta.deleted).then(|| CurrentJson {
-                    json: crate::doc::json::to_json(doc, None),
-                    heads: meta.heads.clone(),
-                })
-            })?
-            .flatten())
+        self.materialize(key)
+    }
+
+    /// Builds the JSON of a document that has no materialised copy (a write dropped it) and
+    /// keeps it, under the document's lock, so no commit slips between reading the document and
+    /// keeping the copy: a copy is never older than the commit that follows it.
+    fn materialize(&self, key: &DocKey) -> Result<Option<CurrentJson>, StoreError> {
+        let enc = key.encode();
+        let _guard = self.stripe(&enc).lock();
+        // Another read may have built it while this one waited for the lock.
+        if let Some(m) = self.materialized(key)? {
+            return Ok(Some(CurrentJson {
+                json: m.parse()?,
+                heads: m.heads,
+            }));
+        }
+        let Some(loaded) = self.get_loaded(key, &enc, true)? else {
+            return Ok(None);
+        };
+        let state = loaded.state.read();
+        if state.meta.deleted {
+            return Ok(None);
+        }
+        let doc = &state.doc;
+        let json = contained(&key.to_string(), || {
+            serde_json::Value::Object(crate::doc::json::to_json(doc, None))
+        })?;
+        if let Some(bytes) = materialized::serialise(&json)? {
+            // Not synced: the copy is derived, and rebuilt when a crash loses it. The WAL is
+            // written in order, so a later synced commit (which drops it) cannot survive
+            // without it.
+            let entry = materialized::encode(&state.meta.heads, &bytes);
+            if let Err(e) = self.db.put_cf(self.cf(cfs::DOC_JSON)?, &enc, entry) {
+                tracing::debug!(doc = %key, error = %e, "could not keep a materialised copy");
+            }
+        }
+        let serde_json::Value::Object(json) = json else {
+            return Ok(None);
+        };
+        Ok(Some(CurrentJson {
+            json,
+            heads: state.meta.heads.clone(),
+        }))
     }
 
     /// Metadata only, without loading the document.
@@ -698,25 +734,22 @@ impl Store {
         // Definition documents change under the index lock (see `index_admin`).
         let _admin = (key.collection() == index_registry::INDEXES_COLLECTION)
             .then(|| self.index_admin.lock());
-        // Built once per commit: the materialised copy and the index entries both use it.
-        let json = if deleted {
-            None
-        } else if state.json_skips > 0 {
-            // Too large to keep a few commits ago: most likely still so.
-            state.json_skips -= 1;
+        // Indexed collections build the JSON here anyway (for their entries), so the commit keeps
+        // their materialised copy current; elsewhere it only drops the stale copy and the next
+        // read builds it (a write should not pay for reads that may never come).
+        let indexed = key.collection() == index_registry::INDEXES_COLLECTION
+            || self.indexes.any(key.collection());
+        let json = if deleted || !indexed {
             None
         } else {
             Some(contained("materialise", || {
-                serde_json::Value::Object(crate::doc::json::to_json(&state.doc, None))
+                serde_json::Value::Object(crate::doc::json::to_json(doc, None))
             })?)
         };
         let kept = match &json {
             Some(j) => materialized::serialise(j)?,
             None => None,
         };
-        if json.is_some() && kept.is_none() {
-            state.json_skips = materialized::RECHECK_AFTER;
-        }
         materialized::stage(
             &mut batch,
             self.cf(cfs::DOC_JSON)?,
@@ -1009,32 +1042,52 @@ mod tests {
         assert_eq!(metrics.cache_misses.get(), misses + 1, "reloaded from disk");
     }
 
-    /// The materialised entry is exactly the document's JSON at its heads after every kind of
-    /// commit: local writes, a delete, a re-create, a peer's changes, and a document whose JSON
-    /// grows past the size bound (no entry) and shrinks back.
+    /// The materialised entry is never stale and a read keeps it: after every kind of commit
+    /// (local writes, a delete, a re-create, a peer's changes, in a plain and in an indexed
+    /// collection, a document whose JSON grows past the size bound and shrinks back) there is no
+    /// entry or one equal to the document's JSON at its heads, and after a read there is one.
     #[test]
-    fn materialised_json_follows_every_commit() {
+    fn materialised_json_is_never_stale() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
         let other_dir = tempfile::tempdir().unwrap();
         let other = Store::open(other_dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
         let key = DocKey::new("c", "d").unwrap();
-        let check = |what: &str| {
-            let live = store
+        let live = || {
+            store
                 .read(&key, |doc, meta| {
                     (!meta.deleted)
                         .then(|| (crate::doc::json::to_json(doc, None), meta.heads.clone()))
                 })
                 .unwrap()
-                .flatten();
-            let entry = store.materialized(&key).unwrap();
-            match live {
+                .flatten()
+        };
+        let not_stale = |what: &str| {
+            if let Some(m) = store.materialized(&key).unwrap() {
+                let (json, heads) =
+                    live().unwrap_or_else(|| panic!("{what}: entry of a deleted doc"));
+                assert_eq!(
+                    (m.parse().unwrap(), m.heads),
+                    (json, heads),
+                    "{what}: stale"
+                );
+            }
+        };
+        let check = |what: &str| {
+            not_stale(what);
+            let current = store.current_json(&key).unwrap();
+            match live() {
                 Some((json, heads)) => {
-                    let m = entry.unwrap_or_else(|| panic!("{what}: no entry"));
-                    assert_eq!(m.parse().unwrap(), json, "{what}");
-                    assert_eq!(m.heads, heads, "{what}");
+                    let c = current.unwrap_or_else(|| panic!("{what}: no JSON"));
+                    assert_eq!((&c.json, &c.heads), (&json, &heads), "{what}");
+                    let m = store.materialized(&key).unwrap();
+                    let m = m.unwrap_or_else(|| panic!("{what}: not kept by the read"));
+                    assert_eq!((m.parse().unwrap(), m.heads), (json, heads), "{what}");
                 }
-                None => assert_eq!(entry, None, "{what}"),
+                None => {
+                    assert!(current.is_none(), "{what}");
+                    assert_eq!(store.materialized(&key).unwrap(), None, "{what}");
+                }
             }
         };
         let patch = |store: &Store, body: serde_json::Value| {
@@ -1051,8 +1104,9 @@ mod tests {
         patch(&store, serde_json::json!({"a": 1, "b": {"c": "x"}}));
         check("created");
         patch(&store, serde_json::json!({"a": 2, "b": {"c": null}}));
+        not_stale("patched, before a read");
         check("patched");
-        // Just written, so in the memtable: the in-memory read answers, and the same.
+        // Just read, so in the memtable: the in-memory read answers, and the same.
         assert_eq!(
             store.materialized_in_memory(&key),
             store.materialized(&key).unwrap()
@@ -1086,28 +1140,24 @@ mod tests {
 
         let big = "x".repeat(materialized::MAX_JSON_BYTES + 1);
         patch(&store, serde_json::json!({ "big": big }));
-        assert_eq!(store.materialized(&key).unwrap(), None, "too large to keep");
         let current = store.current_json(&key).unwrap().unwrap();
-        assert_eq!(
-            current.json["big"],
-            serde_json::json!(big),
-            "built on read instead"
-        );
-        // Shrunk: the next commits may skip building the JSON (it was large), and reads build
-        // it; an entry, when there is one, is never stale; within `RECHECK_AFTER` commits the
-        // copy is back.
-        for i in 0..=materialized::RECHECK_AFTER {
-            let body = match i {
-                0 => serde_json::json!({ "big": null }),
-                i => serde_json::json!({ "i": i }),
-            };
-            patch(&store, body);
-            let current = store.current_json(&key).unwrap().unwrap();
-            assert_eq!(current.json.get("big"), None);
-            if let Some(m) = store.materialized(&key).unwrap() {
-                assert_eq!((m.parse().unwrap(), m.heads), (current.json, current.heads));
-            }
-        }
+        assert_eq!(current.json["big"], serde_json::json!(big), "built on read");
+        assert_eq!(store.materialized(&key).unwrap(), None, "too large to keep");
+        patch(&store, serde_json::json!({ "big": null }));
         check("shrunk back");
+
+        // In an indexed collection the commit itself keeps the copy current.
+        let def = index_registry::Definition {
+            fields: vec!["a".into()],
+            partial_filter: None,
+        };
+        store.define_index("c", "by_a", &def).unwrap();
+        patch(&store, serde_json::json!({"a": 3}));
+        let m = store
+            .materialized(&key)
+            .unwrap()
+            .expect("kept by the commit");
+        assert_eq!(m.parse().unwrap()["a"], 3);
+        check("indexed");
     }
 }

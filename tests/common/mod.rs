@@ -229,8 +229,8 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 }
 
 /// Garbles document `collection/id` on a stopped node's disk, as a disk fault might: its first
-/// stored change becomes bytes Automerge cannot load, and its materialised JSON is dropped, so
-/// nothing on the node can read it (otherwise reads would be answered from that copy).
+/// stored change becomes bytes Automerge cannot load, and its materialised JSON (if a read kept
+/// one) is dropped, so nothing on the node can read it (otherwise reads would use that copy).
 pub fn corrupt_document(dir: &Path, collection: &str, id: &str) {
     let cfs = concord::store::cfs::ALL;
     let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir, cfs).unwrap();
@@ -244,6 +244,5 @@ pub fn corrupt_document(dir: &Path, collection: &str, id: &str) {
     )
     .unwrap();
     let json = db.cf_handle(concord::store::cfs::DOC_JSON).unwrap();
-    assert!(db.get_cf(json, key.encode()).unwrap().is_some());
     db.delete_cf(json, key.encode()).unwrap();
 }
