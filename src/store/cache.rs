@@ -26,6 +26,9 @@ pub struct LoadedDoc {
 pub struct DocState {
     pub doc: Automerge,
     pub meta: DocMeta,
+    /// Commits left before the JSON of a document that was too large to materialise is built
+    /// again (see `materialized::RECHECK_AFTER`); 0: build it on the next commit.
+    pub json_skips: u32,
 }
 
 impl LoadedDoc {
@@ -33,7 +36,11 @@ impl LoadedDoc {
     pub fn new(doc: Automerge, meta: DocMeta, heap: i64) -> Arc<Self> {
         let heap = clamp(heap);
         Arc::new(LoadedDoc {
-            state: RwLock::new(DocState { doc, meta }),
+            state: RwLock::new(DocState {
+                doc,
+                meta,
+                json_skips: 0,
+            }),
             weight: AtomicU32::new(heap),
             measured: heap,
             poisoned: std::sync::atomic::AtomicBool::new(false),

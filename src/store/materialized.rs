@@ -1,15 +1,16 @@
-//! Each live document's JSON, serialised, kept beside it in column family `doc_json`.
+//! Each live document's JSON, serialised, kept beside it in column family `doc_json` and
+//! replaced in the very commit that changes the document.
 //!
 //! Turning an Automerge document into JSON costs far more than reading it back: a `GET`, a
 //! query's candidate or an index build would otherwise load the document and walk its op set
 //! on every read. The entry holds the heads it was built at, so a read answers a version and an
-//! `If-None-Match` from one RocksDB lookup. Every commit drops the entry in its own batch, so it
-//! is never behind the document: in an indexed collection the commit writes the new one (it
-//! builds the JSON for the index entries anyway); elsewhere the first read after the write builds
-//! and keeps it (`Store::current_json`), so a write does not pay for reads that may never come.
-//! A document whose JSON is large (a long text) keeps no entry, and its readers build the JSON
-//! each time. History does not count: a document with a long history and a small JSON is
-//! materialised like any other.
+//! `If-None-Match` from one RocksDB lookup, and since it is written in the commit's own batch it
+//! is never ahead of or behind the document. A document whose JSON is large (a long text) has no
+//! entry: rewriting a large JSON on every keystroke would cost more than building it on the rare
+//! read, so after a commit finds it too large the next [`RECHECK_AFTER`] commits do not build it,
+//! and a read that finds no entry builds the JSON (and keeps it when it fits again: see
+//! `Store::current_json`). History does not count: a document with a long history and a small
+//! JSON is materialised like any other.
 
 use rocksdb::WriteBatch;
 use serde_json::{Map, Value};
@@ -18,6 +19,9 @@ use super::error::StoreError;
 
 /// A document is materialised only when its JSON is at most this large.
 pub const MAX_JSON_BYTES: usize = 256 << 10;
+/// Commits of a document whose JSON was too large before its JSON is built again to see whether
+/// it shrank (building it on every edit of a large text is what the bound avoids).
+pub const RECHECK_AFTER: u32 = 64;
 
 const FORMAT: u8 = 1;
 

@@ -734,22 +734,25 @@ impl Store {
         // Definition documents change under the index lock (see `index_admin`).
         let _admin = (key.collection() == index_registry::INDEXES_COLLECTION)
             .then(|| self.index_admin.lock());
-        // Indexed collections build the JSON here anyway (for their entries), so the commit keeps
-        // their materialised copy current; elsewhere it only drops the stale copy and the next
-        // read builds it (a write should not pay for reads that may never come).
-        let indexed = key.collection() == index_registry::INDEXES_COLLECTION
-            || self.indexes.any(key.collection());
-        let json = if deleted || !indexed {
+        // Built once per commit: the materialised copy and the index entries both use it.
+        let json = if deleted {
+            None
+        } else if state.json_skips > 0 {
+            // Too large to keep a few commits ago: most likely still so.
+            state.json_skips -= 1;
             None
         } else {
             Some(contained("materialise", || {
-                serde_json::Value::Object(crate::doc::json::to_json(doc, None))
+                serde_json::Value::Object(crate::doc::json::to_json(&state.doc, None))
             })?)
         };
         let kept = match &json {
             Some(j) => materialized::serialise(j)?,
             None => None,
         };
+        if json.is_some() && kept.is_none() {
+            state.json_skips = materialized::RECHECK_AFTER;
+        }
         materialized::stage(
             &mut batch,
             self.cf(cfs::DOC_JSON)?,
