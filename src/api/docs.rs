@@ -282,7 +282,7 @@ pub fn read_blocking(
         // The materialised copy, built and kept now if a write dropped it; a missing or deleted
         // document goes on below, for its precise answer.
         if let Some(current) = node.store.current_json(key)? {
-            let version: Vec<ChangeHash> = current.heads.iter().map(|h| ChangeHash(*h)).collect();
+            let version = heads::from_stored(&current.heads);
             if if_none_match.is_some_and(|c| c.matches(Some(&version))) {
                 return Ok(Read::NotModified(version));
             }
@@ -372,7 +372,7 @@ fn answer_materialized(
     m: crate::store::materialized::Materialized,
     if_none_match: Option<&Condition>,
 ) -> (Option<Vec<u8>>, Vec<ChangeHash>) {
-    let version: Vec<ChangeHash> = m.heads.iter().map(|h| ChangeHash(*h)).collect();
+    let version = heads::from_stored(&m.heads);
     if if_none_match.is_some_and(|c| c.matches(Some(&version))) {
         return (None, version);
     }

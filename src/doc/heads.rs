@@ -16,6 +16,11 @@ pub fn format(heads: &[ChangeHash]) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// Heads as the store keeps them (raw 32-byte hashes) as Automerge change hashes.
+pub fn from_stored(heads: &[[u8; 32]]) -> Vec<ChangeHash> {
+    heads.iter().map(|h| ChangeHash(*h)).collect()
+}
+
 /// The quoted ETag for a version.
 pub fn etag(heads: &[ChangeHash]) -> String {
     format!("\"{}\"", format(heads))

@@ -208,14 +208,16 @@ pub struct CurrentJson {
 }
 
 impl CurrentJson {
+    fn of(m: materialized::Materialized) -> Result<Self, StoreError> {
+        Ok(CurrentJson {
+            json: m.parse()?,
+            heads: m.heads,
+        })
+    }
+
     /// The version string clients see (the heads, as in an ETag without quotes).
     pub fn version(&self) -> String {
-        let heads: Vec<automerge::ChangeHash> = self
-            .heads
-            .iter()
-            .map(|h| automerge::ChangeHash(*h))
-            .collect();
-        crate::doc::heads::format(&heads)
+        crate::doc::heads::format(&crate::doc::heads::from_stored(&self.heads))
     }
 }
 
@@ -492,10 +494,7 @@ impl Store {
     /// deleted.
     pub fn current_json(&self, key: &DocKey) -> Result<Option<CurrentJson>, StoreError> {
         if let Some(m) = self.materialized(key)? {
-            return Ok(Some(CurrentJson {
-                json: m.parse()?,
-                heads: m.heads,
-            }));
+            return CurrentJson::of(m).map(Some);
         }
         self.materialize(key)
     }
@@ -508,10 +507,7 @@ impl Store {
         let _guard = self.stripe(&enc).lock();
         // Another read may have built it while this one waited for the lock.
         if let Some(m) = self.materialized(key)? {
-            return Ok(Some(CurrentJson {
-                json: m.parse()?,
-                heads: m.heads,
-            }));
+            return CurrentJson::of(m).map(Some);
         }
         let Some(loaded) = self.get_loaded(key, &enc, true)? else {
             return Ok(None);

@@ -26,10 +26,7 @@ pub struct DocMeta {
 
 impl DocMeta {
     pub fn heads(&self) -> Vec<automerge::ChangeHash> {
-        self.heads
-            .iter()
-            .map(|h| automerge::ChangeHash(*h))
-            .collect()
+        crate::doc::heads::from_stored(&self.heads)
     }
 
     pub fn stored_len(&self) -> u64 {
