@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::access::tokens::{Authenticator, KeySources, StaticToken, Verifier};
+pub use crate::access::Access;
+use crate::access::ScopeRule;
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -75,11 +79,22 @@ pub struct Config {
     pub max_sync_states_per_principal: u64,
     /// The collection that holds automerge-repo documents (by DocumentId). Default `automerge`.
     pub automerge_collection: String,
-    /// API tokens (`[[tokens]]` tables: name, token, access = "read" | "write", collections).
-    /// Default: none, and then only loopback clients are served.
+    /// API tokens (`[[tokens]]` tables: name, token, access = "read" | "write" | "admin",
+    /// collections, scopes). Default: none, and then (without JWT keys) only loopback clients
+    /// are served.
     pub tokens: Vec<TokenConfig>,
     /// A TOML file with more `[[tokens]]` (kept out of the main config). Default: none.
     pub token_file: Option<PathBuf>,
+    /// File holding the HS256 secret app backends sign tokens with (at least 32 bytes).
+    /// Default: none (HS256 tokens are refused).
+    pub jwt_secret_file: Option<PathBuf>,
+    /// JWKS file of public keys (Ed25519 for EdDSA, RSA for RS256) that verify signed tokens;
+    /// re-read when it changes and on SIGHUP. Default: none.
+    pub jwks_file: Option<PathBuf>,
+    /// Audience signed tokens must carry in `aud`. Default: none (not checked).
+    pub jwt_audience: Option<String>,
+    /// Issuer signed tokens must carry in `iss`. Default: none (not checked).
+    pub jwt_issuer: Option<String>,
     /// Serve non-loopback clients even with no tokens configured. Default false.
     pub allow_unauthenticated_remote: bool,
     /// Requests handled at once; beyond it the node answers 503 with `Retry-After` at once instead
@@ -123,6 +138,10 @@ impl Default for Config {
             automerge_collection: "automerge".to_string(),
             tokens: Vec::new(),
             token_file: None,
+            jwt_secret_file: None,
+            jwks_file: None,
+            jwt_audience: None,
+            jwt_issuer: None,
             allow_unauthenticated_remote: false,
             max_concurrent_requests: 4096,
             max_json_depth: 64,
@@ -188,6 +207,12 @@ impl Config {
                 )));
             }
         }
+        if self.jwt_secret_file.is_none()
+            && self.jwks_file.is_none()
+            && (self.jwt_audience.is_some() || self.jwt_issuer.is_some())
+        {
+            return invalid("jwt_audience and jwt_issuer need jwt_secret_file or jwks_file");
+        }
         if self.max_concurrent_requests == 0 || self.max_websockets == 0 {
             return invalid("max_concurrent_requests and max_websockets must be at least 1");
         }
@@ -232,6 +257,37 @@ impl Config {
         Ok(())
     }
 
+    /// Everything that authenticates clients: the static tokens (scopes bound to their names)
+    /// and the signed-token verifier with its keys loaded. Fails on an unusable scope or key.
+    pub fn authenticator(&self) -> Result<Authenticator, ConfigError> {
+        let statics = self
+            .tokens
+            .iter()
+            .map(|t| {
+                StaticToken::new(
+                    &t.name,
+                    &t.token,
+                    t.access,
+                    t.collections.clone(),
+                    t.scopes.as_deref(),
+                )
+                .map_err(|e| ConfigError::Invalid(format!("token `{}`: {e}", t.name)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let sources = KeySources {
+            secret_file: self.jwt_secret_file.clone(),
+            jwks_file: self.jwks_file.clone(),
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+        };
+        let verifier = if sources.any() {
+            Some(Verifier::new(&sources).map_err(|e| ConfigError::Invalid(e.to_string()))?)
+        } else {
+            None
+        };
+        Ok(Authenticator::new(statics, verifier))
+    }
+
     pub fn store_options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {
             cache_bytes: self.cache_bytes,
@@ -240,16 +296,6 @@ impl Config {
             max_document_bytes: self.max_document_bytes,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Access {
-    /// Reads, and syncing documents down; no writes.
-    #[default]
-    Read,
-    /// Reads and writes.
-    Write,
 }
 
 /// One API token, as configured.
@@ -265,6 +311,10 @@ pub struct TokenConfig {
     /// Collections the token may touch (absent: all).
     #[serde(default)]
     pub collections: Option<Vec<String>>,
+    /// Documents it may touch (`{collection, selector, id_prefix}`; `$sub` is the token's
+    /// name). Absent: whole collections.
+    #[serde(default)]
+    pub scopes: Option<Vec<ScopeRule>>,
 }
 
 impl std::fmt::Debug for TokenConfig {
@@ -274,6 +324,7 @@ impl std::fmt::Debug for TokenConfig {
             .field("token", &"<redacted>")
             .field("access", &self.access)
             .field("collections", &self.collections)
+            .field("scopes", &self.scopes)
             .finish()
     }
 }

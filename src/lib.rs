@@ -20,6 +20,7 @@
 //!  3  metrics       the node's Prometheus registry
 //!  2  memory        the heap a document really holds (jemalloc)
 //!     blocking      blocking work off the async workers, with the caller's error type
+//!     access/       who may do what: access levels, scopes bound to claims, signed tokens
 //!  1  codec/        decoders of untrusted bytes (sync messages, changes, frames, cursors)
 //!     query/        selectors, the order of JSON values and index keys, query planning
 //!  0  doc/          the Automerge domain: JSON ⇄ Automerge, writes, ops, tombstones, history
@@ -39,6 +40,8 @@ pub mod codec;
 pub mod doc;
 pub mod query;
 
+#[cfg(feature = "server")]
+pub mod access;
 #[cfg(feature = "server")]
 pub mod api;
 #[cfg(feature = "server")]

@@ -24,6 +24,34 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Run a local N-node cluster (one process per node) until Ctrl-C.
     Cluster(ClusterArgs),
+    /// Print a signed token (HS256) for testing; apps mint their own (see the README).
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The HS256 secret file the node verifies with (`--jwt-secret-file`).
+    #[arg(long)]
+    secret_file: PathBuf,
+    /// The user (`sub`).
+    #[arg(long)]
+    sub: String,
+    /// read, write or admin.
+    #[arg(long, default_value = "read")]
+    access: String,
+    /// A scope, repeatable: `COLLECTION`, `COLLECTION:SELECTOR_JSON` (claims as `"$sub"`) or
+    /// `COLLECTION/ID_PREFIX` [default: none, every collection]
+    #[arg(long)]
+    scope: Vec<String>,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    ttl_secs: u64,
+    /// `aud` claim [default: none]
+    #[arg(long)]
+    audience: Option<String>,
+    /// `iss` claim [default: none]
+    #[arg(long)]
+    issuer: Option<String>,
 }
 
 #[derive(Args)]
@@ -120,6 +148,18 @@ struct ServeArgs {
     /// Serve non-loopback clients even without API tokens [default: false]
     #[arg(long, env = "CONCORD_ALLOW_UNAUTHENTICATED_REMOTE")]
     allow_unauthenticated_remote: bool,
+    /// HS256 secret file for signed tokens (JWT) [default: none]
+    #[arg(long, env = "CONCORD_JWT_SECRET_FILE")]
+    jwt_secret_file: Option<PathBuf>,
+    /// JWKS file of public keys for signed tokens (EdDSA, RS256) [default: none]
+    #[arg(long, env = "CONCORD_JWKS_FILE")]
+    jwks_file: Option<PathBuf>,
+    /// Required `aud` of signed tokens [default: not checked]
+    #[arg(long, env = "CONCORD_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// Required `iss` of signed tokens [default: not checked]
+    #[arg(long, env = "CONCORD_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
     /// Collection of automerge-repo documents [default: automerge]
     #[arg(long, env = "CONCORD_AUTOMERGE_COLLECTION")]
     automerge_collection: Option<String>,
@@ -171,6 +211,18 @@ impl ServeArgs {
         }
         if self.token_file.is_some() {
             c.token_file = self.token_file;
+        }
+        if self.jwt_secret_file.is_some() {
+            c.jwt_secret_file = self.jwt_secret_file;
+        }
+        if self.jwks_file.is_some() {
+            c.jwks_file = self.jwks_file;
+        }
+        if self.jwt_audience.is_some() {
+            c.jwt_audience = self.jwt_audience;
+        }
+        if self.jwt_issuer.is_some() {
+            c.jwt_issuer = self.jwt_issuer;
         }
         if self.allow_unauthenticated_remote {
             c.allow_unauthenticated_remote = true;
@@ -234,8 +286,31 @@ async fn main() -> anyhow::Result<()> {
             concord::run(listener, config, shutdown_signal()).await?;
         }
         Command::Cluster(args) => cluster(args).await?,
+        Command::Token(args) => println!("{}", token(args)?),
     }
     Ok(())
+}
+
+/// `concord token`: a signed token with the given claims.
+fn token(args: TokenArgs) -> anyhow::Result<String> {
+    use concord::access::{tokens, Access, ScopeRule};
+    let secret = tokens::read_secret(&args.secret_file)?;
+    let access: Access = serde_json::from_value(serde_json::Value::String(args.access.clone()))
+        .map_err(|_| anyhow::anyhow!("--access must be read, write or admin"))?;
+    let scopes = args
+        .scope
+        .iter()
+        .map(|s| ScopeRule::parse_arg(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let claims = tokens::claims(
+        &args.sub,
+        access,
+        (!scopes.is_empty()).then_some(scopes.as_slice()),
+        std::time::Duration::from_secs(args.ttl_secs),
+        args.audience.as_deref(),
+        args.issuer.as_deref(),
+    );
+    Ok(tokens::mint_hs256(&secret, &claims)?)
 }
 
 /// `concord cluster`: N `concord serve` processes on consecutive ports, each seeded with the

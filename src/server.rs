@@ -44,6 +44,7 @@ pub enum ServerError {
 /// `advertise` is the address peers reach this node at.
 pub async fn open_node(config: Config, advertise: String) -> Result<Arc<Node>, ServerError> {
     config.validate()?;
+    let auth = config.authenticator()?;
     let metrics = Metrics::new();
     let path = config.data_dir.clone();
     std::fs::create_dir_all(&path)?;
@@ -63,6 +64,7 @@ pub async fn open_node(config: Config, advertise: String) -> Result<Arc<Node>, S
         metrics,
         advertise,
         peer_client,
+        auth,
     )))
 }
 
@@ -77,14 +79,18 @@ pub async fn run(
     let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
     let node = open_node(config, advertise).await?;
     tracing::info!(%addr, node_id = %node.store.node_id(), data_dir = %node.config.data_dir.display(), "concord listening");
-    if node.config.tokens.is_empty() {
+    if !node.auth.any() {
         if node.config.allow_unauthenticated_remote {
             tracing::warn!("no API tokens configured: serving every client without authentication");
         } else {
             tracing::warn!("no API tokens configured: serving loopback clients only");
         }
     } else {
-        tracing::info!(tokens = node.config.tokens.len(), "API tokens required");
+        tracing::info!(
+            static_tokens = node.config.tokens.len(),
+            signed_tokens = node.auth.verifier().is_some(),
+            "API tokens required"
+        );
     }
     let app = router(node.clone());
     let settings = crate::replication::Settings {
@@ -107,6 +113,9 @@ pub async fn run(
         ttl,
         node.shutdown.clone(),
     )));
+    if node.auth.verifier().is_some() {
+        tasks.push(tokio::spawn(reload_keys_on_sighup(node.clone())));
+    }
     let token = node.shutdown.clone();
     axum::serve(
         listener,
@@ -132,6 +141,34 @@ pub async fn run(
         })?;
     tracing::info!("store flushed; bye");
     Ok(())
+}
+
+/// Re-reads the JWKS file on SIGHUP (it is also re-read when it changes), until shutdown.
+async fn reload_keys_on_sighup(node: Arc<Node>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; keys reload when the file changes");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            got = hup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                if let Some(v) = node.auth.verifier() {
+                    match v.reload() {
+                        Ok(changed) => tracing::info!(changed, "SIGHUP: signing keys re-read"),
+                        Err(e) => tracing::warn!(error = %e, "SIGHUP: keys not reloaded; the keys in use stay"),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The whole router: health and metrics, the client API (behind tokens), the peer endpoints

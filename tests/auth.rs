@@ -34,18 +34,21 @@ async fn node(dir: &std::path::Path) -> TestNode {
                 token: WRITER.into(),
                 access: Access::Write,
                 collections: None,
+                scopes: None,
             },
             TokenConfig {
                 name: "reader".into(),
                 token: READER.into(),
                 access: Access::Read,
                 collections: None,
+                scopes: None,
             },
             TokenConfig {
                 name: "scoped".into(),
                 token: SCOPED.into(),
                 access: Access::Write,
                 collections: Some(vec!["a".into()]),
+                scopes: None,
             },
         ];
     })

@@ -14,6 +14,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("doc", 0),
     ("codec", 1),
     ("query", 1),
+    ("access", 2),
     ("blocking", 2),
     ("memory", 2),
     ("metrics", 3),

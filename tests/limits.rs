@@ -550,6 +550,7 @@ async fn websocket_sender_id_is_owned_by_its_principal() {
         token: format!("{name}-token-0123456789"),
         access: Access::Write,
         collections: None,
+        scopes: None,
     };
     let n = TestNode::start_with(dir.path(), |c| {
         c.tokens = vec![token("alice"), token("bob")]

@@ -126,14 +126,21 @@ pub async fn changes(
             )));
         }
     }
-    match (&who.collections, &q.collection) {
-        (Some(_), None) => {
+    match &q.collection {
+        None if who.collections.is_some() || who.scopes.is_some() => {
             return Err(ApiError::Forbidden(format!(
                 "token `{}` is limited to some collections: pass `collection=`",
                 who.name
             )))
         }
-        (_, Some(c)) if !who.may_read(c) => return Err(who.not_allowed(c)),
+        Some(c) if !who.may_use(c) => return Err(who.not_allowed(c)),
+        Some(c) if !who.sees_all_of(c) => {
+            return Err(ApiError::Forbidden(format!(
+                "token `{}` sees only some documents of `{c}`, and the changes feed does not \
+                 serve document-scoped tokens yet",
+                who.name
+            )))
+        }
         _ => {}
     }
     // A reconnecting EventSource resumes from the last event it saw.

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::docs::{self, body_object, doc_key, read_blocking, write_blocking, Read, Requires};
 use crate::doc::heads;
 use crate::doc::write::Write;
+use crate::http::auth::Principal;
 use crate::http::conditional::Condition;
 use crate::http::extract::{Json, PathParams, QueryParams};
 use crate::http::problem::ApiError;
@@ -22,8 +23,9 @@ use crate::store::keys;
 #[derive(Debug, Serialize)]
 pub struct CollectionInfo {
     pub name: String,
-    /// Live (not deleted) documents.
-    pub docs: i64,
+    /// Live (not deleted) documents; absent for a caller that sees only some of them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docs: Option<i64>,
 }
 
 /// `GET /v1/collections`
@@ -35,11 +37,16 @@ pub async fn list_collections(
     let cols = node
         .blocking::<_, ApiError>(move || Ok(n.store.collections()?))
         .await?;
+    // A caller that sees only some documents of a collection gets no count: it would tell how
+    // many documents others have.
     let collections: Vec<CollectionInfo> = cols
         .into_iter()
-        .filter(|(name, _)| who.may_read(name))
+        .filter(|(name, _)| who.may_use(name))
         .filter(|(name, _)| !crate::store::keys::SYSTEM_COLLECTIONS.contains(&name.as_str()))
-        .map(|(name, docs)| CollectionInfo { name, docs })
+        .map(|(name, docs)| CollectionInfo {
+            docs: who.sees_all_of(&name).then_some(docs),
+            name,
+        })
         .collect();
     Ok(axum::Json(serde_json::json!({ "collections": collections })).into_response())
 }
@@ -79,7 +86,9 @@ pub async fn list_docs(
     State(node): State<Arc<Node>>,
     PathParams(collection): PathParams<String>,
     QueryParams(q): QueryParams<ListQuery>,
+    axum::Extension(who): axum::Extension<Principal>,
 ) -> Result<Response, ApiError> {
+    let narrowed = !who.sees_all_of(&collection);
     keys::validate_collection(&collection)?;
     if let Some(a) = &q.after {
         keys::validate_id(a)
@@ -97,13 +106,38 @@ pub async fn list_docs(
             };
             let mut docs = Vec::with_capacity(raw.len());
             for (id, meta) in raw {
-                if meta.deleted && !q.include_deleted {
+                if meta.deleted && (!q.include_deleted || narrowed) {
+                    // A tombstone's last contents are not kept, so a narrowed caller cannot be
+                    // shown that it was theirs: it sees deletions as documents leaving.
                     continue;
+                }
+                let mut current = None;
+                if narrowed {
+                    // Judged on the current JSON, which the body (if asked) then reuses.
+                    let key = doc_key(&collection, &id)?;
+                    match n.store.current_json(&key)? {
+                        Some(c) => {
+                            let json = Value::Object(c.json);
+                            if !who.sees(&collection, &id, &json) {
+                                continue;
+                            }
+                            let Value::Object(m) = json else { continue };
+                            current = Some(crate::store::CurrentJson {
+                                json: m,
+                                heads: c.heads,
+                            });
+                        }
+                        None => continue,
+                    }
                 }
                 let mut version = heads::format(&meta.heads());
                 let (body, error) = if q.include_docs && !meta.deleted {
                     let key = doc_key(&collection, &id)?;
-                    match n.store.current_json(&key) {
+                    let read = match current {
+                        Some(c) => Ok(Some(c)),
+                        None => n.store.current_json(&key),
+                    };
+                    match read {
                         Ok(Some(current)) => {
                             // The body's own version: it may be newer than the listing's.
                             version = current.version();
@@ -239,7 +273,7 @@ pub async fn bulk_write(
                 let k = key.clone();
                 let r = node
                     .blocking::<_, ApiError>(move || {
-                        write_blocking(&n, &k, &write, requires, cond.as_ref(), None)
+                        write_blocking(&n, &k, &write, requires, cond.as_ref(), None, None)
                     })
                     .await;
                 match r {
@@ -296,10 +330,12 @@ pub struct BulkReadBody {
 pub async fn bulk_read(
     State(node): State<Arc<Node>>,
     PathParams(collection): PathParams<String>,
+    axum::Extension(who): axum::Extension<Principal>,
     Json(body): Json<BulkReadBody>,
 ) -> Result<Response, ApiError> {
     keys::validate_collection(&collection)?;
     check_batch(&node, body.ids.len())?;
+    let narrowed = !who.sees_all_of(&collection);
     let n = node.clone();
     let results = node
         .blocking::<_, ApiError>(move || {
@@ -310,6 +346,13 @@ pub async fn bulk_read(
                     let r = doc_key(&collection, &id)
                         .and_then(|key| read_blocking(&n, &key, None, None));
                     match r {
+                        Ok(Read::Body(b, _))
+                            if narrowed
+                                && !who.sees(&collection, &id, &Value::Object(b.clone())) =>
+                        {
+                            let e = who.hidden(&collection, &id);
+                            BulkResult::error(Some(id), e)
+                        }
                         Ok(Read::Body(b, v)) => BulkResult {
                             id: Some(id),
                             status: 200,

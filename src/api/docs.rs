@@ -10,8 +10,10 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::access::Grant;
 use crate::doc::write::Write;
 use crate::doc::{heads, history, json, ops::Op, tombstone, DocError};
+use crate::http::auth::Principal;
 use crate::http::conditional::Condition;
 use crate::http::extract::{Json, PathParams, QueryParams};
 use crate::http::problem::ApiError;
@@ -49,7 +51,30 @@ fn not_found(key: &DocKey, meta: Option<&DocMeta>) -> ApiError {
     }
 }
 
-/// Applies one write with its preconditions, blocking (call from a blocking task).
+/// Whether `who` sees the document with this Automerge state (panics contained by the caller's
+/// write).
+fn in_scope(who: &Grant, key: &DocKey, doc: &automerge::Automerge) -> bool {
+    who.sees(
+        key.collection(),
+        key.id(),
+        &Value::Object(json::to_json(doc, None)),
+    )
+}
+
+/// The refusal of a write that would take a document out of the writer's scope, or into it.
+fn out_of_scope(who: &Grant, key: &DocKey) -> ApiError {
+    ApiError::Forbidden(format!(
+        "document {key} is not within the scope of token `{}`: a write may neither give a \
+         document away nor take one over",
+        who.name
+    ))
+}
+
+/// Applies one write with its preconditions, blocking (call from a blocking task). With a
+/// caller narrowed to some documents of the collection (`scope`), the document must be in its
+/// scope before (a live document outside it does not exist for the caller) and after the
+/// write, judged on the merged result under the document's lock: a refused write changes
+/// nothing.
 pub fn write_blocking(
     node: &Node,
     key: &DocKey,
@@ -57,9 +82,20 @@ pub fn write_blocking(
     requires: Requires,
     if_match: Option<&Condition>,
     if_none_match: Option<&Condition>,
+    scope: Option<&Grant>,
 ) -> Result<Committed, ApiError> {
+    let scope = scope.filter(|g| !g.sees_all_of(key.collection()));
     let (_, committed) = node.store.write(key, |doc, meta| {
         let live = meta.is_some_and(|m| !m.deleted);
+        if let Some(who) = scope {
+            if live && !in_scope(who, key, doc) {
+                return Err(if requires == Requires::Live {
+                    not_found(key, None)
+                } else {
+                    out_of_scope(who, key)
+                });
+            }
+        }
         if requires == Requires::Live && !live {
             return Err(not_found(key, meta));
         }
@@ -79,7 +115,15 @@ pub fn write_blocking(
                 });
             }
         }
-        crate::doc::write::apply(doc, write, now_ms() as i64).map_err(ApiError::from)
+        crate::doc::write::apply(doc, write, now_ms() as i64).map_err(ApiError::from)?;
+        if let Some(who) = scope {
+            let deleted = tombstone::is_deleted(doc, None);
+            if !deleted && !in_scope(who, key, doc) {
+                // The store sees the document changed and drops this copy: nothing is kept.
+                return Err(out_of_scope(who, key));
+            }
+        }
+        Ok(())
     })?;
     Ok(committed)
 }
@@ -100,6 +144,7 @@ async fn write(
     write: Write,
     requires: Requires,
     headers: &HeaderMap,
+    who: Principal,
 ) -> Result<Response, ApiError> {
     let if_match = Condition::from_headers(headers, header::IF_MATCH)?;
     let if_none_match = Condition::from_headers(headers, header::IF_NONE_MATCH)?;
@@ -114,6 +159,7 @@ async fn write(
                 requires,
                 if_match.as_ref(),
                 if_none_match.as_ref(),
+                Some(&who.0),
             )
         })
         .await?;
@@ -151,6 +197,7 @@ pub fn body_object(v: Value) -> Result<Map<String, Value>, ApiError> {
 pub async fn put(
     State(node): State<Arc<Node>>,
     PathParams((collection, id)): PathParams<(String, String)>,
+    axum::Extension(who): axum::Extension<Principal>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
@@ -162,6 +209,7 @@ pub async fn put(
         Write::Replace(body),
         Requires::Anything,
         &headers,
+        who,
     )
     .await
 }
@@ -178,6 +226,7 @@ pub fn new_document_id() -> String {
 pub async fn create(
     State(node): State<Arc<Node>>,
     PathParams(collection): PathParams<String>,
+    axum::Extension(who): axum::Extension<Principal>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
@@ -189,6 +238,7 @@ pub async fn create(
         Write::Replace(body),
         Requires::Anything,
         &headers,
+        who,
     )
     .await
 }
@@ -197,6 +247,7 @@ pub async fn create(
 pub async fn patch(
     State(node): State<Arc<Node>>,
     PathParams((collection, id)): PathParams<(String, String)>,
+    axum::Extension(who): axum::Extension<Principal>,
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
@@ -216,6 +267,7 @@ pub async fn patch(
         Write::MergePatch(patch),
         Requires::Live,
         &headers,
+        who,
     )
     .await
 }
@@ -230,6 +282,7 @@ pub struct OpsBody {
 pub async fn ops(
     State(node): State<Arc<Node>>,
     PathParams((collection, id)): PathParams<(String, String)>,
+    axum::Extension(who): axum::Extension<Principal>,
     headers: HeaderMap,
     Json(body): Json<OpsBody>,
 ) -> Result<Response, ApiError> {
@@ -246,17 +299,26 @@ pub async fn ops(
             node.config.max_batch
         )));
     }
-    write(node, key, Write::Ops(body.ops), Requires::Live, &headers).await
+    write(
+        node,
+        key,
+        Write::Ops(body.ops),
+        Requires::Live,
+        &headers,
+        who,
+    )
+    .await
 }
 
 /// `DELETE .../docs/{id}`
 pub async fn delete(
     State(node): State<Arc<Node>>,
     PathParams((collection, id)): PathParams<(String, String)>,
+    axum::Extension(who): axum::Extension<Principal>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = doc_key(&collection, &id)?;
-    write(node, key, Write::Delete, Requires::Live, &headers).await
+    write(node, key, Write::Delete, Requires::Live, &headers, who).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,9 +388,13 @@ pub async fn get(
     State(node): State<Arc<Node>>,
     PathParams((collection, id)): PathParams<(String, String)>,
     QueryParams(q): QueryParams<GetQuery>,
+    axum::Extension(who): axum::Extension<Principal>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = doc_key(&collection, &id)?;
+    if !who.sees_all_of(&collection) {
+        check_visible(&node, &who, &key).await?;
+    }
     if super::doc_bytes::wants_bytes(&headers) && q.at.is_none() {
         return super::doc_bytes::get_bytes(node, key).await;
     }
@@ -365,6 +431,22 @@ pub async fn get(
         .await?;
     let (bytes, version) = read;
     Ok(json_response(bytes, &version))
+}
+
+/// A 404 unless the caller sees the document as it is now (judged on its current JSON). A
+/// document outside the caller's scope does not exist for them, at any version.
+pub async fn check_visible(node: &Arc<Node>, who: &Grant, key: &DocKey) -> Result<(), ApiError> {
+    let (n, k) = (node.clone(), key.clone());
+    let current = node
+        .blocking::<_, ApiError>(move || Ok(n.store.current_json(&k)?))
+        .await?;
+    let seen =
+        current.is_some_and(|c| who.sees(key.collection(), key.id(), &Value::Object(c.json)));
+    if seen {
+        Ok(())
+    } else {
+        Err(not_found(key, None))
+    }
 }
 
 /// A materialised document's body and version, or no body when `If-None-Match` names it.
@@ -417,8 +499,12 @@ pub async fn history(
     State(node): State<Arc<Node>>,
     PathParams((collection, id)): PathParams<(String, String)>,
     QueryParams(q): QueryParams<HistoryQuery>,
+    axum::Extension(who): axum::Extension<Principal>,
 ) -> Result<Response, ApiError> {
     let key = doc_key(&collection, &id)?;
+    if !who.sees_all_of(&collection) {
+        check_visible(&node, &who, &key).await?;
+    }
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let before = match &q.before {
         Some(b) => {

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::find::{FindRequest, Query};
+use crate::http::auth::Principal;
 use crate::http::extract::{Json, PathParams, QueryParams};
 use crate::http::problem::ApiError;
 use crate::node::Node;
@@ -29,14 +30,23 @@ fn last_event_id(headers: &HeaderMap) -> Option<String> {
 pub async fn find(
     State(node): State<Arc<Node>>,
     PathParams(collection): PathParams<String>,
+    axum::Extension(who): axum::Extension<Principal>,
     headers: HeaderMap,
     Json(req): Json<FindRequest>,
 ) -> Result<Response, ApiError> {
     if req.watch {
         crate::store::keys::validate_collection(&collection)?;
+        if !who.sees_all_of(&collection) {
+            return Err(ApiError::Forbidden(format!(
+                "token `{}` sees only some documents of `{collection}`, and live queries do not \
+                 serve document-scoped tokens yet",
+                who.name
+            )));
+        }
         return super::live::watch(node, collection, req, last_event_id(&headers)).await;
     }
-    let q = parse(&collection, &req)?;
+    let mut q = parse(&collection, &req)?;
+    q.restrict(&who, &collection);
     let n = node.clone();
     let result = node
         .blocking::<_, ApiError>(move || {
@@ -89,14 +99,21 @@ pub async fn watch_get(
 pub async fn explain(
     State(node): State<Arc<Node>>,
     PathParams(collection): PathParams<String>,
+    axum::Extension(who): axum::Extension<Principal>,
     Json(req): Json<FindRequest>,
 ) -> Result<Response, ApiError> {
-    let q = parse(&collection, &req)?;
+    let mut q = parse(&collection, &req)?;
+    q.restrict(&who, &collection);
+    let narrowed = q.scope.is_some();
     let n = node.clone();
-    let result = node
+    let mut result = node
         .blocking::<_, ApiError>(move || {
             crate::find::explain(&n.store, &collection, &q).map_err(ApiError::from)
         })
         .await?;
+    if narrowed {
+        // Whether a scan would be allowed tells the collection's size; such callers never scan.
+        result.scan_allowed = false;
+    }
     Ok(axum::Json(result).into_response())
 }

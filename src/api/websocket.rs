@@ -60,7 +60,7 @@ pub async fn upgrade(
     let may_write = who.may_write(&node.config.automerge_collection);
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| serve(node, socket, slot, who.name, may_write))
+        .on_upgrade(move |socket| serve(node, socket, slot, who.name.clone(), may_write))
 }
 
 /// Why a connection must end with an `error` frame.

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use crate::access::Grant;
 use crate::query::collate;
 use crate::query::plan::{self, Candidate, Direction, IndexInfo, IndexPlan, SortKey};
 use crate::query::{FieldPath, Selector};
@@ -89,6 +90,15 @@ pub enum FindError {
         fields: Vec<String>,
     },
     #[error(
+        "no ready index serves this query, and a token that sees only some documents of \
+         `{collection}` cannot scan it: create an index on {fields:?} (the scope's fields serve \
+         every query of such tokens)"
+    )]
+    ScopedNeedsIndex {
+        collection: String,
+        fields: Vec<String>,
+    },
+    #[error(
         "sorting in memory is limited to {MAX_SORT_DOCS} matching documents: narrow the selector, \
          or create an index on {fields:?} that gives this order"
     )]
@@ -113,6 +123,9 @@ pub struct Query {
     pub bookmark: Option<Bookmark>,
     pub use_index: Option<String>,
     pub allow_scan: bool,
+    /// The caller's grant when its scopes narrow the collection: every document answered must
+    /// be in scope (see [`Query::restrict`]).
+    pub scope: Option<Grant>,
 }
 
 /// Where the next page starts.
@@ -223,7 +236,49 @@ impl Query {
             bookmark: req.bookmark.as_deref().map(Bookmark::decode).transpose()?,
             use_index: req.use_index.clone(),
             allow_scan: req.allow_scan,
+            scope: None,
         })
+    }
+
+    /// Limits the query to what `who` sees of `collection`. When every scope narrowing it is a
+    /// selector, their union joins the selector as a conjunct, so the planner can answer it
+    /// from an index on the scope's fields (the work then follows the caller's documents, not
+    /// the collection); every document is also judged against the scopes themselves (id
+    /// prefixes included) before it is answered.
+    pub fn restrict(&mut self, who: &Grant, collection: &str) {
+        let scopes = who.narrowing(collection);
+        if scopes.is_empty() {
+            return;
+        }
+        let selectors: Option<Vec<Selector>> = scopes
+            .iter()
+            .map(|s| {
+                if s.id_prefix.is_some() {
+                    None
+                } else {
+                    s.selector.as_ref().map(|(_, sel)| sel.clone())
+                }
+            })
+            .collect();
+        if let Some(mut sels) = selectors {
+            let union = if sels.len() == 1 {
+                sels.remove(0)
+            } else {
+                Selector::Any(sels)
+            };
+            let mine = std::mem::replace(&mut self.selector, Selector::everything());
+            self.selector = Selector::All(vec![mine, union]);
+        }
+        self.scope = Some(who.clone());
+    }
+
+    /// Whether the document answers the query: it matches, and the caller sees it.
+    fn admits(&self, collection: &str, id: &str, json: &Value) -> bool {
+        self.selector.matches(json)
+            && self
+                .scope
+                .as_ref()
+                .is_none_or(|g| g.sees(collection, id, json))
     }
 }
 
@@ -438,19 +493,29 @@ struct Work {
     docs: u64,
 }
 
-/// Loads a live document's JSON and version, counting the work.
-fn load(
+/// Loads live documents' JSON and versions in one batched read, counting the work; `None` for
+/// an id that is not (or no longer) a live document.
+fn load<S: AsRef<str>>(
     store: &Store,
     collection: &str,
-    id: &str,
+    ids: &[S],
     work: &mut Work,
-) -> Result<Option<(Value, String)>, FindError> {
-    work.docs += 1;
-    let key = DocKey::new(collection, id)?;
-    Ok(store.current_json(&key)?.map(|c| {
-        let version = c.version();
-        (Value::Object(c.json), version)
-    }))
+) -> Result<Vec<Option<(Value, String)>>, FindError> {
+    work.docs += ids.len() as u64;
+    let keys = ids
+        .iter()
+        .map(|id| DocKey::new(collection, id.as_ref()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(store
+        .current_json_many(&keys)?
+        .into_iter()
+        .map(|c| {
+            c.map(|c| {
+                let version = c.version();
+                (Value::Object(c.json), version)
+            })
+        })
+        .collect())
 }
 
 pub(crate) fn insert_path(m: &mut Map<String, Value>, segs: &[String], v: Value) {
@@ -524,6 +589,14 @@ impl Stream {
 pub fn find(store: &Store, collection: &str, q: &Query) -> Result<FindResult, FindError> {
     let started = Instant::now();
     let (strategy, _, scan_ok) = strategy(store, collection, q)?;
+    // A caller narrowed to some documents never scans: it would read everyone's documents, and
+    // its cost would follow the collection rather than the caller's share of it.
+    if q.scope.is_some() && matches!(strategy, Strategy::Scan) {
+        return Err(FindError::ScopedNeedsIndex {
+            collection: collection.to_string(),
+            fields: plan::suggested_fields(&q.selector, &q.sort),
+        });
+    }
     let mut work = Work::default();
     let (docs, bookmark, index, mut warning) = match strategy {
         Strategy::Index(p) if p.sorted || q.sort.is_empty() => {
@@ -569,10 +642,12 @@ pub fn find(store: &Store, collection: &str, q: &Query) -> Result<FindResult, Fi
             "this page stopped after examining {MAX_EXAMINED} keys or documents: continue with the bookmark"
         ));
     }
+    // What was examined counts other callers' documents too: not told to a narrowed caller.
+    let told = |n: u64| if q.scope.is_some() { 0 } else { n };
     let stats = Stats {
         index,
-        keys_examined: work.keys,
-        docs_examined: work.docs,
+        keys_examined: told(work.keys),
+        docs_examined: told(work.docs),
         returned: docs.len() as u64,
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     };
@@ -618,6 +693,39 @@ fn streams(p: &IndexPlan, after: Option<&[u8]>) -> Vec<Stream> {
         .collect()
 }
 
+/// The stream whose next entry (after its prefix) comes first in the plan's direction, with
+/// that entry's suffix; `None` when every stream is done.
+fn next_entry(
+    streams: &mut [Stream],
+    store: &Store,
+    id: u64,
+    reverse: bool,
+) -> Result<Option<(usize, Vec<u8>)>, StoreError> {
+    let mut best: Option<(usize, &[u8])> = None;
+    for s in streams.iter_mut() {
+        s.peek(store, id, reverse)?;
+    }
+    for (i, s) in streams.iter().enumerate() {
+        let Some(k) = s.buf.front() else { continue };
+        let suffix = &k[s.prefix_len..];
+        let better = match best {
+            None => true,
+            Some((_, b)) => {
+                let o = suffix.cmp(b);
+                if reverse {
+                    o == Ordering::Greater
+                } else {
+                    o == Ordering::Less
+                }
+            }
+        };
+        if better {
+            best = Some((i, suffix));
+        }
+    }
+    Ok(best.map(|(i, s)| (i, s.to_vec())))
+}
+
 fn run_index_order(
     store: &Store,
     collection: &str,
@@ -643,37 +751,32 @@ fn run_index_order(
     let mut out = Vec::new();
     let mut last_key: Option<Vec<u8>> = None;
     while out.len() < q.limit && work.keys + work.docs < MAX_EXAMINED {
-        // The stream whose next key (after its prefix) comes first in the plan's direction.
-        let mut best: Option<(usize, Vec<u8>)> = None;
-        for (i, s) in streams.iter_mut().enumerate() {
-            let plen = s.prefix_len;
-            if let Some(k) = s.peek(store, id, p.reverse)? {
-                let suffix = &k[plen..];
-                let better = match &best {
-                    None => true,
-                    Some((_, b)) => {
-                        let o = suffix.cmp(b.as_slice());
-                        if p.reverse {
-                            o == Ordering::Greater
-                        } else {
-                            o == Ordering::Less
-                        }
-                    }
-                };
-                if better {
-                    best = Some((i, suffix.to_vec()));
-                }
-            }
+        // As many entries as could still fill the page (no more: an entry taken is an entry
+        // the bookmark has passed), their documents then read in one batch.
+        let want =
+            (q.limit - out.len()).min(((MAX_EXAMINED - work.keys - work.docs) as usize).max(1));
+        let mut batch: Vec<Vec<u8>> = Vec::with_capacity(want.min(CHUNK));
+        while batch.len() < want {
+            let Some((i, suffix)) = next_entry(&mut streams, store, id, p.reverse)? else {
+                break;
+            };
+            let entry = streams[i].buf.pop_front().unwrap_or_default();
+            work.keys += 1;
+            last_key = Some(suffix);
+            batch.push(entry);
         }
-        let Some((i, suffix)) = best else { break };
-        let entry = streams[i].buf.pop_front().unwrap_or_default();
-        work.keys += 1;
-        last_key = Some(suffix);
-        let Some((_, doc_id)) = split_entry(&entry) else {
-            continue;
-        };
-        if let Some((json, version)) = load(store, collection, doc_id, work)? {
-            if q.selector.matches(&json) {
+        if batch.is_empty() {
+            break;
+        }
+        let ids: Vec<&str> = batch
+            .iter()
+            .filter_map(|e| split_entry(e).map(|(_, doc_id)| doc_id))
+            .collect();
+        for (doc_id, loaded) in ids.iter().zip(load(store, collection, &ids, work)?) {
+            let Some((json, version)) = loaded else {
+                continue;
+            };
+            if q.admits(collection, doc_id, &json) {
                 let Value::Object(m) = json else { continue };
                 out.push(Found {
                     id: doc_id.to_string(),
@@ -761,10 +864,13 @@ fn sort_in_memory(
     work: &mut Work,
 ) -> Result<(Vec<Found>, Option<Bookmark>), FindError> {
     let mut matched = Vec::new();
-    for id in ids {
-        if let Some((json, version)) = load(store, collection, &id, work)? {
-            if q.selector.matches(&json) {
-                matched.push((sort_values(&json, &q.sort), id, version, json));
+    for chunk in ids.chunks(CHUNK) {
+        for (id, loaded) in chunk.iter().zip(load(store, collection, chunk, work)?) {
+            let Some((json, version)) = loaded else {
+                continue;
+            };
+            if q.admits(collection, id, &json) {
+                matched.push((sort_values(&json, &q.sort), id.clone(), version, json));
                 if matched.len() > MAX_SORT_DOCS {
                     return Err(FindError::SortTooLarge {
                         fields: plan::suggested_fields(&q.selector, &q.sort),
@@ -860,10 +966,11 @@ fn run_scan(
             if meta.deleted {
                 continue;
             }
-            let Some((json, version)) = load(store, collection, id, work)? else {
+            let Some((json, version)) = load(store, collection, &[id], work)?.pop().flatten()
+            else {
                 continue;
             };
-            if !q.selector.matches(&json) {
+            if !q.admits(collection, id, &json) {
                 continue;
             }
             if sorted {

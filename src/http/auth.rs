@@ -1,13 +1,17 @@
-//! Client authentication and authorization.
+//! Client authentication and authorization, at the HTTP edge.
 //!
-//! API tokens come from the configuration (or a token file), each read-only or read-write and
-//! optionally limited to some collections. With tokens configured, every client request (REST,
-//! SSE, HTTP sync, WebSocket) needs one: `Authorization: Bearer <token>`, or `?access_token=` for
-//! browser WebSocket clients that cannot set headers. Missing or unknown → 401; a token without
-//! the right → 403. Tokens are compared in constant time and never logged. Peer endpoints accept
-//! only the cluster secret (see `peer_auth`), and this middleware accepts no secret.
+//! A client presents `Authorization: Bearer <token>`, or `?access_token=` for browser WebSocket
+//! clients that cannot set headers: a static token from the configuration, or a signed token
+//! (JWT) an app's backend minted (see [`crate::access`]). Missing or invalid → 401; a token
+//! without the right → 403. Tokens are never logged. Peer endpoints accept only the cluster
+//! secret (see `peer_auth`), and this middleware accepts no secret.
 //!
-//! With no tokens configured, the node serves loopback clients only, unless
+//! A token whose scopes narrow a collection to some documents sees only those: the handlers of
+//! the routes listed in [`SCOPE_AWARE`] judge each document (one outside the scope does not
+//! exist for the caller: 404, left out of lists). Every other route of such a collection is
+//! refused to it with 403, so a route that does not judge documents can never leak one.
+//!
+//! With no tokens and no signing keys configured, the node serves loopback clients only, unless
 //! `allow_unauthenticated_remote` says otherwise.
 
 use std::net::SocketAddr;
@@ -17,45 +21,34 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
 
 use super::problem::ApiError;
-pub use crate::config::{Access, TokenConfig};
+pub use crate::access::{Access, Grant};
+pub use crate::config::TokenConfig;
 use crate::node::Node;
 
 /// Who is calling, as the handlers see it (a request extension).
 #[derive(Debug, Clone)]
-pub struct Principal {
-    pub name: String,
-    pub access: Access,
-    pub collections: Option<Vec<String>>,
+pub struct Principal(pub Grant);
+
+impl std::ops::Deref for Principal {
+    type Target = Grant;
+    fn deref(&self) -> &Grant {
+        &self.0
+    }
 }
 
 impl Principal {
     /// Anyone, when no tokens are configured.
     pub fn anonymous() -> Self {
-        Principal {
-            name: "anonymous".into(),
-            access: Access::Write,
-            collections: None,
-        }
-    }
-
-    pub fn may_read(&self, collection: &str) -> bool {
-        self.collections
-            .as_ref()
-            .is_none_or(|cs| cs.iter().any(|c| c == collection))
-    }
-
-    pub fn may_write(&self, collection: &str) -> bool {
-        self.access == Access::Write && self.may_read(collection)
+        Principal(Grant::anonymous())
     }
 
     /// A 403 unless this principal may write `collection`.
     pub fn check_write(&self, collection: &str) -> Result<(), ApiError> {
         if self.may_write(collection) {
             Ok(())
-        } else if self.may_read(collection) {
+        } else if self.may_use(collection) {
             Err(ApiError::Forbidden(format!(
                 "token `{}` is read-only",
                 self.name
@@ -65,12 +58,76 @@ impl Principal {
         }
     }
 
+    /// A 403 unless this principal has the `admin` access level.
+    pub fn check_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!(
+                "token `{}` lacks the `admin` access level this needs",
+                self.name
+            )))
+        }
+    }
+
     pub fn not_allowed(&self, collection: &str) -> ApiError {
         ApiError::Forbidden(format!(
             "token `{}` may not use collection `{collection}`",
             self.name
         ))
     }
+
+    /// The answer for a document outside the caller's scope: it does not exist for them.
+    pub fn hidden(&self, collection: &str, id: &str) -> ApiError {
+        ApiError::NotFound(format!("document {collection}/{id} does not exist"))
+    }
+}
+
+/// Routes (method, path suffix after `/v1/collections/{c}`) whose handlers judge every document
+/// against the caller's scopes. A token narrowed to some documents of a collection may use only
+/// these on it.
+pub const SCOPE_AWARE: &[(&str, &str)] = &[
+    ("GET", "/docs"),
+    ("POST", "/docs"),
+    ("GET", "/docs/{id}"),
+    ("HEAD", "/docs/{id}"),
+    ("PUT", "/docs/{id}"),
+    ("PATCH", "/docs/{id}"),
+    ("DELETE", "/docs/{id}"),
+    ("POST", "/docs/{id}/ops"),
+    ("GET", "/docs/{id}/history"),
+    ("POST", "/bulk-read"),
+    ("POST", "/find"),
+    ("POST", "/explain"),
+];
+
+/// The route shape of a path under `/v1/collections/{c}` (ids replaced by `{id}`).
+fn route_suffix(path: &str) -> Option<String> {
+    let rest = path.strip_prefix("/v1/collections/")?;
+    let (_, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    let parts: Vec<&str> = rest.split('/').collect();
+    Some(match parts.as_slice() {
+        [""] => String::new(),
+        ["docs", _id, tail @ ..] => {
+            let mut s = "/docs/{id}".to_string();
+            for t in tail {
+                s.push('/');
+                s.push_str(t);
+            }
+            s
+        }
+        other => format!("/{}", other.join("/")),
+    })
+}
+
+/// Whether a narrowed principal may use this request on its collection.
+fn scope_aware(method: &Method, path: &str) -> bool {
+    let Some(suffix) = route_suffix(path) else {
+        return false;
+    };
+    SCOPE_AWARE
+        .iter()
+        .any(|(m, s)| *m == method.as_str() && *s == suffix)
 }
 
 fn presented(req: &Request) -> Option<String> {
@@ -131,7 +188,7 @@ pub async fn require_token(
             ))
             .into_response();
         }
-        if !principal.may_read(&c) {
+        if !principal.may_use(&c) {
             return principal.not_allowed(&c).into_response();
         }
         if !is_read(req.method(), &path) {
@@ -139,10 +196,38 @@ pub async fn require_token(
                 return e.into_response();
             }
         }
+        let managing_indexes = route_suffix(&path).is_some_and(|s| s.starts_with("/indexes/"))
+            && matches!(*req.method(), Method::PUT | Method::DELETE);
+        if managing_indexes {
+            if let Err(e) = principal.check_admin() {
+                return e.into_response();
+            }
+        }
+        if !principal.sees_all_of(&c) && !scope_aware(req.method(), &path) {
+            return ApiError::Forbidden(format!(
+                "token `{}` sees only some documents of `{c}`, and {} {} does not serve \
+                 document-scoped tokens yet",
+                principal.name,
+                req.method(),
+                route_suffix(&path).unwrap_or_default()
+            ))
+            .into_response();
+        }
+    } else if !principal.is_admin() && needs_admin(&path) {
+        return ApiError::Forbidden(format!(
+            "token `{}` lacks the `admin` access level {path} needs",
+            principal.name
+        ))
+        .into_response();
     }
     strip_access_token(&mut req);
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// Routes about the node rather than documents.
+fn needs_admin(path: &str) -> bool {
+    path == "/v1/cluster" || path.starts_with("/v1/admin/")
 }
 
 /// Removes `access_token` from the query, so handlers (which refuse unknown parameters) never see
@@ -188,8 +273,7 @@ fn authenticate(
     remote: Option<SocketAddr>,
     req: &Request,
 ) -> Result<Principal, ApiError> {
-    let tokens = &node.config.tokens;
-    if tokens.is_empty() {
+    if !node.auth.any() {
         let loopback = remote.is_some_and(|r| is_loopback(r.ip()));
         if loopback || node.config.allow_unauthenticated_remote {
             return Ok(Principal::anonymous());
@@ -203,21 +287,10 @@ fn authenticate(
             "an API token is required: `Authorization: Bearer <token>` (or `?access_token=` for WebSocket)".into(),
         ));
     };
-    // Compare against every token, so timing does not tell which one nearly matched.
-    let mut found = None;
-    for t in tokens {
-        if bool::from(t.token.as_bytes().ct_eq(given.as_bytes())) {
-            found = Some(t);
-        }
-    }
-    match found {
-        Some(t) => Ok(Principal {
-            name: t.name.clone(),
-            access: t.access,
-            collections: t.collections.clone(),
-        }),
-        None => Err(ApiError::Unauthorized("unknown API token".into())),
-    }
+    node.auth
+        .authenticate(&given)
+        .map(Principal)
+        .map_err(|e| ApiError::Unauthorized(e.to_string()))
 }
 
 #[cfg(test)]
@@ -226,17 +299,37 @@ mod tests {
 
     #[test]
     fn rights() {
-        let p = Principal {
+        let p = Principal(Grant {
             name: "t".into(),
             access: Access::Read,
             collections: Some(vec!["a".into()]),
-        };
-        assert!(p.may_read("a"));
-        assert!(!p.may_read("b"));
+            scopes: None,
+        });
+        assert!(p.may_use("a"));
+        assert!(!p.may_use("b"));
+        assert!(p.check_admin().is_err());
         assert!(p.check_write("a").is_err());
         assert!(Principal::anonymous().check_write("z").is_ok());
         assert!(is_read(&Method::POST, "/v1/collections/a/bulk-read"));
         assert!(!is_read(&Method::POST, "/v1/collections/a/bulk-write"));
+    }
+
+    #[test]
+    fn route_shapes() {
+        assert_eq!(
+            route_suffix("/v1/collections/a/docs/x%2Fy").unwrap(),
+            "/docs/{id}"
+        );
+        assert_eq!(
+            route_suffix("/v1/collections/a/docs/x/ops").unwrap(),
+            "/docs/{id}/ops"
+        );
+        assert_eq!(route_suffix("/v1/collections/a/docs").unwrap(), "/docs");
+        assert_eq!(route_suffix("/v1/collections/a/find").unwrap(), "/find");
+        assert_eq!(route_suffix("/v1/collections/a").unwrap(), "");
+        assert!(scope_aware(&Method::GET, "/v1/collections/a/docs/x"));
+        assert!(!scope_aware(&Method::POST, "/v1/collections/a/docs/x/sync"));
+        assert!(!scope_aware(&Method::GET, "/v1/collections/a/indexes"));
     }
 
     #[test]
@@ -256,6 +349,7 @@ mod tests {
             token: "super-secret-token-value".into(),
             access: Access::Write,
             collections: None,
+            scopes: None,
         };
         assert!(!format!("{t:?}").contains("super-secret"));
     }

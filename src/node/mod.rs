@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::access::tokens::Authenticator;
 use crate::blocking::WorkerFailed;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -35,6 +36,8 @@ pub struct Node {
     pub ws_hub: Arc<Hub>,
     /// Slots of long-lived HTTP streams (SSE, long polls), bounded by `max_streams`.
     pub streams: StreamSlots,
+    /// Turns clients' bearer values into grants (static tokens, signed tokens).
+    pub auth: Arc<Authenticator>,
     /// Cancelled when the node starts shutting down, so long-lived streams end and let the
     /// graceful shutdown finish.
     pub shutdown: CancellationToken,
@@ -48,6 +51,7 @@ impl Node {
         metrics: Arc<Metrics>,
         advertise: String,
         peer_client: PeerClient,
+        auth: Authenticator,
     ) -> Node {
         let store = Arc::new(store);
         let membership = Arc::new(Membership::new(
@@ -71,6 +75,7 @@ impl Node {
             peer_client,
             ws_hub: Arc::default(),
             streams,
+            auth: Arc::new(auth),
             shutdown: CancellationToken::new(),
         }
     }

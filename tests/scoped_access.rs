@@ -1,0 +1,381 @@
+//! Signed tokens (JWT) with scopes, over real HTTP: a document outside the caller's scope does
+//! not exist for them (GET, history, bulk reads, listings, find), a write can neither give a
+//! document away nor take one over (and a refused write leaves nothing behind), collection
+//! counts are not told, routes that do not judge documents yet refuse such tokens, `admin` is
+//! needed for index management and the cluster, and bad tokens are 401.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{client, TestNode};
+use concord::access::tokens::{claims, mint_hs256};
+use concord::access::{Access, ScopeRule};
+use concord::config::TokenConfig;
+use serde_json::{json, Value};
+
+const SECRET: &[u8] = b"test-secret-for-hs256-0123456789abcdef";
+const ADMIN: &str = "admin-token-0123456789";
+
+async fn node(dir: &std::path::Path) -> TestNode {
+    let secret = dir.join("jwt-secret");
+    std::fs::write(&secret, SECRET).unwrap();
+    TestNode::start_with(&dir.join("data"), |c| {
+        c.jwt_secret_file = Some(secret);
+        c.jwt_audience = Some("concord-tests".into());
+        c.tokens = vec![TokenConfig {
+            name: "ops".into(),
+            token: ADMIN.into(),
+            access: Access::Admin,
+            collections: None,
+            scopes: None,
+        }];
+    })
+    .await
+}
+
+fn user(sub: &str, access: Access) -> String {
+    let rules = [ScopeRule::parse_arg(r#"notes:{"owner":"$sub"}"#).unwrap()];
+    let c = claims(
+        sub,
+        access,
+        Some(&rules),
+        Duration::from_secs(600),
+        Some("concord-tests"),
+        None,
+    );
+    mint_hs256(SECRET, &c).unwrap()
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut r = self
+            .http
+            .request(m, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_scoped_user_sees_and_changes_only_their_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = node(dir.path()).await;
+    let api = Api {
+        http: client(),
+        base: n.url(""),
+    };
+    let (alice, bob) = (user("alice", Access::Write), user("bob", Access::Write));
+
+    assert_eq!(
+        api.call(
+            &alice,
+            "PUT",
+            "/v1/collections/notes/docs/a1",
+            Some(json!({"owner": "alice", "t": 1}))
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        api.call(
+            &bob,
+            "PUT",
+            "/v1/collections/notes/docs/b1",
+            Some(json!({"owner": "bob", "t": 2}))
+        )
+        .await
+        .0,
+        201
+    );
+    // Creating a document for someone else: 403, and nothing was written.
+    let (s, p) = api
+        .call(
+            &alice,
+            "PUT",
+            "/v1/collections/notes/docs/x",
+            Some(json!({"owner": "bob"})),
+        )
+        .await;
+    assert_eq!(s, 403, "{p}");
+    assert_eq!(
+        api.call(ADMIN, "GET", "/v1/collections/notes/docs/x", None)
+            .await
+            .0,
+        404
+    );
+
+    // Another's document does not exist for her, by any read.
+    for path in [
+        "/v1/collections/notes/docs/b1",
+        "/v1/collections/notes/docs/b1/history",
+    ] {
+        assert_eq!(api.call(&alice, "GET", path, None).await.0, 404, "{path}");
+    }
+    assert_eq!(
+        api.call(&alice, "GET", "/v1/collections/notes/docs/a1", None)
+            .await
+            .0,
+        200
+    );
+    let (_, got) = api
+        .call(
+            &alice,
+            "POST",
+            "/v1/collections/notes/bulk-read",
+            Some(json!({"ids": ["a1", "b1"]})),
+        )
+        .await;
+    assert_eq!(got["results"][0]["status"], 200, "{got}");
+    assert_eq!(got["results"][1]["status"], 404, "{got}");
+    assert!(!got.to_string().contains("\"t\":2"), "{got}");
+
+    // Nor by writes: changing it is 404, replacing it (a take-over) is 403; it stays bob's.
+    assert_eq!(
+        api.call(
+            &alice,
+            "PATCH",
+            "/v1/collections/notes/docs/b1",
+            Some(json!({"t": 9}))
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        api.call(&alice, "DELETE", "/v1/collections/notes/docs/b1", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        api.call(
+            &alice,
+            "PUT",
+            "/v1/collections/notes/docs/b1",
+            Some(json!({"owner": "alice"}))
+        )
+        .await
+        .0,
+        403
+    );
+    // Giving her own away is refused too (judged on the merged result).
+    assert_eq!(
+        api.call(
+            &alice,
+            "PATCH",
+            "/v1/collections/notes/docs/a1",
+            Some(json!({"owner": "bob"}))
+        )
+        .await
+        .0,
+        403
+    );
+    let (_, b1) = api
+        .call(ADMIN, "GET", "/v1/collections/notes/docs/b1", None)
+        .await;
+    assert_eq!(b1, json!({"owner": "bob", "t": 2}));
+    let (_, a1) = api
+        .call(&alice, "GET", "/v1/collections/notes/docs/a1", None)
+        .await;
+    assert_eq!(a1, json!({"owner": "alice", "t": 1}));
+    // A write that keeps it hers goes through.
+    assert_eq!(
+        api.call(
+            &alice,
+            "PATCH",
+            "/v1/collections/notes/docs/a1",
+            Some(json!({"t": 3}))
+        )
+        .await
+        .0,
+        200
+    );
+
+    // Listings: only hers, and no collection counts.
+    let (_, list) = api
+        .call(
+            &alice,
+            "GET",
+            "/v1/collections/notes/docs?include_docs=true",
+            None,
+        )
+        .await;
+    let ids: Vec<&str> = list["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["a1"], "{list}");
+    let (_, cols) = api.call(&alice, "GET", "/v1/collections", None).await;
+    assert_eq!(cols["collections"], json!([{"name": "notes"}]), "{cols}");
+    let (_, cols) = api.call(ADMIN, "GET", "/v1/collections", None).await;
+    assert_eq!(
+        cols["collections"],
+        json!([{"name": "notes", "docs": 2}]),
+        "{cols}"
+    );
+
+    // find: the scope is a conjunct, served by an index on its field (never a scan).
+    let (s, p) = api
+        .call(
+            &alice,
+            "POST",
+            "/v1/collections/notes/find",
+            Some(json!({"selector": {}})),
+        )
+        .await;
+    assert_eq!(s, 400, "{p}");
+    assert!(p["detail"].as_str().unwrap().contains("owner"), "{p}");
+    assert_eq!(
+        api.call(
+            &alice,
+            "PUT",
+            "/v1/collections/notes/indexes/by_owner",
+            Some(json!({"fields": ["owner"]}))
+        )
+        .await
+        .0,
+        403,
+        "index management needs admin"
+    );
+    assert_eq!(
+        api.call(
+            ADMIN,
+            "PUT",
+            "/v1/collections/notes/indexes/by_owner",
+            Some(json!({"fields": ["owner"]}))
+        )
+        .await
+        .0,
+        201
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        let (s, v) = api
+            .call(
+                &alice,
+                "POST",
+                "/v1/collections/notes/find",
+                Some(json!({"selector": {"t": {"$gte": 0}}})),
+            )
+            .await;
+        if s == 200 {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "index never served: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let ids: Vec<&str> = found["docs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["a1"], "{found}");
+    assert_eq!(found["stats"]["index"], "by_owner", "{found}");
+    assert_eq!(
+        found["stats"]["keys_examined"], 0,
+        "others' documents are not counted to her"
+    );
+
+    // Routes that do not judge documents yet refuse her on this collection.
+    for (m, path) in [
+        ("GET", "/v1/changes?collection=notes"),
+        ("GET", "/v1/changes"),
+        ("GET", "/v1/collections/notes/docs/a1/changes"),
+        ("GET", "/v1/collections/notes/docs/a1/events"),
+        ("POST", "/v1/collections/notes/bulk-write"),
+        ("GET", "/v1/collections/notes/indexes"),
+        ("GET", "/v1/cluster"),
+    ] {
+        assert_eq!(
+            api.call(&alice, m, path, Some(json!({}))).await.0,
+            403,
+            "{m} {path}"
+        );
+    }
+    // Collections outside her scopes: 403.
+    assert_eq!(
+        api.call(&alice, "GET", "/v1/collections/other/docs/z", None)
+            .await
+            .0,
+        403
+    );
+}
+
+#[tokio::test]
+async fn bad_signed_tokens_are_unauthorized() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = node(dir.path()).await;
+    let api = Api {
+        http: client(),
+        base: n.url(""),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let base = json!({"sub": "eve", "aud": "concord-tests", "exp": now + 600, "access": "write"});
+    let signed = |c: &Value| mint_hs256(SECRET, c).unwrap();
+    let ok = signed(&base);
+    assert_eq!(
+        api.call(&ok, "GET", "/v1/collections/notes/docs/none", None)
+            .await
+            .0,
+        404
+    );
+
+    let mut expired = base.clone();
+    expired["exp"] = json!(now - 3600);
+    let mut early = base.clone();
+    early["nbf"] = json!(now + 3600);
+    let mut other_aud = base.clone();
+    other_aud["aud"] = json!("another-app");
+    use base64::Engine;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&base)
+    );
+    let forged = mint_hs256(b"not-the-secret-but-long-enough-0123456789", &base).unwrap();
+    for (what, t) in [
+        ("expired", signed(&expired)),
+        ("not yet valid", signed(&early)),
+        ("wrong audience", signed(&other_aud)),
+        ("alg none", none),
+        ("wrong signature", forged),
+    ] {
+        let (s, p) = api
+            .call(&t, "GET", "/v1/collections/notes/docs/none", None)
+            .await;
+        assert_eq!(s, 401, "{what}: {p}");
+    }
+}
