@@ -305,15 +305,102 @@ async fn a_scoped_user_sees_and_changes_only_their_documents() {
         "others' documents are not counted to her"
     );
 
+    // The changes feed: her documents only; bob's feed has his.
+    let (s, feed) = api
+        .call(&alice, "GET", "/v1/changes?collection=notes", None)
+        .await;
+    assert_eq!(s, 200, "{feed}");
+    let ids: Vec<&str> = feed["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.iter().all(|i| *i == "a1") && !ids.is_empty(), "{feed}");
+    let (_, feed) = api
+        .call(&bob, "GET", "/v1/changes?collection=notes", None)
+        .await;
+    let ids: Vec<&str> = feed["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.iter().all(|i| *i == "b1") && !ids.is_empty(), "{feed}");
+    assert_eq!(
+        api.call(&alice, "GET", "/v1/changes", None).await.0,
+        403,
+        "must name a collection"
+    );
+
+    // Raw changes, per-document events and HTTP sync: hers yes, his 404.
+    for (path, want) in [
+        ("/v1/collections/notes/docs/a1/changes", 200),
+        ("/v1/collections/notes/docs/b1/changes", 404),
+        ("/v1/collections/notes/docs/b1/events", 404),
+    ] {
+        assert_eq!(api.call(&alice, "GET", path, None).await.0, want, "{path}");
+    }
+    let sync = |id: &str, token: &str| {
+        let mut doc = automerge::Automerge::new();
+        let mut st = automerge::sync::State::new();
+        use automerge::sync::SyncDoc;
+        let msg = doc.generate_sync_message(&mut st).unwrap().encode();
+        api.http
+            .post(n.url(&format!("/v1/collections/notes/docs/{id}/sync")))
+            .bearer_auth(token)
+            .header("concord-client-id", "phone-1")
+            .body(msg)
+            .send()
+    };
+    assert_eq!(sync("b1", &alice).await.unwrap().status(), 404);
+    assert_eq!(sync("a1", &alice).await.unwrap().status(), 200);
+
+    // Changes that would give her document away are refused, and leave nothing behind.
+    let bytes = api
+        .http
+        .get(n.url("/v1/collections/notes/docs/a1"))
+        .bearer_auth(&alice)
+        .header("accept", "application/octet-stream")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let mut doc = automerge::Automerge::load(&bytes).unwrap();
+    let before = doc.get_heads();
+    {
+        use automerge::transaction::Transactable;
+        let mut tx = doc.transaction();
+        tx.put(automerge::ROOT, "owner", "bob").unwrap();
+        tx.commit();
+    }
+    let change: Vec<u8> = doc
+        .get_changes(&before)
+        .iter()
+        .flat_map(|c| c.raw_bytes().to_vec())
+        .collect();
+    let r = api
+        .http
+        .post(n.url("/v1/collections/notes/docs/a1/changes"))
+        .bearer_auth(&alice)
+        .body(change)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (_, a1) = api
+        .call(ADMIN, "GET", "/v1/collections/notes/docs/a1", None)
+        .await;
+    assert_eq!(a1["owner"], "alice", "{a1}");
+
     // Routes that do not judge documents yet refuse her on this collection.
     for (m, path) in [
-        ("GET", "/v1/changes?collection=notes"),
-        ("GET", "/v1/changes"),
-        ("GET", "/v1/collections/notes/docs/a1/changes"),
-        ("GET", "/v1/collections/notes/docs/a1/events"),
         ("POST", "/v1/collections/notes/bulk-write"),
         ("GET", "/v1/collections/notes/indexes"),
         ("GET", "/v1/cluster"),
+        ("GET", "/v1/collections/notes/find?selector=%7B%7D"),
     ] {
         assert_eq!(
             api.call(&alice, m, path, Some(json!({}))).await.0,
@@ -321,6 +408,58 @@ async fn a_scoped_user_sees_and_changes_only_their_documents() {
             "{m} {path}"
         );
     }
+    // A document that leaves her scope (given to bob by someone allowed to) ends her stream of
+    // its events, and from then on is bob's.
+    let mut events = api
+        .http
+        .get(n.url("/v1/collections/notes/docs/a1/events"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    let first = events.chunk().await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).contains("version"),
+        "{first:?}"
+    );
+    assert_eq!(
+        api.call(
+            ADMIN,
+            "PATCH",
+            "/v1/collections/notes/docs/a1",
+            Some(json!({"owner": "bob"}))
+        )
+        .await
+        .0,
+        200
+    );
+    let rest = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut seen = Vec::new();
+        while let Some(c) = events.chunk().await.unwrap() {
+            seen.extend_from_slice(&c);
+        }
+        seen
+    })
+    .await
+    .expect("the stream of a document that left her scope must end");
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("bob"),
+        "she saw the new owner"
+    );
+    assert_eq!(
+        api.call(&alice, "GET", "/v1/collections/notes/docs/a1", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        api.call(&bob, "GET", "/v1/collections/notes/docs/a1", None)
+            .await
+            .0,
+        200
+    );
+
     // Collections outside her scopes: 403.
     assert_eq!(
         api.call(&alice, "GET", "/v1/collections/other/docs/z", None)

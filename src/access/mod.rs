@@ -87,6 +87,21 @@ impl Grant {
                 .is_none_or(|s| s.admits(collection, id, json))
     }
 
+    /// Whether the caller sees this Automerge document as it is now: live, and its JSON in
+    /// scope. A deleted document is seen by no narrowed caller (its last contents are not what
+    /// a scope would be judged on).
+    pub fn sees_doc(&self, collection: &str, id: &str, doc: &automerge::Automerge) -> bool {
+        if self.sees_all_of(collection) {
+            return true;
+        }
+        !crate::doc::tombstone::is_deleted(doc, None)
+            && self.sees(
+                collection,
+                id,
+                &Value::Object(crate::doc::json::to_json(doc, None)),
+            )
+    }
+
     /// The scopes narrowing `collection` (empty when the caller sees all of it).
     pub fn narrowing(&self, collection: &str) -> Vec<&Scope> {
         match &self.scopes {

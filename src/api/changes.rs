@@ -20,12 +20,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::cursor::{self, Cursor};
 use crate::doc::heads;
-use crate::find::feed_filter::FeedFilter;
+use crate::find::feed_filter::{FeedFilter, ScopeFeed};
 use crate::http::extract::QueryParams;
 use crate::http::problem::ApiError;
+use crate::metrics::Metrics;
 use crate::node::streams::StreamSlot;
 use crate::node::Node;
-use crate::store::{keys, FeedEntry};
+use crate::store::{keys, FeedEntry, Store, StoreError};
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -89,18 +90,38 @@ fn parse_since(node: &Node, since: Option<&str>) -> Result<u64, ApiError> {
     }
 }
 
+/// What a page keeps of the feed: a selector's matches, a narrowed caller's documents.
+struct Filters {
+    selected: Option<FeedFilter>,
+    scope: Option<ScopeFeed>,
+}
+
+impl Filters {
+    fn keep(&self, store: &Store, metrics: &Metrics, e: &FeedEntry) -> Result<bool, StoreError> {
+        if let Some(s) = &self.scope {
+            if !s.keep(store, metrics, e)? {
+                return Ok(false);
+            }
+        }
+        match &self.selected {
+            Some(f) => f.keep(store, metrics, e),
+            None => Ok(true),
+        }
+    }
+}
+
 async fn page(
     node: &Arc<Node>,
     since: u64,
     limit: usize,
     collection: Option<String>,
-    filter: Option<Arc<FeedFilter>>,
+    filter: Option<Arc<Filters>>,
 ) -> Result<(Vec<ChangeRow>, u64), ApiError> {
     let n = node.clone();
     node.blocking::<_, ApiError>(move || {
         let (store, metrics) = (&n.store, &n.metrics);
         // The node's own collections (index definitions) are not clients' changes.
-        let keep = |e: &FeedEntry| match &filter {
+        let keep = |e: &FeedEntry| match filter.as_deref() {
             _ if keys::SYSTEM_COLLECTIONS.contains(&e.collection.as_str()) => Ok(false),
             Some(f) => f.keep(store, metrics, e),
             None => Ok(true),
@@ -134,13 +155,6 @@ pub async fn changes(
             )))
         }
         Some(c) if !who.may_use(c) => return Err(who.not_allowed(c)),
-        Some(c) if !who.sees_all_of(c) => {
-            return Err(ApiError::Forbidden(format!(
-                "token `{}` sees only some documents of `{c}`, and the changes feed does not \
-                 serve document-scoped tokens yet",
-                who.name
-            )))
-        }
         _ => {}
     }
     // A reconnecting EventSource resumes from the last event it saw.
@@ -150,7 +164,7 @@ pub async fn changes(
         _ => parse_since(&node, q.since.as_deref())?,
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let filter = match (&q.selector, &q.collection) {
+    let selected = match (&q.selector, &q.collection) {
         (None, _) => None,
         (Some(_), None) => {
             return Err(ApiError::BadRequest(
@@ -163,14 +177,27 @@ pub async fn changes(
             let selector = crate::query::Selector::parse(&v)
                 .map_err(|e| ApiError::BadRequest(e.to_string()))?;
             let (n, c, allow) = (node.clone(), c.clone(), q.allow_scan);
-            Some(Arc::new(
+            Some(
                 node.blocking::<_, ApiError>(move || {
                     Ok(FeedFilter::new(&n.store, &c, selector, allow)?)
                 })
                 .await?,
-            ))
+            )
         }
     };
+    // A caller narrowed to some documents sees the changes of those only.
+    let scope = match &q.collection {
+        Some(c) if !who.sees_all_of(c) => {
+            let (n, c, w) = (node.clone(), c.clone(), who.0.clone());
+            Some(
+                node.blocking::<_, ApiError>(move || Ok(ScopeFeed::new(&n.store, &c, &w)?))
+                    .await?,
+            )
+        }
+        _ => None,
+    };
+    let filter =
+        (selected.is_some() || scope.is_some()).then(|| Arc::new(Filters { selected, scope }));
     match q.feed {
         FeedMode::Normal => {
             let (results, last) = page(&node, since, limit, q.collection, filter).await?;
@@ -232,7 +259,7 @@ struct SseState {
     sent: u64,
     limit: usize,
     collection: Option<String>,
-    filter: Option<Arc<FeedFilter>>,
+    filter: Option<Arc<Filters>>,
     rx: tokio::sync::watch::Receiver<u64>,
     buffered: VecDeque<ChangeRow>,
 }
@@ -245,7 +272,7 @@ fn sse(
     since: u64,
     limit: usize,
     collection: Option<String>,
-    filter: Option<Arc<FeedFilter>>,
+    filter: Option<Arc<Filters>>,
 ) -> impl IntoResponse {
     let rx = node.store.feed_watermark();
     let state = SseState {

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::doc_bytes::{binary, with_etag};
 use crate::codec::chunks::{parse_chunks, Chunk};
 use crate::doc::{heads, json, DocError};
+use crate::http::auth::Principal;
 use crate::http::extract::RawBody;
 use crate::http::extract::{PathParams, QueryParams};
 use crate::http::problem::ApiError;
@@ -49,7 +50,7 @@ fn client_id(headers: &HeaderMap) -> Result<String, ApiError> {
 pub async fn sync(
     State(node): State<Arc<Node>>,
     PathParams((collection, id)): PathParams<(String, String)>,
-    axum::Extension(who): axum::Extension<crate::http::auth::Principal>,
+    axum::Extension(who): axum::Extension<Principal>,
     headers: HeaderMap,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
@@ -62,6 +63,7 @@ pub async fn sync(
     if !msg.changes.is_empty() {
         who.check_write(&collection)?;
     }
+    let narrowed = !who.sees_all_of(&collection);
     let n = node.clone();
     let reply = node
         .blocking::<_, ApiError>(move || {
@@ -70,8 +72,13 @@ pub async fn sync(
                     .unwrap_or_else(|_| automerge::sync::State::new()),
                 None => automerge::sync::State::new(),
             };
-            let reply = crate::sync::step(&n.store, Origin::Local, &key, &mut state, msg)?
-                .map(|m| m.encode());
+            let reply = if narrowed {
+                crate::sync::step_scoped(&n.store, &key, &mut state, msg, &who)
+                    .map_err(scoped_error)?
+            } else {
+                crate::sync::step(&n.store, Origin::Local, &key, &mut state, msg)?
+            }
+            .map(|m| m.encode());
             let quota = n.config.max_sync_states_per_principal;
             crate::sync::ClientStates::new(&n.store, &n.metrics, quota)
                 .keep(&who.name, &client, &key, &state)?;
@@ -97,6 +104,7 @@ pub async fn get_changes(
     State(node): State<Arc<Node>>,
     PathParams((collection, id)): PathParams<(String, String)>,
     QueryParams(q): QueryParams<ChangesQuery>,
+    axum::Extension(who): axum::Extension<Principal>,
 ) -> Result<Response, ApiError> {
     let key = DocKey::new(&collection, &id)?;
     let since = q
@@ -110,6 +118,9 @@ pub async fn get_changes(
         .blocking::<_, ApiError>(move || {
             n.store
                 .read(&key, |doc, meta| {
+                    if !who.sees_doc(key.collection(), key.id(), doc) {
+                        return Err(not_found(&key));
+                    }
                     if let Some(unknown) = since
                         .iter()
                         .find(|h| doc.get_change_meta_by_hash(h).is_none())
@@ -130,6 +141,17 @@ pub async fn get_changes(
     Ok(with_etag(binary(bytes), &current))
 }
 
+/// A scoped sync step's refusal as the client sees it: a hidden document does not exist (404),
+/// changes that would take it out of scope are forbidden (403).
+fn scoped_error(e: crate::sync::ScopedStepError) -> ApiError {
+    use crate::sync::ScopedStepError as E;
+    match e {
+        E::Hidden(_) => ApiError::NotFound(e.to_string()),
+        E::OutOfScope(..) => ApiError::Forbidden(e.to_string()),
+        E::Store(s) => s.into(),
+    }
+}
+
 fn not_found(key: &DocKey) -> ApiError {
     ApiError::NotFound(format!("document {key} does not exist"))
 }
@@ -138,6 +160,7 @@ fn not_found(key: &DocKey) -> ApiError {
 pub async fn post_changes(
     State(node): State<Arc<Node>>,
     PathParams((collection, id)): PathParams<(String, String)>,
+    axum::Extension(who): axum::Extension<Principal>,
     RawBody(body): RawBody,
 ) -> Result<Response, ApiError> {
     let key = DocKey::new(&collection, &id)?;
@@ -149,7 +172,12 @@ pub async fn post_changes(
     let committed = node
         .blocking::<_, ApiError>(move || {
             let chunks = parse_chunks(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            let (_, c) = n.store.write::<_, ApiError>(&k, |doc, _| {
+            let (c, id) = (k.collection(), k.id());
+            let (_, c) = n.store.write::<_, ApiError>(&k, |doc, meta| {
+                if meta.is_some() && !who.sees_doc(c, id, doc) {
+                    return Err(not_found(&k));
+                }
+                let before = doc.get_heads();
                 // Only what this request leaves missing counts: changes queued earlier (by peers
                 // or other clients) are not this client's fault.
                 let missing_before = doc.get_missing_deps(&[]);
@@ -170,6 +198,16 @@ pub async fn post_changes(
                         "the changes depend on {} change(s) this node does not have (e.g. {}): send those too, or use /sync",
                         missing.len(),
                         hex::encode(missing[0].0)
+                    )));
+                }
+                if doc.get_heads() != before
+                    && !crate::doc::tombstone::is_deleted(doc, None)
+                    && !who.sees_doc(c, id, doc)
+                {
+                    // Under the document's lock, on the merged result: nothing is kept.
+                    return Err(ApiError::Forbidden(format!(
+                        "the changes would leave document {k} outside the scope of token `{}`",
+                        who.name
                     )));
                 }
                 Ok(())
@@ -203,14 +241,20 @@ pub async fn events(
     State(node): State<Arc<Node>>,
     PathParams((collection, id)): PathParams<(String, String)>,
     QueryParams(q): QueryParams<EventsQuery>,
+    axum::Extension(who): axum::Extension<Principal>,
 ) -> Result<Response, ApiError> {
     let key = DocKey::new(&collection, &id)?;
+    if !who.sees_all_of(&collection) {
+        super::docs::check_visible(&node, &who, &key).await?;
+    }
+    let who = who.0;
     // Held by the stream for its life: dropped with it when the client goes away.
     let slot = node.streams.acquire()?;
     let rx = node.store.subscribe_commits();
-    let state = (node, key, rx, true, q.include_body, slot);
-    let stream =
-        futures::stream::unfold(state, |(node, key, mut rx, first, body, slot)| async move {
+    let state = (node, key, rx, true, q.include_body, slot, who);
+    let stream = futures::stream::unfold(
+        state,
+        |(node, key, mut rx, first, body, slot, who)| async move {
             if !first {
                 loop {
                     tokio::select! {
@@ -227,9 +271,15 @@ pub async fn events(
             }
             let n = node.clone();
             let k = key.clone();
+            let w = who.clone();
             let snapshot = node
                 .blocking::<_, ApiError>(move || {
                     Ok(n.store.read(&k, |doc, meta| {
+                        // A document that left the caller's scope ends its stream: nothing
+                        // more of it is theirs to see.
+                        if !meta.deleted && !w.sees_doc(k.collection(), k.id(), doc) {
+                            return None;
+                        }
                         let mut v = serde_json::json!({
                             "version": heads::format(&meta.heads()),
                             "deleted": meta.deleted,
@@ -237,20 +287,23 @@ pub async fn events(
                         if body && !meta.deleted {
                             v["body"] = serde_json::Value::Object(json::to_json(doc, None));
                         }
-                        v
+                        Some(v)
                     })?)
                 })
                 .await
                 .ok()?;
-            let data = snapshot.unwrap_or_else(
-                || serde_json::json!({"version": "", "deleted": false, "exists": false}),
-            );
+            let data = match snapshot {
+                Some(Some(v)) => v,
+                Some(None) => return None,
+                None => serde_json::json!({"version": "", "deleted": false, "exists": false}),
+            };
             let ev = Event::default().event("change").data(data.to_string());
             Some((
                 Ok::<Event, Infallible>(ev),
-                (node, key, rx, false, body, slot),
+                (node, key, rx, false, body, slot, who),
             ))
-        });
+        },
+    );
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())

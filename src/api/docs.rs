@@ -51,14 +51,10 @@ fn not_found(key: &DocKey, meta: Option<&DocMeta>) -> ApiError {
     }
 }
 
-/// Whether `who` sees the document with this Automerge state (panics contained by the caller's
-/// write).
+/// Whether `who` sees the live document with this Automerge state (panics contained by the
+/// caller's write).
 fn in_scope(who: &Grant, key: &DocKey, doc: &automerge::Automerge) -> bool {
-    who.sees(
-        key.collection(),
-        key.id(),
-        &Value::Object(json::to_json(doc, None)),
-    )
+    who.sees_doc(key.collection(), key.id(), doc)
 }
 
 /// The refusal of a write that would take a document out of the writer's scope, or into it.

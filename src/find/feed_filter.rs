@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 use super::{insert_path, FindError, SMALL_COLLECTION};
+use crate::access::Grant;
 use crate::metrics::Metrics;
 use crate::query::collate::{self, MAX_STRING_BYTES, MAX_VALUE_BYTES};
 use crate::query::selector::Selector;
@@ -129,5 +130,57 @@ impl FeedFilter {
             insert_path(&mut doc, f.segments(), v);
         }
         Ok(Some(Value::Object(doc)))
+    }
+}
+
+/// The changes feed as a caller narrowed to some documents of a collection sees it: entries of
+/// documents that are in one of its scopes now (each selector judged as a [`FeedFilter`] is,
+/// from an index on the scope's fields where there is one). Deletions are left out: a deleted
+/// document's contents are not kept to judge it by.
+pub struct ScopeFeed {
+    collection: String,
+    parts: Vec<(Option<String>, Option<FeedFilter>)>,
+}
+
+impl ScopeFeed {
+    pub fn new(store: &Store, collection: &str, who: &Grant) -> Result<ScopeFeed, FindError> {
+        let parts = who
+            .narrowing(collection)
+            .into_iter()
+            .map(|s| {
+                let filter = match &s.selector {
+                    Some((_, sel)) => Some(FeedFilter::new(store, collection, sel.clone(), true)?),
+                    None => None,
+                };
+                Ok((s.id_prefix.clone(), filter))
+            })
+            .collect::<Result<Vec<_>, FindError>>()?;
+        Ok(ScopeFeed {
+            collection: collection.to_string(),
+            parts,
+        })
+    }
+
+    /// Whether the caller sees the changed document now.
+    pub fn keep(
+        &self,
+        store: &Store,
+        metrics: &Metrics,
+        e: &FeedEntry,
+    ) -> Result<bool, StoreError> {
+        if e.deleted || e.collection != self.collection {
+            return Ok(false);
+        }
+        for (prefix, filter) in &self.parts {
+            if prefix.as_deref().is_some_and(|p| !e.id.starts_with(p)) {
+                continue;
+            }
+            match filter {
+                None => return Ok(true),
+                Some(f) if f.keep(store, metrics, e)? => return Ok(true),
+                Some(_) => {}
+            }
+        }
+        Ok(false)
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Grant;
 use crate::doc::DocError;
 use crate::metrics::Metrics;
 use crate::store::sync_states::StatePut;
@@ -34,6 +35,53 @@ pub fn step(
     let (reply, _) = store.write_from::<_, StoreError>(origin, key, |doc, _| {
         doc.receive_sync_message(state, msg)
             .map_err(|e| StoreError::Doc(DocError::SyncRejected(e.to_string())))?;
+        Ok(doc.generate_sync_message(state))
+    })?;
+    Ok(reply)
+}
+
+/// Why a scoped sync step did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ScopedStepError {
+    /// The document exists but is outside the caller's scope: for them it does not exist.
+    #[error("document {0} does not exist")]
+    Hidden(String),
+    /// The caller's changes would leave the document outside its scope; nothing was applied.
+    #[error("the changes would leave document {0} outside the scope of token `{1}`")]
+    OutOfScope(String, String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// [`step`] for a client whose token may see only some documents (`who`): a document outside
+/// its scope is [`ScopedStepError::Hidden`] (nothing is sent back, not even that it exists),
+/// and changes that would leave the document outside the scope are refused, judged on the merged
+/// result under the document's lock, so nothing of them is kept.
+pub fn step_scoped(
+    store: &Store,
+    key: &DocKey,
+    state: &mut automerge::sync::State,
+    msg: automerge::sync::Message,
+    who: &Grant,
+) -> Result<Option<automerge::sync::Message>, ScopedStepError> {
+    use automerge::sync::SyncDoc;
+    let (c, id) = (key.collection(), key.id());
+    let (reply, _) = store.write_from::<_, ScopedStepError>(Origin::Local, key, |doc, meta| {
+        if meta.is_some() && !who.sees_doc(c, id, doc) {
+            return Err(ScopedStepError::Hidden(key.to_string()));
+        }
+        let before = doc.get_heads();
+        doc.receive_sync_message(state, msg).map_err(|e| {
+            ScopedStepError::Store(StoreError::Doc(DocError::SyncRejected(e.to_string())))
+        })?;
+        // Deleting a document it sees is the caller's right; anything else must stay in scope.
+        let changed = doc.get_heads() != before;
+        if changed && !crate::doc::tombstone::is_deleted(doc, None) && !who.sees_doc(c, id, doc) {
+            return Err(ScopedStepError::OutOfScope(
+                key.to_string(),
+                who.name.clone(),
+            ));
+        }
         Ok(doc.generate_sync_message(state))
     })?;
     Ok(reply)
