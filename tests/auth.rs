@@ -23,6 +23,7 @@ use tokio_tungstenite::tungstenite::Message;
 const WRITER: &str = "writer-token-0123456789";
 const READER: &str = "reader-token-0123456789";
 const SCOPED: &str = "scoped-token-0123456789";
+const CAROL: &str = "carol-token-0123456789";
 const SECRET: &str = "cluster-secret-0123456789";
 
 async fn node(dir: &std::path::Path) -> TestNode {
@@ -49,6 +50,16 @@ async fn node(dir: &std::path::Path) -> TestNode {
                 access: Access::Write,
                 collections: Some(vec!["a".into()]),
                 scopes: None,
+            },
+            TokenConfig {
+                name: "carol".into(),
+                token: CAROL.into(),
+                access: Access::Write,
+                collections: None,
+                scopes: Some(vec![concord::access::ScopeRule::parse_arg(
+                    r#"automerge:{"owner":"$sub"}"#,
+                )
+                .unwrap()]),
             },
         ];
     })
@@ -561,14 +572,113 @@ async fn read_only_websocket_client_pushing_changes_gets_an_error_and_a_close() 
         .await,
         201
     );
+    let (joined, doc, pushed, error) = push_over_websocket(&n, READER, &document_id, |tx| {
+        tx.put(ROOT, "y", 2).map(|_| ())
+    })
+    .await;
+    assert!(joined, "the node answered the join");
+    assert_eq!(
+        doc.get(ROOT, "x").unwrap().and_then(|(v, _)| v.as_i64()),
+        Some(1),
+        "the read-only client synced the document down"
+    );
+    assert!(pushed, "the client offered its change");
+    let error = error.expect("an error frame before the close");
+    assert!(error.contains("read-only"), "error frame says why: {error}");
+    let v: Value = http
+        .get(&rest)
+        .bearer_auth(READER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"x": 1}), "the refused change was not applied");
+    n.stop().await;
+}
 
+/// A token scoped to its own documents (`{"owner": "$sub"}`) syncs its document down over the
+/// WebSocket, but a change that would give the document away gets an `error` frame and a close,
+/// and nothing of it is applied; another's document is `doc-unavailable` to it.
+#[tokio::test]
+async fn scoped_websocket_client_cannot_give_a_document_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = node(dir.path()).await;
+    let http = client();
+    let mine = bs58::encode([8u8; 16]).with_check().into_string();
+    let theirs = bs58::encode([9u8; 16]).with_check().into_string();
+    let rest = |id: &str| n.url(&format!("/v1/collections/automerge/docs/{id}"));
+    for (id, owner) in [(&mine, "carol"), (&theirs, "dave")] {
+        let put = call(
+            &http,
+            reqwest::Method::PUT,
+            rest(id),
+            Some(WRITER),
+            Some(json!({"x": 1, "owner": owner})),
+        );
+        assert_eq!(put.await, 201);
+    }
+    let (joined, _, pushed, error) =
+        push_over_websocket(&n, CAROL, &theirs, |tx| tx.put(ROOT, "y", 2).map(|_| ())).await;
+    assert!(
+        joined && !pushed,
+        "nothing of another's document reached the client"
+    );
+    assert_eq!(
+        error.as_deref(),
+        Some("doc-unavailable"),
+        "as if it did not exist"
+    );
+    let (joined, doc, pushed, error) = push_over_websocket(&n, CAROL, &mine, |tx| {
+        tx.put(ROOT, "owner", "dave").map(|_| ())
+    })
+    .await;
+    assert!(joined && pushed);
+    assert_eq!(
+        doc.get(ROOT, "x").unwrap().and_then(|(v, _)| v.as_i64()),
+        Some(1),
+        "her own document synced down"
+    );
+    let error = error.expect("an error frame before the close");
+    assert!(
+        error.contains("outside the scope"),
+        "error frame says why: {error}"
+    );
+    let v: Value = http
+        .get(rest(&mine))
+        .bearer_auth(WRITER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        v,
+        json!({"x": 1, "owner": "carol"}),
+        "the refused change was not applied"
+    );
+    n.stop().await;
+}
+
+/// Joins the automerge-repo WebSocket with `token`, requests `document_id`, syncs it down, makes
+/// `edit` and offers it. Answers whether the node answered the join, the client's copy, whether
+/// the change was offered, and the `error` frame's message (or `doc-unavailable`).
+async fn push_over_websocket(
+    n: &TestNode,
+    token: &str,
+    document_id: &str,
+    edit: impl Fn(&mut automerge::transaction::Transaction<'_>) -> Result<(), automerge::AutomergeError>,
+) -> (bool, Automerge, bool, Option<String>) {
+    let document_id = document_id.to_string();
     let mut req = n
         .url("/v1/automerge-repo")
         .replacen("http", "ws", 1)
         .into_client_request()
         .unwrap();
     req.headers_mut()
-        .insert("authorization", format!("Bearer {READER}").parse().unwrap());
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     ws.send(frame(vec![
         ("type", Cbor::Text("join".into())),
@@ -599,6 +709,7 @@ async fn read_only_websocket_client_pushing_changes_gets_an_error_and_a_close() 
     // Phase 1: sync down until we hold x = 1. Phase 2: edit, offer the change, expect refusal.
     let mut joined = false;
     let mut pushed = false;
+    let mut edited = false;
     let mut error = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -627,11 +738,10 @@ async fn read_only_websocket_client_pushing_changes_gets_an_error_and_a_close() 
                 doc.receive_sync_message(&mut state, sync::Message::decode(data).unwrap())
                     .unwrap();
                 let synced_down = doc.get(ROOT, "x").unwrap().is_some();
-                if synced_down && !pushed && doc.get(ROOT, "y").unwrap().is_none() {
-                    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
-                        tx.put(ROOT, "y", 2).map(|_| ())
-                    })
-                    .unwrap();
+                if synced_down && !edited {
+                    edited = true;
+                    doc.transact::<_, _, automerge::AutomergeError>(|tx| edit(tx))
+                        .unwrap();
                 }
                 if let Some(m) = doc.generate_sync_message(&mut state) {
                     pushed |= !m.changes.is_empty();
@@ -639,27 +749,12 @@ async fn read_only_websocket_client_pushing_changes_gets_an_error_and_a_close() 
                 }
             }
             "error" => error = Some(cbor_text(&v, "message")),
+            "doc-unavailable" => {
+                error = Some("doc-unavailable".into());
+                break;
+            }
             _ => {} // gossip the protocol allows; not this test's business
         }
     }
-    assert!(joined, "the node answered the join");
-    assert_eq!(
-        doc.get(ROOT, "x").unwrap().and_then(|(v, _)| v.as_i64()),
-        Some(1),
-        "the read-only client synced the document down"
-    );
-    assert!(pushed, "the client offered its change");
-    let error = error.expect("an error frame before the close");
-    assert!(error.contains("read-only"), "error frame says why: {error}");
-    let v: Value = http
-        .get(&rest)
-        .bearer_auth(READER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v, json!({"x": 1}), "the refused change was not applied");
-    n.stop().await;
+    (joined, doc, pushed, error)
 }

@@ -47,3 +47,51 @@ async fn javascript_clients_sync_with_concord() {
     n0.stop().await;
     n1.stop().await;
 }
+
+/// Stock automerge-repo clients with per-user signed tokens (`tests/js/scoped_repo.test.mjs`):
+/// scopes `{"members": {"$all": ["$sub"]}}` on the automerge collection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn javascript_clients_see_only_their_scope() {
+    use concord::access::tokens::{claims, mint_hs256};
+    use concord::access::{Access, ScopeRule};
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    let dir = tempfile::tempdir().unwrap();
+    let secret: &[u8] = b"js-scoped-secret-0123456789abcdef0123";
+    let secret_file = dir.path().join("jwt.secret");
+    std::fs::write(&secret_file, secret).unwrap();
+    let n = TestNode::start_with(&dir.path().join("data"), |c| {
+        c.jwt_secret_file = Some(secret_file);
+    })
+    .await;
+    let rules = [ScopeRule::parse_arg(r#"automerge:{"members":{"$all":["$sub"]}}"#).unwrap()];
+    let token = |sub: &str, access: Access, scoped: bool| {
+        let c = claims(
+            sub,
+            access,
+            scoped.then_some(&rules[..]),
+            std::time::Duration::from_secs(600),
+            None,
+            None,
+        );
+        mint_hs256(secret, &c).unwrap()
+    };
+    let out = tokio::process::Command::new("node")
+        .args(["--test", "--test-concurrency=1"])
+        .arg(js.join("scoped_repo.test.mjs"))
+        .current_dir(&js)
+        .env("CONCORD_URLS", &n.url)
+        .env("CONCORD_SCOPED_URL", &n.url)
+        .env("CONCORD_TOKEN_ALICE", token("alice", Access::Write, true))
+        .env("CONCORD_TOKEN_BOB", token("bob", Access::Write, true))
+        .env("CONCORD_TOKEN_ADMIN", token("ops", Access::Admin, false))
+        .output()
+        .await
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}\n{stderr}");
+    assert!(out.status.success(), "JavaScript client tests failed");
+    assert!(stdout.contains("# fail 0"), "no test may fail");
+    assert!(stdout.contains("# pass 1"), "the test must run");
+    n.stop().await;
+}

@@ -342,7 +342,7 @@ async fn a_scoped_user_sees_and_changes_only_their_documents() {
         assert_eq!(api.call(&alice, "GET", path, None).await.0, want, "{path}");
     }
     let sync = |id: &str, token: &str| {
-        let mut doc = automerge::Automerge::new();
+        let doc = automerge::Automerge::new();
         let mut st = automerge::sync::State::new();
         use automerge::sync::SyncDoc;
         let msg = doc.generate_sync_message(&mut st).unwrap().encode();

@@ -32,6 +32,7 @@ use ciborium::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Grant;
 use crate::blocking::WorkerFailed;
 use crate::codec::frame::{self, encode, map, text, Frame};
 use crate::http::auth::Principal;
@@ -57,10 +58,12 @@ pub async fn upgrade(
         .into_response();
     };
     let limit = node.config.max_body_bytes;
-    let may_write = who.may_write(&node.config.automerge_collection);
+    let collection = &node.config.automerge_collection;
+    let may_write = who.may_write(collection);
+    let scope = (!who.sees_all_of(collection)).then(|| who.0.clone());
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| serve(node, socket, slot, who.name.clone(), may_write))
+        .on_upgrade(move |socket| serve(node, socket, slot, who.name.clone(), may_write, scope))
 }
 
 /// Why a connection must end with an `error` frame.
@@ -96,6 +99,10 @@ struct Conn {
     principal: String,
     /// False for read-only tokens: such clients sync down but may not push changes.
     may_write: bool,
+    /// The token's grant when its scopes narrow the automerge collection: documents outside
+    /// them do not exist for this client (`doc-unavailable`), changes that would take one out are
+    /// refused, and a document that leaves the scope stops being sent.
+    scope: Option<Grant>,
     states: HashMap<String, automerge::sync::State>,
     /// Documents the client asked for that the node did not have: sent when they arrive.
     wanted: HashSet<String>,
@@ -107,6 +114,7 @@ async fn serve(
     slot: WsSlot,
     principal: String,
     may_write: bool,
+    scope: Option<Grant>,
 ) {
     // Unregisters the connection however the task ends (a panic included).
     let registration = node.ws_hub.register(slot);
@@ -122,6 +130,7 @@ async fn serve(
         storage_key: None,
         principal,
         may_write,
+        scope,
         states: HashMap::new(),
         wanted: HashSet::new(),
     };
@@ -218,7 +227,7 @@ impl Conn {
                 message,
             } => self.sync(document_id, message, request).await,
             Frame::Ephemeral(e) => {
-                self.relay(e)?;
+                self.relay(e).await?;
                 Ok(Vec::new())
             }
             Frame::Other { .. } => Ok(Vec::new()),
@@ -264,6 +273,32 @@ impl Conn {
             ),
         ]);
         Ok(vec![encode(&reply)])
+    }
+
+    /// Whether this (narrowed) client sees the document: it does not exist yet, or it is live
+    /// and in scope now.
+    async fn visible(&self, key: &DocKey) -> Result<bool, ProtocolError> {
+        let Some(who) = self.scope.clone() else {
+            return Ok(true);
+        };
+        let (node, k) = (self.node.clone(), key.clone());
+        self.node
+            .blocking::<_, ProtocolError>(move || {
+                let seen = node.store.read(&k, |doc, meta| {
+                    meta.heads.is_empty() || who.sees_doc(k.collection(), k.id(), doc)
+                })?;
+                Ok(seen.unwrap_or(true))
+            })
+            .await
+    }
+
+    fn unavailable(&self, document_id: &str) -> Vec<u8> {
+        encode(&map(vec![
+            ("type", text("doc-unavailable")),
+            ("senderId", text(&self.server_peer_id)),
+            ("targetId", text(self.peer_id.as_deref().unwrap_or(""))),
+            ("documentId", text(document_id)),
+        ]))
     }
 
     /// Opens a document on this connection (within `max_ws_docs_per_connection`).
@@ -313,6 +348,16 @@ impl Conn {
                 "this token is read-only: changes are refused".into(),
             ));
         }
+        if self.scope.is_some() && !self.visible(&key).await? {
+            // Exactly what a document that does not exist gets, and nothing is kept open (its
+            // ephemeral messages are not relayed here). Sent if it comes into scope (shared with
+            // this user later), like a document that arrives after it was asked for.
+            self.states.remove(&document_id);
+            if self.wanted.len() < self.node.config.max_ws_docs_per_connection {
+                self.wanted.insert(document_id.clone());
+            }
+            return Ok(vec![self.unavailable(&document_id)]);
+        }
         self.subscribe(&document_id)?;
         if request {
             let k = key.clone();
@@ -325,24 +370,23 @@ impl Conn {
                 .await?;
             if !exists && msg.heads.is_empty() {
                 self.wanted.insert(document_id.clone());
-                let frame = encode(&map(vec![
-                    ("type", text("doc-unavailable")),
-                    ("senderId", text(&self.server_peer_id)),
-                    ("targetId", text(self.peer_id.as_deref().unwrap_or(""))),
-                    ("documentId", text(&document_id)),
-                ]));
-                return Ok(vec![frame]);
+                return Ok(vec![self.unavailable(&document_id)]);
             }
         }
         let mut state = self.take_state(&document_id, &key)?;
         let node = self.node.clone();
         let storage = self.storage_key.clone();
         let owner = self.principal.clone();
+        let scope = self.scope.clone();
         let (state, reply) = node
             .clone()
             .blocking::<_, ProtocolError>(move || {
-                let reply = crate::sync::step(&node.store, Origin::Local, &key, &mut state, msg)?
-                    .map(|m| m.encode());
+                let reply = match &scope {
+                    None => crate::sync::step(&node.store, Origin::Local, &key, &mut state, msg)?,
+                    Some(who) => crate::sync::step_scoped(&node.store, &key, &mut state, msg, who)
+                        .map_err(|e| ProtocolError(e.to_string()))?,
+                }
+                .map(|m| m.encode());
                 if let Some(client) = &storage {
                     let quota = node.config.max_sync_states_per_principal;
                     let states = crate::sync::ClientStates::new(&node.store, &node.metrics, quota);
@@ -364,10 +408,15 @@ impl Conn {
             return Ok(Vec::new());
         }
         let document_id = key.id().to_string();
-        if !self.states.contains_key(&document_id) && !self.wanted.remove(&document_id) {
+        if !self.states.contains_key(&document_id) && !self.wanted.contains(&document_id) {
             return Ok(Vec::new());
         }
-        self.generate(&document_id, key.clone()).await
+        let out = self.generate(&document_id, key.clone()).await?;
+        // Served now (always, unless outside a narrowed client's scope: then still wanted).
+        if self.states.contains_key(&document_id) {
+            self.wanted.remove(&document_id);
+        }
+        Ok(out)
     }
 
     async fn generate(
@@ -377,15 +426,33 @@ impl Conn {
     ) -> Result<Vec<Vec<u8>>, ProtocolError> {
         let mut state = self.take_state(document_id, &key)?;
         let node = self.node.clone();
-        let (state, msg) = node
+        let scope = self.scope.clone();
+        let (state, msg, seen) = node
             .clone()
             .blocking::<_, ProtocolError>(move || {
-                let msg = node
-                    .store
-                    .read(&key, |doc, _| doc.generate_sync_message(&mut state))?;
-                Ok((state, msg.flatten().map(|m| m.encode())))
+                let mut seen = true;
+                let msg = node.store.read(&key, |doc, meta| {
+                    if let Some(who) = &scope {
+                        if !meta.heads.is_empty() && !who.sees_doc(key.collection(), key.id(), doc)
+                        {
+                            seen = false;
+                            return None;
+                        }
+                    }
+                    doc.generate_sync_message(&mut state)
+                })?;
+                Ok((state, msg.flatten().map(|m| m.encode()), seen))
             })
             .await?;
+        if !seen {
+            // It left this client's scope: nothing more of it is sent, and it is closed here.
+            self.node.ws_hub.close_doc(self.id, document_id);
+            return Ok(Vec::new());
+        }
+        if self.scope.is_some() {
+            // It may have just come into scope: open it here, as a sync would have.
+            self.subscribe(document_id)?;
+        }
         self.states.insert(document_id.to_string(), state);
         Ok(msg
             .map(|m| self.sync_frame(document_id, m))
@@ -404,8 +471,12 @@ impl Conn {
         Ok(out)
     }
 
-    /// Relays an ephemeral message to the other connections on its document.
-    fn relay(&self, e: frame::Ephemeral) -> Result<(), ProtocolError> {
+    /// Relays an ephemeral message to the other connections on its document (for a narrowed
+    /// client, only on a document it sees; others are dropped unanswered).
+    async fn relay(&self, e: frame::Ephemeral) -> Result<(), ProtocolError> {
+        if self.scope.is_some() && !self.visible(&self.key(&e.document_id)?).await? {
+            return Ok(());
+        }
         if self
             .node
             .ws_hub

@@ -126,6 +126,10 @@ fn route_suffix(path: &str) -> Option<String> {
 
 /// Whether a narrowed principal may use this request on its collection.
 fn scope_aware(method: &Method, path: &str) -> bool {
+    // The automerge-repo WebSocket judges every document it serves (see `api::websocket`).
+    if path == "/v1/automerge-repo" {
+        return *method == Method::GET;
+    }
     let Some(suffix) = route_suffix(path) else {
         return false;
     };

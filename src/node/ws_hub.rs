@@ -150,6 +150,16 @@ impl Hub {
         Ok(())
     }
 
+    /// Closes a document on a connection (it left the connection's scope): no more relays of it.
+    pub fn close_doc(&self, conn: u64, document_id: &str) {
+        let mut conns = self.conns.lock();
+        if let Some(c) = conns.get_mut(&conn) {
+            if c.docs.remove(document_id) {
+                self.tracked_docs.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Whether an ephemeral message was relayed already (its `count` is not above the highest
     /// seen for its sender and session); records it otherwise.
     pub fn seen_before(&self, sender: String, session: String, count: u64) -> bool {
