@@ -336,7 +336,9 @@ mod tests {
         assert_eq!(route_suffix("/v1/collections/a/find").unwrap(), "/find");
         assert_eq!(route_suffix("/v1/collections/a").unwrap(), "");
         assert!(scope_aware(&Method::GET, "/v1/collections/a/docs/x"));
-        assert!(!scope_aware(&Method::POST, "/v1/collections/a/docs/x/sync"));
+        assert!(scope_aware(&Method::POST, "/v1/collections/a/docs/x/sync"));
+        assert!(!scope_aware(&Method::POST, "/v1/collections/a/bulk-write"));
+        assert!(scope_aware(&Method::GET, "/v1/automerge-repo"));
         assert!(!scope_aware(&Method::GET, "/v1/collections/a/indexes"));
     }
 
