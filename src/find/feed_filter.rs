@@ -137,10 +137,26 @@ impl FeedFilter {
 /// documents that are in one of its scopes now (each selector judged as a [`FeedFilter`] is,
 /// from an index on the scope's fields where there is one). Deletions are left out: a deleted
 /// document's contents are not kept to judge it by.
+///
+/// A page far behind the head of the feed is answered from the scopes themselves
+/// ([`ScopeFeed::page_from_scopes`]): the caller's documents found through the scopes' indexes
+/// (or their id prefixes), each one's current feed entry read, so the work follows the caller's
+/// documents, not everyone's changes since the cursor.
 pub struct ScopeFeed {
     collection: String,
-    parts: Vec<(Option<String>, Option<FeedFilter>)>,
+    parts: Vec<ScopePart>,
 }
+
+struct ScopePart {
+    prefix: Option<String>,
+    selector: Option<(Selector, FeedFilter)>,
+}
+
+/// A page of the feed: entries with their sequence numbers, and the cursor after it.
+pub type FeedPage = (Vec<(u64, FeedEntry)>, u64);
+
+/// Most documents a page from the scopes gathers before the feed is scanned instead.
+pub const MAX_SCOPE_DOCS: usize = 10_000;
 
 impl ScopeFeed {
     pub fn new(store: &Store, collection: &str, who: &Grant) -> Result<ScopeFeed, FindError> {
@@ -148,11 +164,17 @@ impl ScopeFeed {
             .narrowing(collection)
             .into_iter()
             .map(|s| {
-                let filter = match &s.selector {
-                    Some((_, sel)) => Some(FeedFilter::new(store, collection, sel.clone(), true)?),
+                let selector = match &s.selector {
+                    Some((_, sel)) => Some((
+                        sel.clone(),
+                        FeedFilter::new(store, collection, sel.clone(), true)?,
+                    )),
                     None => None,
                 };
-                Ok((s.id_prefix.clone(), filter))
+                Ok(ScopePart {
+                    prefix: s.id_prefix.clone(),
+                    selector,
+                })
             })
             .collect::<Result<Vec<_>, FindError>>()?;
         Ok(ScopeFeed {
@@ -171,16 +193,81 @@ impl ScopeFeed {
         if e.deleted || e.collection != self.collection {
             return Ok(false);
         }
-        for (prefix, filter) in &self.parts {
-            if prefix.as_deref().is_some_and(|p| !e.id.starts_with(p)) {
+        for part in &self.parts {
+            if part.prefix.as_deref().is_some_and(|p| !e.id.starts_with(p)) {
                 continue;
             }
-            match filter {
+            match &part.selector {
                 None => return Ok(true),
-                Some(f) if f.keep(store, metrics, e)? => return Ok(true),
+                Some((_, f)) if f.keep(store, metrics, e)? => return Ok(true),
                 Some(_) => {}
             }
         }
         Ok(false)
+    }
+
+    /// The feed after `since`, up to `upto`, as the caller sees it, from its documents rather
+    /// than from the feed: each document's one current entry, in feed order (at most `limit`;
+    /// the cursor is the last one's when the page is full, else `upto`). `None` when a scope
+    /// cannot be answered this way (no index serves its selector, or it holds more than
+    /// [`MAX_SCOPE_DOCS`] documents): the caller then reads the feed.
+    pub fn page_from_scopes(
+        &self,
+        store: &Store,
+        metrics: &Metrics,
+        since: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Option<FeedPage>, FindError> {
+        let mut ids = BTreeSet::new();
+        for part in &self.parts {
+            let found = match (&part.selector, &part.prefix) {
+                (Some((sel, _)), _) => {
+                    match super::candidate_ids(store, &self.collection, sel, MAX_SCOPE_DOCS)? {
+                        Some(found) => found,
+                        None => return Ok(None),
+                    }
+                }
+                (None, Some(prefix)) => {
+                    match store.ids_with_prefix(&self.collection, prefix, MAX_SCOPE_DOCS)? {
+                        Some(found) => found,
+                        None => return Ok(None),
+                    }
+                }
+                // A whole collection is no narrowing: such callers read the feed.
+                (None, None) => return Ok(None),
+            };
+            ids.extend(found);
+            if ids.len() > MAX_SCOPE_DOCS {
+                return Ok(None);
+            }
+        }
+        let mut entries = Vec::new();
+        for id in ids {
+            let key = DocKey::new(&self.collection, &id)?;
+            let Some(meta) = store.meta(&key)? else {
+                continue;
+            };
+            let Some(seq) = meta.feed_seq else { continue };
+            if seq <= since || seq > upto {
+                continue;
+            }
+            let entry = FeedEntry {
+                collection: self.collection.clone(),
+                id,
+                heads: meta.heads,
+                deleted: meta.deleted,
+            };
+            if self.keep(store, metrics, &entry)? {
+                entries.push((seq, entry));
+            }
+        }
+        entries.sort_by_key(|(seq, _)| *seq);
+        if entries.len() >= limit {
+            entries.truncate(limit);
+            let last = entries.last().map_or(upto, |(s, _)| *s);
+            return Ok(Some((entries, last)));
+        }
+        Ok(Some((entries, upto)))
     }
 }

@@ -829,6 +829,48 @@ fn gather_ids(
     Ok(ids.into_iter().collect())
 }
 
+/// The ids of the documents of `collection` that an index says may match `selector` (every
+/// match is among them; the caller judges each), without scanning: `None` when no ready index
+/// serves the selector or more than `cap` ids would come back.
+pub fn candidate_ids(
+    store: &Store,
+    collection: &str,
+    selector: &Selector,
+    cap: usize,
+) -> Result<Option<Vec<String>>, FindError> {
+    let q = Query {
+        selector: selector.clone(),
+        fields: None,
+        sort: Vec::new(),
+        limit: 1,
+        bookmark: None,
+        use_index: None,
+        allow_scan: false,
+        scope: None,
+    };
+    let plans = match strategy(store, collection, &q)?.0 {
+        Strategy::Index(p) => vec![p],
+        Strategy::Union(ps) => ps,
+        Strategy::Scan => return Ok(None),
+    };
+    let mut ids = std::collections::BTreeSet::new();
+    for p in &plans {
+        let id = index_id(store, collection, &p.index)?;
+        for mut s in streams(p, None) {
+            while let Some(k) = s.peek(store, id, false)? {
+                if let Some((_, doc_id)) = split_entry(k) {
+                    ids.insert(doc_id.to_string());
+                }
+                s.buf.pop_front();
+                if ids.len() > cap {
+                    return Ok(None);
+                }
+            }
+        }
+    }
+    Ok(Some(ids.into_iter().collect()))
+}
+
 /// A document's sort keys: each sort field's value in index-key encoding (an absent field sorts
 /// before every value, `null` included), so a sort in memory orders exactly as an index would.
 fn sort_values(doc: &Value, sort: &[SortKey]) -> Vec<Vec<u8>> {

@@ -841,6 +841,35 @@ impl Store {
         Ok(meta)
     }
 
+    /// The ids of `collection` that start with `prefix` (deleted documents included), in id
+    /// order; `None` when there are more than `cap`.
+    pub fn ids_with_prefix(
+        &self,
+        collection: &str,
+        prefix: &str,
+        cap: usize,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        keys::validate_collection(collection)?;
+        let coll = keys::collection_prefix(collection);
+        let mut start = coll.clone();
+        start.extend_from_slice(prefix.as_bytes());
+        let mut out = Vec::new();
+        let mut iter = self.db.raw_iterator_cf(self.cf(cfs::META)?);
+        iter.seek(&start);
+        while let Some(k) = iter.key() {
+            if !k.starts_with(&start) {
+                break;
+            }
+            if out.len() >= cap {
+                return Ok(None);
+            }
+            out.push(String::from_utf8_lossy(&k[coll.len()..]).into_owned());
+            iter.next();
+        }
+        iter.status()?;
+        Ok(Some(out))
+    }
+
     /// Documents of a collection in id order, after `after`, at most `limit` (tombstones too).
     pub fn list(
         &self,
