@@ -50,7 +50,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Half the ids carry u2's prefix, so its scope has something to hold.
 fn id(i: usize) -> String {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         format!("u2-{i}")
     } else {
         format!("d{i}")
@@ -347,7 +347,7 @@ proptest! {
                 prop_assert!(std::time::Instant::now() < deadline, "the index never became ready");
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            for u in 0..USERS.len() {
+            for (u, name) in USERS.iter().enumerate() {
                 let want: BTreeSet<String> = model
                     .iter()
                     .filter(|(k, d)| sees(u, k, d))
@@ -355,7 +355,7 @@ proptest! {
                     .collect();
                 for (route, got) in w.views(u).await {
                     let ids: BTreeSet<String> = got.keys().cloned().collect();
-                    prop_assert_eq!(&ids, &want, "user {} by {}", USERS[u], route);
+                    prop_assert_eq!(&ids, &want, "user {} by {}", name, route);
                     for (k, body) in got {
                         if let Some(b) = body {
                             prop_assert_eq!(&b, &Value::Object(model[&k].clone()), "{} {}", route, k);
