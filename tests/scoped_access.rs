@@ -395,9 +395,42 @@ async fn a_scoped_user_sees_and_changes_only_their_documents() {
         .await;
     assert_eq!(a1["owner"], "alice", "{a1}");
 
+    // Bulk writes are judged one by one, like single writes.
+    let (s, got) = api
+        .call(
+            &alice,
+            "POST",
+            "/v1/collections/notes/bulk-write",
+            Some(json!({"writes": [
+                {"id": "a2", "op": "put", "body": {"owner": "alice"}},
+                {"id": "b1", "op": "patch", "body": {"t": 7}},
+                {"id": "x2", "op": "put", "body": {"owner": "bob"}},
+            ]})),
+        )
+        .await;
+    assert_eq!(s, 200, "{got}");
+    let statuses: Vec<u64> = got["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, vec![201, 404, 403], "{got}");
+    assert_eq!(
+        api.call(ADMIN, "GET", "/v1/collections/notes/docs/x2", None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        api.call(ADMIN, "GET", "/v1/collections/notes/docs/b1", None)
+            .await
+            .1["t"],
+        2
+    );
+
     // Routes that do not judge documents yet refuse her on this collection.
     for (m, path) in [
-        ("POST", "/v1/collections/notes/bulk-write"),
         ("GET", "/v1/collections/notes/indexes"),
         ("GET", "/v1/cluster"),
         ("GET", "/v1/collections/notes/find?selector=%7B%7D"),

@@ -238,8 +238,11 @@ fn check_batch(node: &Node, n: usize) -> Result<(), ApiError> {
 pub async fn bulk_write(
     State(node): State<Arc<Node>>,
     PathParams(collection): PathParams<String>,
+    axum::Extension(who): axum::Extension<Principal>,
     Json(body): Json<BulkWriteBody>,
 ) -> Result<Response, ApiError> {
+    // Each write judged against the caller's scopes as a single write is.
+    let who = Arc::new(who.0);
     keys::validate_collection(&collection)?;
     check_batch(&node, body.writes.len())?;
     let mut seen = HashSet::new();
@@ -256,6 +259,7 @@ pub async fn bulk_write(
         .map(|w| {
             let node = node.clone();
             let collection = collection.clone();
+            let who = who.clone();
             async move {
                 if w.id.is_none() && !matches!(w.op, BulkOp::Put) {
                     return BulkResult::error(
@@ -273,7 +277,7 @@ pub async fn bulk_write(
                 let k = key.clone();
                 let r = node
                     .blocking::<_, ApiError>(move || {
-                        write_blocking(&n, &k, &write, requires, cond.as_ref(), None, None)
+                        write_blocking(&n, &k, &write, requires, cond.as_ref(), None, Some(&who))
                     })
                     .await;
                 match r {

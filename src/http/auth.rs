@@ -101,6 +101,7 @@ pub const SCOPE_AWARE: &[(&str, &str)] = &[
     ("POST", "/docs/{id}/changes"),
     ("POST", "/docs/{id}/sync"),
     ("POST", "/bulk-read"),
+    ("POST", "/bulk-write"),
     ("POST", "/find"),
     ("POST", "/explain"),
 ];
@@ -337,7 +338,8 @@ mod tests {
         assert_eq!(route_suffix("/v1/collections/a").unwrap(), "");
         assert!(scope_aware(&Method::GET, "/v1/collections/a/docs/x"));
         assert!(scope_aware(&Method::POST, "/v1/collections/a/docs/x/sync"));
-        assert!(!scope_aware(&Method::POST, "/v1/collections/a/bulk-write"));
+        assert!(scope_aware(&Method::POST, "/v1/collections/a/bulk-write"));
+        assert!(!scope_aware(&Method::GET, "/v1/collections/a/docs/x/nope"));
         assert!(scope_aware(&Method::GET, "/v1/automerge-repo"));
         assert!(!scope_aware(&Method::GET, "/v1/collections/a/indexes"));
     }
