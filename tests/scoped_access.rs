@@ -429,11 +429,32 @@ async fn a_scoped_user_sees_and_changes_only_their_documents() {
         2
     );
 
+    // A live query: her documents enter, bob's never show (not even by id).
+    let mut live = api
+        .http
+        .get(n.url("/v1/collections/notes/find?selector=%7B%7D"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200);
+    let mut seen = String::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while !seen.contains("event: current") {
+            let c = live.chunk().await.unwrap().expect("the stream goes on");
+            seen.push_str(&String::from_utf8_lossy(&c));
+        }
+    })
+    .await
+    .expect("the initial result arrives");
+    assert!(seen.contains("\"a1\"") && seen.contains("\"a2\""), "{seen}");
+    assert!(!seen.contains("b1"), "{seen}");
+    drop(live);
+
     // Routes that do not judge documents yet refuse her on this collection.
     for (m, path) in [
         ("GET", "/v1/collections/notes/indexes"),
         ("GET", "/v1/cluster"),
-        ("GET", "/v1/collections/notes/find?selector=%7B%7D"),
     ] {
         assert_eq!(
             api.call(&alice, m, path, Some(json!({}))).await.0,

@@ -36,14 +36,7 @@ pub async fn find(
 ) -> Result<Response, ApiError> {
     if req.watch {
         crate::store::keys::validate_collection(&collection)?;
-        if !who.sees_all_of(&collection) {
-            return Err(ApiError::Forbidden(format!(
-                "token `{}` sees only some documents of `{collection}`, and live queries do not \
-                 serve document-scoped tokens yet",
-                who.name
-            )));
-        }
-        return super::live::watch(node, collection, req, last_event_id(&headers)).await;
+        return super::live::watch(node, collection, req, last_event_id(&headers), &who).await;
     }
     let mut q = parse(&collection, &req)?;
     q.restrict(&who, &collection);
@@ -74,6 +67,7 @@ pub async fn watch_get(
     State(node): State<Arc<Node>>,
     PathParams(collection): PathParams<String>,
     QueryParams(w): QueryParams<WatchQuery>,
+    axum::Extension(who): axum::Extension<Principal>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     crate::store::keys::validate_collection(&collection)?;
@@ -92,7 +86,7 @@ pub async fn watch_get(
         watch: true,
         ..FindRequest::default()
     };
-    super::live::watch(node, collection, req, last_event_id(&headers)).await
+    super::live::watch(node, collection, req, last_event_id(&headers), &who).await
 }
 
 /// `POST .../explain`

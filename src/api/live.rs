@@ -23,7 +23,6 @@ use crate::find::{FindRequest, Query};
 use crate::http::problem::ApiError;
 use crate::node::streams::StreamSlot;
 use crate::node::Node;
-use crate::query::Selector;
 use crate::store::DocKey;
 
 /// Most documents a live query's initial result may hold.
@@ -101,8 +100,7 @@ fn initial(
 fn judge(
     node: &Node,
     collection: &str,
-    selector: &Selector,
-    fields: &Option<Vec<crate::query::FieldPath>>,
+    query: &Query,
     id: &str,
 ) -> Result<Option<(Value, Value)>, ApiError> {
     let key = DocKey::new(collection, id)?;
@@ -111,7 +109,8 @@ fn judge(
     };
     let version = current.version();
     let doc = Value::Object(current.json);
-    if !selector.matches(&doc) {
+    // The selector, and the caller's scopes when they narrow the collection.
+    if !query.admits(collection, id, &doc) {
         return Ok(None);
     }
     let Value::Object(m) = doc else {
@@ -119,22 +118,21 @@ fn judge(
     };
     Ok(Some((
         json!(version),
-        Value::Object(crate::find::project(m, fields)),
+        Value::Object(crate::find::project(m, &query.fields)),
     )))
 }
 
 /// Turns the feed entries after `st.since` into events.
 async fn step(st: &mut State) -> Result<bool, ApiError> {
     let (node, collection, since) = (st.node.clone(), st.collection.clone(), st.since);
-    let selector = st.query.selector.clone();
-    let fields = st.query.fields.clone();
+    let query = st.query.clone();
     let judged = st
         .node
         .blocking::<_, ApiError>(move || {
             let (entries, last) = node.store.feed_page(since, PAGE, Some(&collection))?;
             let mut out = Vec::with_capacity(entries.len());
             for (seq, e) in entries {
-                let verdict = judge(&node, &collection, &selector, &fields, &e.id)?;
+                let verdict = judge(&node, &collection, &query, &e.id)?;
                 out.push((seq, e.id, verdict));
             }
             Ok((out, last))
@@ -169,14 +167,23 @@ async fn step(st: &mut State) -> Result<bool, ApiError> {
 }
 
 /// Starts a live query for `req` on `collection`; `last_event` resumes a stream.
+///
+/// For a caller whose scopes narrow the collection, only documents in scope enter, and one that
+/// leaves the scope leaves the result. Such a stream does not resume from `Last-Event-ID`: a
+/// resumed stream announces every non-matching change as a `leave` (it cannot know what the
+/// client held), which would name documents outside the scope; it starts over instead (`enter`
+/// events for the current result, then `current`), and the client replaces its set.
 pub async fn watch(
     node: Arc<Node>,
     collection: String,
     req: FindRequest,
     last_event: Option<String>,
+    who: &crate::access::Grant,
 ) -> Result<Response, ApiError> {
     check(&req)?;
-    let query = Query::parse(&req)?;
+    let mut query = Query::parse(&req)?;
+    query.restrict(who, &collection);
+    let last_event = last_event.filter(|_| query.scope.is_none());
     let slot = node.streams.acquire()?;
     let rx = node.store.feed_watermark();
     let resume = match last_event.as_deref().map(cursor::parse).transpose() {

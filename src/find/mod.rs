@@ -273,7 +273,7 @@ impl Query {
     }
 
     /// Whether the document answers the query: it matches, and the caller sees it.
-    fn admits(&self, collection: &str, id: &str, json: &Value) -> bool {
+    pub fn admits(&self, collection: &str, id: &str, json: &Value) -> bool {
         self.selector.matches(json)
             && self
                 .scope

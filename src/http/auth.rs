@@ -103,6 +103,7 @@ pub const SCOPE_AWARE: &[(&str, &str)] = &[
     ("POST", "/bulk-read"),
     ("POST", "/bulk-write"),
     ("POST", "/find"),
+    ("GET", "/find"),
     ("POST", "/explain"),
 ];
 
