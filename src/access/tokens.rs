@@ -12,6 +12,7 @@
 //! tokens are kept (up to [`CACHE_TOKENS`], for at most [`CACHE_SECS`], and never past their own
 //! `exp`) so a client's every request does not pay a signature check; a key change empties that.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,8 +27,8 @@ use super::{Access, AccessError, Grant, ScopeRule, Scopes};
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECS: u64 = 30;
-/// Verified tokens kept.
-pub const CACHE_TOKENS: u64 = 100_000;
+/// Verified tokens kept (when full, the cache starts over).
+pub const CACHE_TOKENS: usize = 100_000;
 /// Longest a verified token is kept without checking its signature again.
 pub const CACHE_SECS: u64 = 300;
 /// Shortest HS256 secret accepted (RFC 7518 §3.2: at least the hash's size).
@@ -117,9 +118,10 @@ struct Jwks {
 /// A token verified: its grant, and the window it is valid in.
 #[derive(Clone)]
 struct Verified {
-    grant: Grant,
+    grant: Arc<Grant>,
     exp: u64,
     nbf: Option<u64>,
+    verified_at: Instant,
 }
 
 /// Verifies signed tokens and turns their claims into grants.
@@ -129,7 +131,19 @@ pub struct Verifier {
     reload_lock: Mutex<()>,
     audience: Option<String>,
     issuer: Option<String>,
-    cache: moka::sync::Cache<String, Arc<Verified>>,
+    cache: RwLock<HashMap<String, Arc<Verified>, TokenHasher>>,
+}
+
+/// Hashes cached tokens with xxh3: they are long (hundreds of bytes) and hashed on every
+/// request. Only verified tokens are inserted, so nobody can fill the map with chosen keys.
+#[derive(Clone, Default)]
+struct TokenHasher;
+
+impl std::hash::BuildHasher for TokenHasher {
+    type Hasher = xxhash_rust::xxh3::Xxh3Default;
+    fn build_hasher(&self) -> Self::Hasher {
+        xxhash_rust::xxh3::Xxh3Default::new()
+    }
 }
 
 fn now() -> u64 {
@@ -166,10 +180,7 @@ impl Verifier {
             reload_lock: Mutex::new(()),
             audience: sources.audience.clone(),
             issuer: sources.issuer.clone(),
-            cache: moka::sync::Cache::builder()
-                .max_capacity(CACHE_TOKENS)
-                .time_to_live(Duration::from_secs(CACHE_SECS))
-                .build(),
+            cache: RwLock::new(HashMap::with_hasher(TokenHasher)),
         })
     }
 
@@ -194,7 +205,7 @@ impl Verifier {
             j.keys = keys;
         }
         // A token verified with a key now gone must not live on in the cache.
-        self.cache.invalidate_all();
+        self.cache.write().clear();
         tracing::info!(file = %path.display(), "JWKS reloaded");
         Ok(true)
     }
@@ -212,16 +223,26 @@ impl Verifier {
     }
 
     /// Verifies `token` and returns what it grants.
-    pub fn verify(&self, token: &str) -> Result<Grant, AccessError> {
+    pub fn verify(&self, token: &str) -> Result<Arc<Grant>, AccessError> {
         self.maybe_reload();
         let t = now();
-        if let Some(v) = self.cache.get(token) {
-            return window(&v, t).map(|()| v.grant.clone());
+        // A read lock and a hash: what every request with a known token pays (a cache with an
+        // eviction policy cost a visible share of a `GET`).
+        let cached = self.cache.read().get(token).cloned();
+        if let Some(v) = cached {
+            if v.verified_at.elapsed() < Duration::from_secs(CACHE_SECS) {
+                return window(&v, t).map(|()| v.grant.clone());
+            }
         }
         let v = self.verify_uncached(token)?;
         window(&v, t)?;
         let grant = v.grant.clone();
-        self.cache.insert(token.to_string(), Arc::new(v));
+        let mut cache = self.cache.write();
+        if cache.len() >= CACHE_TOKENS {
+            // Full: start over (tokens still in use are verified again, once each).
+            cache.clear();
+        }
+        cache.insert(token.to_string(), Arc::new(v));
         Ok(grant)
     }
 
@@ -320,21 +341,22 @@ fn grant_of(claims: Map<String, Value>) -> Result<Verified, AccessError> {
     let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
     let nbf = claims.get("nbf").and_then(Value::as_u64);
     Ok(Verified {
-        grant: Grant {
+        grant: Arc::new(Grant {
             name: sub,
             access,
             collections: None,
             scopes,
-        },
+        }),
         exp,
         nbf,
+        verified_at: Instant::now(),
     })
 }
 
 /// One static token from the configuration, its scopes bound to its name (`$sub`).
 pub struct StaticToken {
     token: String,
-    grant: Grant,
+    grant: Arc<Grant>,
 }
 
 impl StaticToken {
@@ -355,12 +377,12 @@ impl StaticToken {
         };
         Ok(StaticToken {
             token: token.to_string(),
-            grant: Grant {
+            grant: Arc::new(Grant {
                 name: name.to_string(),
                 access,
                 collections,
                 scopes,
-            },
+            }),
         })
     }
 }
@@ -386,7 +408,7 @@ impl Authenticator {
     }
 
     /// The grant of a presented bearer value.
-    pub fn authenticate(&self, given: &str) -> Result<Grant, AccessError> {
+    pub fn authenticate(&self, given: &str) -> Result<Arc<Grant>, AccessError> {
         if is_jwt(given) {
             if let Some(v) = &self.verifier {
                 return v.verify(given);

@@ -207,7 +207,7 @@ pub async fn changes(
     // A caller narrowed to some documents sees the changes of those only.
     let scope = match &q.collection {
         Some(c) if !who.sees_all_of(c) => {
-            let (n, c, w) = (node.clone(), c.clone(), who.0.clone());
+            let (n, c, w) = (node.clone(), c.clone(), (*who.0).clone());
             Some(
                 node.blocking::<_, ApiError>(move || Ok(ScopeFeed::new(&n.store, &c, &w)?))
                     .await?,

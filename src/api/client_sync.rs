@@ -247,7 +247,7 @@ pub async fn events(
     if !who.sees_all_of(&collection) {
         super::docs::check_visible(&node, &who, &key).await?;
     }
-    let who = who.0;
+    let who = (*who.0).clone();
     // Held by the stream for its life: dropped with it when the client goes away.
     let slot = node.streams.acquire()?;
     let rx = node.store.subscribe_commits();

@@ -60,7 +60,7 @@ pub async fn upgrade(
     let limit = node.config.max_body_bytes;
     let collection = &node.config.automerge_collection;
     let may_write = who.may_write(collection);
-    let scope = (!who.sees_all_of(collection)).then(|| who.0.clone());
+    let scope = (!who.sees_all_of(collection)).then(|| (*who.0).clone());
     ws.max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| serve(node, socket, slot, who.name.clone(), may_write, scope))

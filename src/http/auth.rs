@@ -29,7 +29,7 @@ use crate::node::Node;
 
 /// Who is calling, as the handlers see it (a request extension).
 #[derive(Debug, Clone)]
-pub struct Principal(pub Grant);
+pub struct Principal(pub Arc<Grant>);
 
 impl std::ops::Deref for Principal {
     type Target = Grant;
@@ -41,7 +41,7 @@ impl std::ops::Deref for Principal {
 impl Principal {
     /// Anyone, when no tokens are configured.
     pub fn anonymous() -> Self {
-        Principal(Grant::anonymous())
+        Principal(Arc::new(Grant::anonymous()))
     }
 
     /// A 403 unless this principal may write `collection`.
@@ -309,12 +309,12 @@ mod tests {
 
     #[test]
     fn rights() {
-        let p = Principal(Grant {
+        let p = Principal(Arc::new(Grant {
             name: "t".into(),
             access: Access::Read,
             collections: Some(vec!["a".into()]),
             scopes: None,
-        });
+        }));
         assert!(p.may_use("a"));
         assert!(!p.may_use("b"));
         assert!(p.check_admin().is_err());
