@@ -480,7 +480,7 @@ mod feed_from_scopes {
                 for pages in 0.. {
                     // A cursor that does not move on would page forever.
                     prop_assert!(pages <= want.len() + 1, "the cursor does not advance");
-                    let (page, last) = scope.page_from_scopes(&s, &metrics, cursor, upto, limit).unwrap().expect("served from the scopes");
+                    let (page, last) = scope.page_from_scopes(&s, cursor, upto, limit).unwrap().expect("served from the scopes");
                     prop_assert!(page.len() <= limit);
                     prop_assert!(last > cursor || page.is_empty(), "cursor {} after {}", last, cursor);
                     let done = page.len() < limit;

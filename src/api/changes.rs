@@ -132,9 +132,7 @@ async fn page(
         {
             let upto = *store.feed_watermark().borrow();
             if upto.saturating_sub(since) > FAR_BEHIND {
-                if let Some((entries, last)) =
-                    scope.page_from_scopes(store, metrics, since, upto, limit)?
-                {
+                if let Some((entries, last)) = scope.page_from_scopes(store, since, upto, limit)? {
                     return Ok((entries.into_iter().map(|(s, e)| row(s, e)).collect(), last));
                 }
             }

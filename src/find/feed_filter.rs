@@ -183,6 +183,14 @@ impl ScopeFeed {
         })
     }
 
+    /// Whether a document with this id and current JSON is in one of the scopes.
+    fn admits(&self, id: &str, json: &Value) -> bool {
+        self.parts.iter().any(|p| {
+            p.prefix.as_deref().is_none_or(|pre| id.starts_with(pre))
+                && p.selector.as_ref().is_none_or(|(sel, _)| sel.matches(json))
+        })
+    }
+
     /// Whether the caller sees the changed document now.
     pub fn keep(
         &self,
@@ -214,7 +222,6 @@ impl ScopeFeed {
     pub fn page_from_scopes(
         &self,
         store: &Store,
-        metrics: &Metrics,
         since: u64,
         upto: u64,
         limit: usize,
@@ -242,24 +249,39 @@ impl ScopeFeed {
                 return Ok(None);
             }
         }
-        let mut entries = Vec::new();
-        for id in ids {
-            let key = DocKey::new(&self.collection, &id)?;
-            let Some(meta) = store.meta(&key)? else {
-                continue;
-            };
-            let Some(seq) = meta.feed_seq else { continue };
-            if seq <= since || seq > upto {
-                continue;
+        // Batched reads: the documents' metadata (their feed entries), then the JSON of those
+        // in the window, judged against the scopes.
+        let ids: Vec<String> = ids.into_iter().collect();
+        let keys = ids
+            .iter()
+            .map(|id| DocKey::new(&self.collection, id))
+            .collect::<Result<Vec<_>, _>>()?;
+        let metas = store.meta_many(&keys)?;
+        let mut window = Vec::new();
+        for ((id, key), meta) in ids.into_iter().zip(keys).zip(metas) {
+            let Some(meta) = meta else { continue };
+            match meta.feed_seq {
+                Some(seq) if seq > since && seq <= upto && !meta.deleted => {
+                    window.push((seq, id, key, meta.heads))
+                }
+                _ => {}
             }
-            let entry = FeedEntry {
-                collection: self.collection.clone(),
-                id,
-                heads: meta.heads,
-                deleted: meta.deleted,
-            };
-            if self.keep(store, metrics, &entry)? {
-                entries.push((seq, entry));
+        }
+        let window_keys: Vec<DocKey> = window.iter().map(|w| w.2.clone()).collect();
+        let jsons = store.current_json_many(&window_keys)?;
+        let mut entries = Vec::new();
+        for ((seq, id, _, heads), json) in window.into_iter().zip(jsons) {
+            let Some(current) = json else { continue };
+            if self.admits(&id, &Value::Object(current.json)) {
+                entries.push((
+                    seq,
+                    FeedEntry {
+                        collection: self.collection.clone(),
+                        id,
+                        heads,
+                        deleted: false,
+                    },
+                ));
             }
         }
         entries.sort_by_key(|(seq, _)| *seq);

@@ -569,6 +569,20 @@ impl Store {
         self.read_meta(&enc)
     }
 
+    /// [`Store::meta`] of many documents, in the order of `keys`, with one batched read.
+    pub fn meta_many(&self, keys: &[DocKey]) -> Result<Vec<Option<DocMeta>>, StoreError> {
+        let cf = self.cf(cfs::META)?;
+        let encoded: Vec<Vec<u8>> = keys.iter().map(|k| k.encode()).collect();
+        self.db
+            .batched_multi_get_cf(cf, &encoded, false)
+            .into_iter()
+            .map(|r| match r? {
+                None => Ok(None),
+                Some(b) => records::decode("document metadata", &b).map(Some),
+            })
+            .collect()
+    }
+
     /// Runs `f` on the document (a new, empty one when it does not exist: `meta` is `None` then),
     /// and durably stores whatever changes `f` made, in one batch, before returning.
     ///
