@@ -448,7 +448,7 @@ async fn a_scoped_user_sees_and_changes_only_their_documents() {
     .await
     .expect("the initial result arrives");
     assert!(seen.contains("\"a1\"") && seen.contains("\"a2\""), "{seen}");
-    assert!(!seen.contains("b1"), "{seen}");
+    assert!(!seen.contains("\"b1\""), "{seen}");
     drop(live);
 
     // Routes that do not judge documents yet refuse her on this collection.
