@@ -87,6 +87,14 @@ impl Grant {
                 .is_none_or(|s| s.admits(collection, id, json))
     }
 
+    /// Whether a write by the caller may leave the document as `doc` is now (judged on the
+    /// merged result, under the document's lock): deleting a document it sees is its right;
+    /// otherwise the document must stay in its scope, so a write can neither give a document
+    /// away nor take one over.
+    pub fn may_leave(&self, collection: &str, id: &str, doc: &automerge::Automerge) -> bool {
+        crate::doc::tombstone::is_deleted(doc, None) || self.sees_doc(collection, id, doc)
+    }
+
     /// Whether the caller sees this Automerge document as it is now: live, and its JSON in
     /// scope. A deleted document is seen by no narrowed caller (its last contents are not what
     /// a scope would be judged on).

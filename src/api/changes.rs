@@ -90,10 +90,6 @@ fn parse_since(node: &Node, since: Option<&str>) -> Result<u64, ApiError> {
     }
 }
 
-/// How far behind the head of the feed a narrowed caller's cursor must be for its page to be
-/// answered from its documents (closer, reading the few changes since is cheaper).
-const FAR_BEHIND: u64 = 1_000;
-
 /// What a page keeps of the feed: a selector's matches, a narrowed caller's documents.
 struct Filters {
     selected: Option<FeedFilter>,
@@ -130,11 +126,8 @@ async fn page(
             selected: None,
         }) = filter.as_deref()
         {
-            let upto = *store.feed_watermark().borrow();
-            if upto.saturating_sub(since) > FAR_BEHIND {
-                if let Some((entries, last)) = scope.page_from_scopes(store, since, upto, limit)? {
-                    return Ok((entries.into_iter().map(|(s, e)| row(s, e)).collect(), last));
-                }
+            if let Some((entries, last)) = scope.page_from_scopes(store, since, limit)? {
+                return Ok((entries.into_iter().map(|(s, e)| row(s, e)).collect(), last));
             }
         }
         // The node's own collections (index definitions) are not clients' changes.

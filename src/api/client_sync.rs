@@ -200,10 +200,7 @@ pub async fn post_changes(
                         hex::encode(missing[0].0)
                     )));
                 }
-                if doc.get_heads() != before
-                    && !crate::doc::tombstone::is_deleted(doc, None)
-                    && !who.sees_doc(c, id, doc)
-                {
+                if doc.get_heads() != before && !who.may_leave(c, id, doc) {
                     // Under the document's lock, on the merged result: nothing is kept.
                     return Err(ApiError::Forbidden(format!(
                         "the changes would leave document {k} outside the scope of token `{}`",

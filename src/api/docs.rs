@@ -51,12 +51,6 @@ fn not_found(key: &DocKey, meta: Option<&DocMeta>) -> ApiError {
     }
 }
 
-/// Whether `who` sees the live document with this Automerge state (panics contained by the
-/// caller's write).
-fn in_scope(who: &Grant, key: &DocKey, doc: &automerge::Automerge) -> bool {
-    who.sees_doc(key.collection(), key.id(), doc)
-}
-
 /// The refusal of a write that would take a document out of the writer's scope, or into it.
 fn out_of_scope(who: &Grant, key: &DocKey) -> ApiError {
     ApiError::Forbidden(format!(
@@ -84,7 +78,7 @@ pub fn write_blocking(
     let (_, committed) = node.store.write(key, |doc, meta| {
         let live = meta.is_some_and(|m| !m.deleted);
         if let Some(who) = scope {
-            if live && !in_scope(who, key, doc) {
+            if live && !who.sees_doc(key.collection(), key.id(), doc) {
                 return Err(if requires == Requires::Live {
                     not_found(key, None)
                 } else {
@@ -113,8 +107,7 @@ pub fn write_blocking(
         }
         crate::doc::write::apply(doc, write, now_ms() as i64).map_err(ApiError::from)?;
         if let Some(who) = scope {
-            let deleted = tombstone::is_deleted(doc, None);
-            if !deleted && !in_scope(who, key, doc) {
+            if !who.may_leave(key.collection(), key.id(), doc) {
                 // The store sees the document changed and drops this copy: nothing is kept.
                 return Err(out_of_scope(who, key));
             }

@@ -37,6 +37,13 @@ fn paths_of(s: &Selector, out: &mut BTreeSet<Vec<String>>) {
     }
 }
 
+/// Every path a selector reads.
+pub(crate) fn selector_paths(s: &Selector) -> BTreeSet<Vec<String>> {
+    let mut out = BTreeSet::new();
+    paths_of(s, &mut out);
+    out
+}
+
 /// Whether a condition's outcome could depend on parts of a value an index key cuts off.
 fn exact(v: &Value) -> bool {
     match v {
@@ -55,8 +62,7 @@ impl FeedFilter {
         selector: Selector,
         allow_scan: bool,
     ) -> Result<FeedFilter, FindError> {
-        let mut paths = BTreeSet::new();
-        paths_of(&selector, &mut paths);
+        let paths = selector_paths(&selector);
         let index = store.indexes().of(collection).into_iter().find(|d| {
             d.partial.is_none()
                 && store.indexes().state(d.id) == Some(BuildState::Ready)
@@ -110,27 +116,30 @@ impl FeedFilter {
         def: &IndexDef,
         id: &str,
     ) -> Result<Option<Value>, StoreError> {
-        let Some(bytes) = store.index_values(def.id, id)? else {
-            return Ok(None);
-        };
-        let mut doc = Map::new();
-        let mut rest = bytes.as_slice();
-        for f in &def.fields {
-            if rest.first() == Some(&collate::MISSING) {
-                rest = &rest[1..];
-                continue;
-            }
-            let Some((v, n)) = collate::decode(rest) else {
-                return Ok(None);
-            };
-            if !exact(&v) {
-                return Ok(None);
-            }
-            rest = &rest[n..];
-            insert_path(&mut doc, f.segments(), v);
-        }
-        Ok(Some(Value::Object(doc)))
+        Ok(store
+            .index_values(def.id, id)?
+            .and_then(|bytes| entry_fields(def, &bytes)))
     }
+}
+
+/// The indexed fields of a document as an object, from its index entry's encoded values;
+/// `None` when a value may be held only in part (then only the document can judge it).
+pub(crate) fn entry_fields(def: &IndexDef, values: &[u8]) -> Option<Value> {
+    let mut doc = Map::new();
+    let mut rest = values;
+    for f in &def.fields {
+        if rest.first() == Some(&collate::MISSING) {
+            rest = &rest[1..];
+            continue;
+        }
+        let (v, n) = collate::decode(rest)?;
+        if !exact(&v) {
+            return None;
+        }
+        rest = &rest[n..];
+        insert_path(&mut doc, f.segments(), v);
+    }
+    Some(Value::Object(doc))
 }
 
 /// The changes feed as a caller narrowed to some documents of a collection sees it: entries of
@@ -145,6 +154,8 @@ impl FeedFilter {
 pub struct ScopeFeed {
     collection: String,
     parts: Vec<ScopePart>,
+    /// The caller, which judges a document on its JSON.
+    who: Grant,
 }
 
 struct ScopePart {
@@ -157,6 +168,10 @@ pub type FeedPage = (Vec<(u64, FeedEntry)>, u64);
 
 /// Most documents a page from the scopes gathers before the feed is scanned instead.
 pub const MAX_SCOPE_DOCS: usize = 10_000;
+
+/// How far behind the head of the feed a narrowed caller's cursor must be for its page to be
+/// answered from its documents.
+pub const FAR_BEHIND: u64 = 1_000;
 
 impl ScopeFeed {
     pub fn new(store: &Store, collection: &str, who: &Grant) -> Result<ScopeFeed, FindError> {
@@ -180,14 +195,7 @@ impl ScopeFeed {
         Ok(ScopeFeed {
             collection: collection.to_string(),
             parts,
-        })
-    }
-
-    /// Whether a document with this id and current JSON is in one of the scopes.
-    fn admits(&self, id: &str, json: &Value) -> bool {
-        self.parts.iter().any(|p| {
-            p.prefix.as_deref().is_none_or(|pre| id.starts_with(pre))
-                && p.selector.as_ref().is_none_or(|(sel, _)| sel.matches(json))
+            who: who.clone(),
         })
     }
 
@@ -214,74 +222,122 @@ impl ScopeFeed {
         Ok(false)
     }
 
-    /// The feed after `since`, up to `upto`, as the caller sees it, from its documents rather
-    /// than from the feed: each document's one current entry, in feed order (at most `limit`;
-    /// the cursor is the last one's when the page is full, else `upto`). `None` when a scope
-    /// cannot be answered this way (no index serves its selector, or it holds more than
-    /// [`MAX_SCOPE_DOCS`] documents): the caller then reads the feed.
+    /// The feed after `since` as the caller sees it, from its documents rather than from the
+    /// feed, when `since` is more than [`FAR_BEHIND`] behind the head (closer, reading the few
+    /// changes since is cheaper): each document's one current entry up to the watermark, in
+    /// feed order (at most `limit`; the cursor is the last one's when the page is full, else the
+    /// watermark). `None` when the feed should be read instead: the cursor is close, a scope
+    /// cannot be answered this way (no index serves its selector), or the scopes hold more than
+    /// [`MAX_SCOPE_DOCS`] documents.
+    ///
+    /// The watermark is read first, and no commit at or below it is still in flight, so the
+    /// indexes and metadata read after it hold every such commit; a commit that slips between
+    /// those reads is above the watermark and left to the next page, which judges it afresh.
     pub fn page_from_scopes(
+        &self,
+        store: &Store,
+        since: u64,
+        limit: usize,
+    ) -> Result<Option<FeedPage>, FindError> {
+        let upto = *store.feed_watermark().borrow();
+        if upto.saturating_sub(since) <= FAR_BEHIND {
+            return Ok(None);
+        }
+        self.page_between(store, since, upto, limit)
+    }
+
+    /// [`ScopeFeed::page_from_scopes`] after `since` up to `upto`, which must be a watermark
+    /// read before the call, whatever the distance between them.
+    pub fn page_between(
         &self,
         store: &Store,
         since: u64,
         upto: u64,
         limit: usize,
     ) -> Result<Option<FeedPage>, FindError> {
-        let mut ids = BTreeSet::new();
+        // The caller's documents: those an index entry or the id shows to be in a scope, and
+        // those only their JSON can tell (an index entry that holds a value only in part, or an
+        // index that does not hold every field the scope reads).
+        let mut admitted = BTreeSet::new();
+        let mut unsure = BTreeSet::new();
         for part in &self.parts {
-            let found = match (&part.selector, &part.prefix) {
-                (Some((sel, _)), _) => {
-                    match super::candidate_ids(store, &self.collection, sel, MAX_SCOPE_DOCS)? {
-                        Some(found) => found,
-                        None => return Ok(None),
+            match (&part.selector, &part.prefix) {
+                (Some((sel, _)), prefix) => {
+                    let Some(hits) =
+                        super::candidates(store, &self.collection, sel, MAX_SCOPE_DOCS)?
+                    else {
+                        return Ok(None);
+                    };
+                    for hit in hits {
+                        if prefix.as_deref().is_some_and(|p| !hit.id.starts_with(p)) {
+                            continue;
+                        }
+                        match &hit.fields {
+                            Some(fields) if sel.matches(fields) => {
+                                admitted.insert(hit.id);
+                            }
+                            Some(_) => {}
+                            None => {
+                                unsure.insert(hit.id);
+                            }
+                        }
                     }
                 }
                 (None, Some(prefix)) => {
                     match store.ids_with_prefix(&self.collection, prefix, MAX_SCOPE_DOCS)? {
-                        Some(found) => found,
+                        Some(found) => admitted.extend(found),
                         None => return Ok(None),
                     }
                 }
                 // A whole collection is no narrowing: such callers read the feed.
                 (None, None) => return Ok(None),
-            };
-            ids.extend(found);
-            if ids.len() > MAX_SCOPE_DOCS {
+            }
+            if admitted.len() + unsure.len() > MAX_SCOPE_DOCS {
                 return Ok(None);
             }
         }
-        // Batched reads: the documents' metadata (their feed entries), then the JSON of those
-        // in the window, judged against the scopes.
-        let ids: Vec<String> = ids.into_iter().collect();
+        unsure.retain(|id| !admitted.contains(id));
+        // Batched reads: the documents' metadata (their feed entries), then the JSON of the
+        // unsure ones in the window, judged against the scopes.
+        let ids: Vec<(String, bool)> = admitted
+            .into_iter()
+            .map(|id| (id, true))
+            .chain(unsure.into_iter().map(|id| (id, false)))
+            .collect();
         let keys = ids
             .iter()
-            .map(|id| DocKey::new(&self.collection, id))
+            .map(|(id, _)| DocKey::new(&self.collection, id))
             .collect::<Result<Vec<_>, _>>()?;
         let metas = store.meta_many(&keys)?;
-        let mut window = Vec::new();
-        for ((id, key), meta) in ids.into_iter().zip(keys).zip(metas) {
+        let mut entries = Vec::new();
+        let mut to_judge = Vec::new();
+        for (((id, sure), key), meta) in ids.into_iter().zip(keys).zip(metas) {
             let Some(meta) = meta else { continue };
-            match meta.feed_seq {
-                Some(seq) if seq > since && seq <= upto && !meta.deleted => {
-                    window.push((seq, id, key, meta.heads))
-                }
-                _ => {}
+            let Some(seq) = meta.feed_seq else { continue };
+            if seq <= since || seq > upto || meta.deleted {
+                continue;
+            }
+            let entry = FeedEntry {
+                collection: self.collection.clone(),
+                id,
+                heads: meta.heads,
+                deleted: false,
+            };
+            if sure {
+                entries.push((seq, entry));
+            } else {
+                to_judge.push((seq, entry, key));
             }
         }
-        let window_keys: Vec<DocKey> = window.iter().map(|w| w.2.clone()).collect();
-        let jsons = store.current_json_many(&window_keys)?;
-        let mut entries = Vec::new();
-        for ((seq, id, _, heads), json) in window.into_iter().zip(jsons) {
+        let judge_keys: Vec<DocKey> = to_judge.iter().map(|j| j.2.clone()).collect();
+        let jsons = store.current_json_many(&judge_keys)?;
+        for ((seq, entry, _), json) in to_judge.into_iter().zip(jsons) {
             let Some(current) = json else { continue };
-            if self.admits(&id, &Value::Object(current.json)) {
-                entries.push((
-                    seq,
-                    FeedEntry {
-                        collection: self.collection.clone(),
-                        id,
-                        heads,
-                        deleted: false,
-                    },
-                ));
+            if self
+                .who
+                .sees(&self.collection, &entry.id, &Value::Object(current.json))
+            {
+                entries.push((seq, entry));
             }
         }
         entries.sort_by_key(|(seq, _)| *seq);

@@ -74,9 +74,7 @@ pub fn step_scoped(
         doc.receive_sync_message(state, msg).map_err(|e| {
             ScopedStepError::Store(StoreError::Doc(DocError::SyncRejected(e.to_string())))
         })?;
-        // Deleting a document it sees is the caller's right; anything else must stay in scope.
-        let changed = doc.get_heads() != before;
-        if changed && !crate::doc::tombstone::is_deleted(doc, None) && !who.sees_doc(c, id, doc) {
+        if doc.get_heads() != before && !who.may_leave(c, id, doc) {
             return Err(ScopedStepError::OutOfScope(
                 key.to_string(),
                 who.name.clone(),
