@@ -272,30 +272,30 @@ impl World {
             }
         }
         out.push(("GET", got));
-        let mut listed = BTreeMap::new();
-        let mut after = String::new();
-        loop {
-            let (s, v) = self
-                .call(
-                    &t,
-                    "GET",
-                    &format!("/v1/collections/c/docs?include_docs=true&limit=3{after}"),
-                    None,
-                )
-                .await;
-            assert_eq!(s, 200, "{v}");
-            for d in v["docs"].as_array().unwrap() {
-                listed.insert(
-                    d["id"].as_str().unwrap().to_string(),
-                    Some(d["body"].clone()),
-                );
+        for (route, with_docs) in [("listing", true), ("listing ids", false)] {
+            let mut listed = BTreeMap::new();
+            let mut after = String::new();
+            loop {
+                let (s, v) = self
+                    .call(
+                        &t,
+                        "GET",
+                        &format!("/v1/collections/c/docs?include_docs={with_docs}&limit=3{after}"),
+                        None,
+                    )
+                    .await;
+                assert_eq!(s, 200, "{v}");
+                for d in v["docs"].as_array().unwrap() {
+                    let body = with_docs.then(|| d["body"].clone());
+                    listed.insert(d["id"].as_str().unwrap().to_string(), body);
+                }
+                match v["next"].as_str() {
+                    Some(n) => after = format!("&after={n}"),
+                    None => break,
+                }
             }
-            match v["next"].as_str() {
-                Some(n) => after = format!("&after={n}"),
-                None => break,
-            }
+            out.push((route, listed));
         }
-        out.push(("listing", listed));
         let ids: Vec<String> = (0..IDS).map(id).collect();
         let (s, v) = self
             .call(
@@ -404,7 +404,7 @@ mod feed_from_scopes {
 
     use concord::access::{Access, Grant, ScopeRule, Scopes};
     use concord::doc::write::{apply, Write};
-    use concord::find::feed_filter::ScopeFeed;
+    use concord::find::scope_view::ScopeView;
     use concord::metrics::Metrics;
     use concord::store::index_registry::{BuildState, Definition};
     use concord::store::{DocKey, Store, StoreError, StoreOptions};
@@ -479,7 +479,7 @@ mod feed_from_scopes {
                 grant(&[r#"c:{"owner":"$sub","n":{"$lt":20}}"#], "u1"),
                 grant(&[r#"c:{"owner":{"$in":["u0","u2"]}}"#], "u9"),
             ] {
-                let scope = ScopeFeed::new(&s, "c", &g).unwrap();
+                let scope = ScopeView::new(&s, "c", &g).unwrap();
                 let keep = |e: &concord::store::FeedEntry| scope.keep(&s, &metrics, e);
                 let mut want = Vec::new();
                 let mut cursor = since;

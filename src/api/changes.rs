@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::cursor::{self, Cursor};
 use crate::doc::heads;
-use crate::find::feed_filter::{FeedFilter, ScopeFeed};
+use crate::find::feed_filter::FeedFilter;
+use crate::find::scope_view::ScopeView;
 use crate::http::extract::QueryParams;
 use crate::http::problem::ApiError;
 use crate::metrics::Metrics;
@@ -93,7 +94,7 @@ fn parse_since(node: &Node, since: Option<&str>) -> Result<u64, ApiError> {
 /// What a page keeps of the feed: a selector's matches, a narrowed caller's documents.
 struct Filters {
     selected: Option<FeedFilter>,
-    scope: Option<ScopeFeed>,
+    scope: Option<ScopeView>,
 }
 
 impl Filters {
@@ -200,7 +201,7 @@ pub async fn changes(
         Some(c) if !who.sees_all_of(c) => {
             let (n, c, w) = (node.clone(), c.clone(), (*who.0).clone());
             Some(
-                node.blocking::<_, ApiError>(move || Ok(ScopeFeed::new(&n.store, &c, &w)?))
+                node.blocking::<_, ApiError>(move || Ok(ScopeView::new(&n.store, &c, &w)?))
                     .await?,
             )
         }

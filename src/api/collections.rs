@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use super::docs::{self, body_object, doc_key, read_blocking, write_blocking, Read, Requires};
 use crate::doc::heads;
 use crate::doc::write::Write;
+use crate::find::scope_view::ScopeView;
 use crate::http::auth::Principal;
 use crate::http::conditional::Condition;
 use crate::http::extract::{Json, PathParams, QueryParams};
@@ -98,6 +99,33 @@ pub async fn list_docs(
     let n = node.clone();
     let (docs, next) = node
         .blocking::<_, ApiError>(move || {
+            if narrowed {
+                // From the caller's documents, found through its scopes' indexes.
+                let view = ScopeView::new(&n.store, &collection, &who)?;
+                if let Some((page, next)) =
+                    view.list_page(&n.store, q.after.as_deref(), limit, q.include_docs)?
+                {
+                    let docs = page
+                        .into_iter()
+                        .map(|l| {
+                            let (version, body) = match l.json {
+                                // The body's own version: it may be newer than the metadata's.
+                                Some(c) if q.include_docs => (c.version(), Some(c.json)),
+                                _ => (heads::format(&l.meta.heads()), None),
+                            };
+                            ListedDoc {
+                                id: l.id,
+                                version,
+                                deleted: false,
+                                body,
+                                error_status: None,
+                                error: None,
+                            }
+                        })
+                        .collect();
+                    return Ok((docs, next));
+                }
+            }
             let raw = n.store.list(&collection, q.after.as_deref(), limit)?;
             let next = if raw.len() == limit {
                 raw.last().map(|(id, _)| id.clone())

@@ -19,6 +19,7 @@
 
 pub mod builder;
 pub mod feed_filter;
+pub mod scope_view;
 
 use std::cmp::Ordering;
 use std::time::Instant;
@@ -827,80 +828,6 @@ fn gather_ids(
         }
     }
     Ok(ids.into_iter().collect())
-}
-
-/// A document an index says may match a selector: its id, and the values of the fields the
-/// selector reads, from the index entry, when they tell exactly whether it matches (the index
-/// holds every path the selector reads, and none of the values in part).
-pub struct IndexHit {
-    pub id: String,
-    pub fields: Option<Value>,
-}
-
-/// The documents of `collection` that an index says may match `selector` (every match is among
-/// them; [`IndexHit::fields`] judges those it can, the caller the rest), without scanning:
-/// `None` when no ready index serves the selector or more than `cap` would come back.
-pub fn candidates(
-    store: &Store,
-    collection: &str,
-    selector: &Selector,
-    cap: usize,
-) -> Result<Option<Vec<IndexHit>>, FindError> {
-    let q = Query {
-        selector: selector.clone(),
-        fields: None,
-        sort: Vec::new(),
-        limit: 1,
-        bookmark: None,
-        use_index: None,
-        allow_scan: false,
-        scope: None,
-    };
-    let plans = match strategy(store, collection, &q)?.0 {
-        Strategy::Index(p) => vec![p],
-        Strategy::Union(ps) => ps,
-        Strategy::Scan => return Ok(None),
-    };
-    let paths = feed_filter::selector_paths(selector);
-    let mut found = std::collections::BTreeMap::new();
-    for p in &plans {
-        let def = store
-            .indexes()
-            .get(collection, &p.index)
-            .ok_or_else(|| FindError::UnknownIndex(p.index.clone()))?;
-        let covers = paths
-            .iter()
-            .all(|path| def.fields.iter().any(|f| f.segments() == path.as_slice()));
-        for mut s in streams(p, None) {
-            while let Some(k) = s.peek(store, def.id, false)? {
-                if let Some((values, doc_id)) = split_entry(k) {
-                    let fields = if covers {
-                        feed_filter::entry_fields(&def, values)
-                    } else {
-                        None
-                    };
-                    found
-                        .entry(doc_id.to_string())
-                        .and_modify(|f: &mut Option<Value>| {
-                            if f.is_none() {
-                                *f = fields.clone()
-                            }
-                        })
-                        .or_insert(fields);
-                }
-                s.buf.pop_front();
-                if found.len() > cap {
-                    return Ok(None);
-                }
-            }
-        }
-    }
-    Ok(Some(
-        found
-            .into_iter()
-            .map(|(id, fields)| IndexHit { id, fields })
-            .collect(),
-    ))
 }
 
 /// A document's sort keys: each sort field's value in index-key encoding (an absent field sorts
