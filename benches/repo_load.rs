@@ -14,6 +14,8 @@
 
 mod support;
 
+use support::repo_client::{connect, drive, fetch, frame, new_document_id, text, Tracked};
+
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,8 +24,7 @@ use automerge::sync::{self, SyncDoc};
 use automerge::transaction::Transactable;
 use automerge::{Automerge, ChangeHash, ROOT};
 use ciborium::Value;
-use futures::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
+use futures::SinkExt;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
@@ -34,139 +35,6 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn text(s: &str) -> Value {
-    Value::Text(s.to_string())
-}
-
-fn frame(pairs: Vec<(&str, Value)>) -> Message {
-    let mut out = Vec::new();
-    let _ = ciborium::into_writer(
-        &Value::Map(pairs.into_iter().map(|(k, v)| (text(k), v)).collect()),
-        &mut out,
-    );
-    Message::Binary(out.into())
-}
-
-fn field(m: &Value, key: &str) -> Option<Value> {
-    match m {
-        Value::Map(pairs) => pairs
-            .iter()
-            .find(|(k, _)| k.as_text() == Some(key))
-            .map(|(_, v)| v.clone()),
-        _ => None,
-    }
-}
-
-fn new_document_id() -> String {
-    bs58::encode(uuid::Uuid::new_v4().as_bytes())
-        .with_check()
-        .into_string()
-}
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-async fn connect(url: &str, peer: &str) -> (Socket, String) {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .expect("connect");
-    ws.send(frame(vec![
-        ("type", text("join")),
-        ("senderId", text(peer)),
-        ("supportedProtocolVersions", Value::Array(vec![text("1")])),
-        (
-            "peerMetadata",
-            Value::Map(vec![(text("isEphemeral"), Value::Bool(true))]),
-        ),
-    ]))
-    .await
-    .expect("join");
-    loop {
-        let Some(Ok(Message::Binary(b))) = ws.next().await else {
-            continue;
-        };
-        let v: Value = ciborium::from_reader(&b[..]).expect("cbor");
-        if field(&v, "type")
-            .and_then(|t| t.as_text().map(str::to_string))
-            .as_deref()
-            == Some("peer")
-        {
-            let server = field(&v, "senderId")
-                .and_then(|s| s.as_text().map(str::to_string))
-                .unwrap_or_default();
-            return (ws, server);
-        }
-    }
-}
-
-struct Tracked {
-    doc: Automerge,
-    state: sync::State,
-    target: Vec<ChangeHash>,
-    started: Instant,
-    done: Option<Duration>,
-}
-
-/// Drives sync messages for `docs` on one connection until every document reaches its target heads
-/// on the other side (`towards_server`) or here (loading).
-async fn drive(
-    ws: &mut Socket,
-    me: &str,
-    server: &str,
-    docs: &mut HashMap<String, Tracked>,
-    towards_server: bool,
-) {
-    let mut pending = docs.len();
-    let deadline = Instant::now() + Duration::from_secs(300);
-    while pending > 0 {
-        assert!(Instant::now() < deadline, "sync did not finish");
-        let Some(Ok(msg)) = ws.next().await else {
-            panic!("connection lost")
-        };
-        let Message::Binary(b) = msg else { continue };
-        let v: Value = ciborium::from_reader(&b[..]).expect("cbor");
-        let kind = field(&v, "type")
-            .and_then(|t| t.as_text().map(str::to_string))
-            .unwrap_or_default();
-        if kind != "sync" {
-            assert_ne!(kind, "error", "server error: {v:?}");
-            continue;
-        }
-        let id = field(&v, "documentId")
-            .and_then(|t| t.as_text().map(str::to_string))
-            .unwrap_or_default();
-        let data = field(&v, "data")
-            .and_then(|d| d.as_bytes().cloned())
-            .unwrap_or_default();
-        let Some(t) = docs.get_mut(&id) else { continue };
-        let m = sync::Message::decode(&data).expect("sync message");
-        let their_heads = m.heads.clone();
-        t.doc
-            .receive_sync_message(&mut t.state, m)
-            .expect("receive");
-        let reached = if towards_server {
-            their_heads == t.target
-        } else {
-            t.doc.get_heads() == t.target
-        };
-        if reached && t.done.is_none() {
-            t.done = Some(t.started.elapsed());
-            pending -= 1;
-        }
-        if let Some(reply) = t.doc.generate_sync_message(&mut t.state) {
-            ws.send(frame(vec![
-                ("type", text("sync")),
-                ("senderId", text(me)),
-                ("targetId", text(server)),
-                ("documentId", text(&id)),
-                ("data", Value::Bytes(reply.encode())),
-            ]))
-            .await
-            .expect("send");
-        }
-    }
-}
-
 /// One client connection: creates and syncs `docs` documents; returns (id, heads, latency) each.
 async fn client(
     url: String,
@@ -175,7 +43,7 @@ async fn client(
     edits: usize,
 ) -> Vec<(String, Vec<ChangeHash>, Duration)> {
     let me = format!("load-{c}-{}", uuid::Uuid::new_v4().simple());
-    let (mut ws, server) = connect(&url, &me).await;
+    let (mut ws, server) = connect(&url, &me, None).await;
     let mut tracked = HashMap::new();
     for d in 0..docs {
         let mut doc = Automerge::new();
@@ -222,42 +90,6 @@ async fn client(
         .into_iter()
         .map(|(id, t)| (id, t.target, t.done.unwrap_or_default()))
         .collect()
-}
-
-/// A fresh connection requests every document and waits until it has each at its final heads.
-async fn load_all(url: &str, docs: &[(String, Vec<ChangeHash>, Duration)]) -> Duration {
-    let me = format!("loader-{}", uuid::Uuid::new_v4().simple());
-    let (mut ws, server) = connect(url, &me).await;
-    let started = Instant::now();
-    let mut tracked = HashMap::new();
-    for (id, heads, _) in docs {
-        let doc = Automerge::new();
-        let mut state = sync::State::new();
-        let msg = doc
-            .generate_sync_message(&mut state)
-            .expect("request message");
-        ws.send(frame(vec![
-            ("type", text("request")),
-            ("senderId", text(&me)),
-            ("targetId", text(&server)),
-            ("documentId", text(id)),
-            ("data", Value::Bytes(msg.encode())),
-        ]))
-        .await
-        .expect("send");
-        tracked.insert(
-            id.clone(),
-            Tracked {
-                doc,
-                state,
-                target: heads.clone(),
-                started,
-                done: None,
-            },
-        );
-    }
-    drive(&mut ws, &me, &server, &mut tracked, false).await;
-    started.elapsed()
 }
 
 struct Server {
@@ -354,7 +186,9 @@ async fn main() {
             all.extend(t.await.expect("client"));
         }
         let secs = started.elapsed().as_secs_f64();
-        let load = load_all(&server.ws, &all).await;
+        let targets: Vec<(String, Vec<ChangeHash>)> =
+            all.iter().map(|(id, heads, _)| (id.clone(), heads.clone())).collect();
+        let load = fetch(&server.ws, None, &targets).await;
         let mut lat: Vec<Duration> = all.iter().map(|(_, _, l)| *l).collect();
         lat.sort();
         let pct = |p: f64| lat[((lat.len() - 1) as f64 * p) as usize].as_secs_f64() * 1e3;

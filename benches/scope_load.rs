@@ -2,8 +2,11 @@
 //! 1. a real `concord` process holding `--users` × `--docs-per-user` small documents (`owner`
 //!    = the user, index `by_owner`), and a second one holding only one user's documents;
 //! 2. for random users, with their own signed token (scope `{"owner": "$sub"}`): the user's
-//!    changes feed from zero (all of it, 1,000 per page) and the first page of `find` (100),
-//!    p50/p99 over `--samples` sequential requests, against the same requests on the small node;
+//!    changes feed from zero (all of it, 1,000 per page), the first page of `find` (100), the
+//!    first page of the listing (100), and a fresh automerge-repo client (the protocol spoken
+//!    directly, [`support::repo_client`]) fetching all the user's documents over the WebSocket,
+//!    p50/p99 over `--samples` sequential samples, against the same on the small node (the
+//!    collection is the nodes' automerge-repo collection, so document ids are repo ids);
 //! 3. token verification: `GET` of one document with a signed token and with a static token,
 //!    `--clients` concurrent clients for `--secs` each, interleaved: the throughput ratio.
 //!
@@ -60,12 +63,21 @@ async fn node(dir: &std::path::Path) -> support::Process {
             secret.display().to_string(),
             "--token-file".into(),
             tokens.display().to_string(),
+            "--automerge-collection".into(),
+            "c".into(),
         ],
     )
     .await
 }
 
-/// Writes `users` users' documents (ids `u{user}-{i}`), 1,000 per request, then the index.
+/// The id of user `u`'s document `i`: an automerge-repo document id, so clients can fetch it.
+fn doc_id(u: u64, i: u64) -> String {
+    bs58::encode(uuid::Uuid::from_u64_pair(u + 1, i).as_bytes())
+        .with_check()
+        .into_string()
+}
+
+/// Writes `users` users' documents ([`doc_id`]), 1,000 per request, then the index.
 async fn load(http: &reqwest::Client, url: &str, users: std::ops::Range<u64>, per_user: u64) {
     let all: Vec<(u64, u64)> = users
         .flat_map(|u| (0..per_user).map(move |i| (u, i)))
@@ -76,7 +88,7 @@ async fn load(http: &reqwest::Client, url: &str, users: std::ops::Range<u64>, pe
         let writes: Vec<Value> = chunk
             .iter()
             .map(|(u, i)| {
-                json!({"id": format!("u{u}-{i}"), "op": "put",
+                json!({"id": doc_id(*u, *i), "op": "put",
                        "body": {"owner": format!("user{u}"), "title": format!("note {i}"), "n": i}})
             })
             .collect();
@@ -163,6 +175,51 @@ async fn first_page(http: &reqwest::Client, url: &str, token: &str) -> usize {
     v["docs"].as_array().map_or(0, Vec::len)
 }
 
+/// The user's first listing page (100 documents).
+async fn first_listing(http: &reqwest::Client, url: &str, token: &str) -> usize {
+    let v: Value = http
+        .get(format!("{url}/v1/collections/c/docs?limit=100"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("listing")
+        .json()
+        .await
+        .expect("json");
+    v["docs"].as_array().map_or(0, Vec::len)
+}
+
+/// Every document the user sees, with its heads (what a client should end up holding).
+async fn user_docs(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> Vec<(String, Vec<automerge::ChangeHash>)> {
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let v: Value = http
+            .get(format!("{url}/v1/collections/c/docs?limit=1000{after}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("listing")
+            .json()
+            .await
+            .expect("json");
+        for d in v["docs"].as_array().into_iter().flatten() {
+            let id = d["id"].as_str().unwrap_or_default().to_string();
+            let heads = concord::doc::heads::parse(d["version"].as_str().unwrap_or_default())
+                .expect("version");
+            out.push((id, heads));
+        }
+        match v["next"].as_str() {
+            Some(n) => after = format!("&after={n}"),
+            None => return out,
+        }
+    }
+}
+
 fn pct(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[((v.len() as f64 - 1.0) * p).round() as usize]
@@ -184,7 +241,7 @@ async fn get_rate(url: &str, token: &str, clients: u64, secs: u64) -> f64 {
         tasks.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let r = http
-                    .get(format!("{url}/v1/collections/c/docs/u0-0"))
+                    .get(format!("{url}/v1/collections/c/docs/{}", doc_id(0, 0)))
                     .bearer_auth(&token)
                     .send()
                     .await
@@ -201,6 +258,12 @@ async fn get_rate(url: &str, token: &str, clients: u64, secs: u64) -> f64 {
         let _ = t.await;
     }
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+async fn timed(f: impl std::future::Future<Output = usize>) -> (usize, Duration) {
+    let t = Instant::now();
+    let n = f.await;
+    (n, t.elapsed())
 }
 
 #[tokio::main]
@@ -227,7 +290,8 @@ async fn main() {
     load(&http, &small.url, 0..1, per_user).await;
 
     let mut rows = Vec::new();
-    for (what, big_first) in [("feed from zero", true), ("find, first page", false)] {
+    let ops = ["feed from zero", "find, first page", "listing, first page", "client fetches all"];
+    for what in ops {
         let (mut on_big, mut on_small) = (Vec::new(), Vec::new());
         for s in 0..samples {
             // A random user on the big node; user 0 (the only one) on the small one.
@@ -237,17 +301,22 @@ async fn main() {
                 (&big.url, &tb, &mut on_big),
                 (&small.url, &ts, &mut on_small),
             ] {
-                let t = Instant::now();
-                let n = if big_first {
-                    feed(&http, url, token).await
-                } else {
-                    first_page(&http, url, token).await
+                let (n, took) = match what {
+                    "feed from zero" => timed(feed(&http, url, token)).await,
+                    "find, first page" => timed(first_page(&http, url, token)).await,
+                    "listing, first page" => timed(first_listing(&http, url, token)).await,
+                    _ => {
+                        // What the client must end up with is read first, untimed.
+                        let docs = user_docs(&http, url, token).await;
+                        let ws = format!("{}/v1/automerge-repo", url.replace("http", "ws"));
+                        let took = support::repo_client::fetch(&ws, Some(token), &docs).await;
+                        (docs.len(), took)
+                    }
                 };
-                out.push(t.elapsed().as_secs_f64() * 1000.0);
-                let want = if big_first {
-                    per_user
-                } else {
-                    per_user.min(100)
+                out.push(took.as_secs_f64() * 1000.0);
+                let want = match what {
+                    "feed from zero" | "client fetches all" => per_user,
+                    _ => per_user.min(100),
                 };
                 assert_eq!(n as u64, want, "{what}");
             }

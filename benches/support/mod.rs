@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod repo_client;
+
 /// A free TCP port on loopback.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
