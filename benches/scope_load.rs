@@ -291,7 +291,18 @@ async fn main() {
 
     let mut rows = Vec::new();
     let ops = ["feed from zero", "find, first page", "listing, first page", "client fetches all"];
+    // `--only OP` runs one operation (by the start of its name), e.g. while profiling a node.
+    let args: Vec<String> = std::env::args().collect();
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    println!("big node pid {}, small node pid {}", big.child.id(), small.child.id());
     for what in ops {
+        if only.as_deref().is_some_and(|o| !what.starts_with(o)) {
+            continue;
+        }
         let (mut on_big, mut on_small) = (Vec::new(), Vec::new());
         for s in 0..samples {
             // A random user on the big node; user 0 (the only one) on the small one.
