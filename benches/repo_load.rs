@@ -186,8 +186,10 @@ async fn main() {
             all.extend(t.await.expect("client"));
         }
         let secs = started.elapsed().as_secs_f64();
-        let targets: Vec<(String, Vec<ChangeHash>)> =
-            all.iter().map(|(id, heads, _)| (id.clone(), heads.clone())).collect();
+        let targets: Vec<(String, Vec<ChangeHash>)> = all
+            .iter()
+            .map(|(id, heads, _)| (id.clone(), heads.clone()))
+            .collect();
         let load = fetch(&server.ws, None, &targets).await;
         let mut lat: Vec<Duration> = all.iter().map(|(_, _, l)| *l).collect();
         lat.sort();

@@ -290,7 +290,12 @@ async fn main() {
     load(&http, &small.url, 0..1, per_user).await;
 
     let mut rows = Vec::new();
-    let ops = ["feed from zero", "find, first page", "listing, first page", "client fetches all"];
+    let ops = [
+        "feed from zero",
+        "find, first page",
+        "listing, first page",
+        "client fetches all",
+    ];
     // `--only OP` runs one operation (by the start of its name), e.g. while profiling a node.
     let args: Vec<String> = std::env::args().collect();
     let only = args
@@ -298,7 +303,11 @@ async fn main() {
         .position(|a| a == "--only")
         .and_then(|i| args.get(i + 1))
         .cloned();
-    println!("big node pid {}, small node pid {}", big.child.id(), small.child.id());
+    println!(
+        "big node pid {}, small node pid {}",
+        big.child.id(),
+        small.child.id()
+    );
     for what in ops {
         if only.as_deref().is_some_and(|o| !what.starts_with(o)) {
             continue;

@@ -193,4 +193,3 @@ pub async fn fetch(url: &str, token: Option<&str>, docs: &[(String, Vec<ChangeHa
     let _ = ws.close(None).await;
     took
 }
-

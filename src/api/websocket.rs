@@ -40,6 +40,7 @@ use crate::http::problem::ApiError;
 use crate::node::ws_hub::{HubError, WsSlot};
 use crate::node::Node;
 use crate::store::{DocKey, Origin, StoreError};
+use crate::sync::ScopedStepError;
 
 const PROTOCOL_VERSION: &str = "1";
 
@@ -348,16 +349,7 @@ impl Conn {
                 "this token is read-only: changes are refused".into(),
             ));
         }
-        if self.scope.is_some() && !self.visible(&key).await? {
-            // Exactly what a document that does not exist gets, and nothing is kept open (its
-            // ephemeral messages are not relayed here). Sent if it comes into scope (shared with
-            // this user later), like a document that arrives after it was asked for.
-            self.states.remove(&document_id);
-            if self.wanted.len() < self.node.config.max_ws_docs_per_connection {
-                self.wanted.insert(document_id.clone());
-            }
-            return Ok(vec![self.unavailable(&document_id)]);
-        }
+        // Opened before the step, so a commit right after it is not missed.
         self.subscribe(&document_id)?;
         if request {
             let k = key.clone();
@@ -378,13 +370,19 @@ impl Conn {
         let storage = self.storage_key.clone();
         let owner = self.principal.clone();
         let scope = self.scope.clone();
-        let (state, reply) = node
+        let stepped = node
             .clone()
             .blocking::<_, ProtocolError>(move || {
                 let reply = match &scope {
                     None => crate::sync::step(&node.store, Origin::Local, &key, &mut state, msg)?,
-                    Some(who) => crate::sync::step_scoped(&node.store, &key, &mut state, msg, who)
-                        .map_err(|e| ProtocolError(e.to_string()))?,
+                    // Judged under the document's lock, on the document the step reads anyway.
+                    Some(who) => {
+                        match crate::sync::step_scoped(&node.store, &key, &mut state, msg, who) {
+                            Ok(reply) => reply,
+                            Err(ScopedStepError::Hidden(_)) => return Ok(None),
+                            Err(e) => return Err(ProtocolError(e.to_string())),
+                        }
+                    }
                 }
                 .map(|m| m.encode());
                 if let Some(client) = &storage {
@@ -392,9 +390,21 @@ impl Conn {
                     let states = crate::sync::ClientStates::new(&node.store, &node.metrics, quota);
                     states.keep(&owner, client, &key, &state)?;
                 }
-                Ok((state, reply))
+                Ok(Some((state, reply)))
             })
             .await?;
+        let Some((state, reply)) = stepped else {
+            // Outside this client's scope: exactly what a document that does not exist gets, and
+            // nothing is kept open (its ephemeral messages are not relayed here). Sent if it comes
+            // into scope (shared with this user later), like a document that arrives after it
+            // was asked for.
+            self.node.ws_hub.close_doc(self.id, &document_id);
+            self.states.remove(&document_id);
+            if self.wanted.len() < self.node.config.max_ws_docs_per_connection {
+                self.wanted.insert(document_id.clone());
+            }
+            return Ok(vec![self.unavailable(&document_id)]);
+        };
         self.states.insert(document_id.clone(), state);
         Ok(reply
             .map(|r| self.sync_frame(&document_id, r))
