@@ -1,6 +1,7 @@
 //! Scoped tokens against a brute-force oracle, over real HTTP: random users (two scoped by
 //! `{"owner": "$sub"}`, one by an id prefix), random writes by them and by an admin (PUT, PATCH,
-//! DELETE), each answered as the model says (applied, 403 or 404). Then, for every user, every
+//! DELETE, half of them through `bulk-write`), and users' edits as Automerge clients make them
+//! (`ops`, posted changes, HTTP sync), each answered as the model says (applied, 403 or 404). Then, for every user, every
 //! read route (GET of every id, the listing, `find`, `bulk-read`, the changes feed) shows exactly
 //! the live documents in that user's scope, with the model's contents, and nothing else.
 
@@ -9,6 +10,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use automerge::sync::SyncDoc;
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ROOT};
 use common::{client, TestNode};
 use concord::access::tokens::{claims, mint_hs256};
 use concord::access::{Access, ScopeRule};
@@ -18,14 +22,17 @@ use serde_json::{json, Map, Value};
 
 const SECRET: &[u8] = b"scope-properties-secret-0123456789abcdef";
 const ADMIN: &str = "admin-token-0123456789";
+const CLUSTER_SECRET: &str = "scope-properties-cluster-secret-0123456789";
 const USERS: [&str; 3] = ["u0", "u1", "u2"];
 const IDS: usize = 8;
 
-/// Who acts: a user (index into `USERS`) or the admin.
+/// Who acts: a user (index into `USERS`), the admin, or the admin on the other node (its
+/// writes reach the node under test by replication).
 #[derive(Debug, Clone, Copy)]
 enum Actor {
     User(usize),
     Admin,
+    Peer,
 }
 
 #[derive(Debug, Clone)]
@@ -33,10 +40,28 @@ enum Op {
     Put(Actor, usize, usize, i64),
     Patch(Actor, usize, Option<usize>, i64),
     Delete(Actor, usize),
+    /// A user sets `v` (and `owner`) another way than a merge patch.
+    Edit(usize, usize, Option<usize>, i64, Channel),
+}
+
+/// How an edit reaches the node.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Channel {
+    /// `POST .../ops` (`set` operations).
+    Ops,
+    /// An Automerge change made on the document as the client could read it (or on a new one
+    /// when it could not), `POST .../changes`.
+    Changes,
+    /// A fresh client syncing (`POST .../sync`), editing, and syncing again.
+    Sync,
 }
 
 fn actor() -> impl Strategy<Value = Actor> {
-    prop_oneof![3 => (0usize..3).prop_map(Actor::User), 1 => Just(Actor::Admin)]
+    prop_oneof![
+        6 => (0usize..3).prop_map(Actor::User),
+        1 => Just(Actor::Admin),
+        1 => Just(Actor::Peer),
+    ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -45,6 +70,14 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (actor(), 0..IDS, prop::option::of(0usize..3), 0i64..5)
             .prop_map(|(a, i, o, v)| Op::Patch(a, i, o, v)),
         1 => (actor(), 0..IDS).prop_map(|(a, i)| Op::Delete(a, i)),
+        3 => (
+            0usize..3,
+            0..IDS,
+            prop::option::of(0usize..3),
+            0i64..5,
+            prop_oneof![Just(Channel::Ops), Just(Channel::Changes), Just(Channel::Sync)],
+        )
+            .prop_map(|(u, i, o, v, c)| Op::Edit(u, i, o, v, c)),
     ]
 }
 
@@ -83,8 +116,17 @@ fn token(user: usize) -> String {
     mint_hs256(SECRET, &c).unwrap()
 }
 
+/// The model: the live documents, and every id that ever held one (a deleted document is
+/// still a document to Automerge clients: hidden from scoped ones, not created anew).
+#[derive(Default)]
+struct Model {
+    live: BTreeMap<String, Map<String, Value>>,
+    ever: BTreeSet<String>,
+}
+
 /// The model's answer to an op: the status, and the documents after it.
-fn expect(model: &mut BTreeMap<String, Map<String, Value>>, op: &Op) -> (Actor, u16) {
+fn expect(m: &mut Model, op: &Op) -> (Actor, u16) {
+    let model = &mut m.live;
     let (who, key, status, after) = match op {
         Op::Put(a, i, o, v) => {
             let key = id(*i);
@@ -127,8 +169,28 @@ fn expect(model: &mut BTreeMap<String, Map<String, Value>>, op: &Op) -> (Actor, 
             };
             (*a, key, status, None)
         }
+        Op::Edit(u, i, o, v, channel) => {
+            let key = id(*i);
+            let base = match model.get(&key) {
+                Some(current) if !sees(*u, &key, current) => return (Actor::User(*u), 404),
+                Some(current) => current.clone(),
+                None if *channel == Channel::Ops || m.ever.contains(&key) => {
+                    return (Actor::User(*u), 404)
+                }
+                // Changes made on a new document create it.
+                None => Map::new(),
+            };
+            let mut after = base;
+            if let Some(o) = o {
+                after.insert("owner".into(), json!(USERS[*o]));
+            }
+            after.insert("v".into(), json!(v));
+            let status = if sees(*u, &key, &after) { 200 } else { 403 };
+            (Actor::User(*u), key, status, Some(after))
+        }
     };
     if status < 300 {
+        m.ever.insert(key.clone());
         match after {
             Some(doc) => {
                 model.insert(key, doc);
@@ -144,6 +206,8 @@ fn expect(model: &mut BTreeMap<String, Map<String, Value>>, op: &Op) -> (Actor, 
 struct World {
     _dir: tempfile::TempDir,
     node: TestNode,
+    /// Another node of the cluster, written to by [`Actor::Peer`].
+    peer: TestNode,
     http: reqwest::Client,
     tokens: Vec<String>,
 }
@@ -153,20 +217,34 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("jwt-secret");
         std::fs::write(&secret, SECRET).unwrap();
-        let node = TestNode::start_with(&dir.path().join("data"), |c| {
-            c.jwt_secret_file = Some(secret);
-            c.tokens = vec![TokenConfig {
+        let admin = || {
+            vec![TokenConfig {
                 name: "ops".into(),
                 token: ADMIN.into(),
                 access: Access::Admin,
                 collections: None,
                 scopes: None,
-            }];
+            }]
+        };
+        let node = TestNode::start_with(&dir.path().join("data"), |c| {
+            c.jwt_secret_file = Some(secret);
+            c.tokens = admin();
+            c.cluster_secret = Some(CLUSTER_SECRET.into());
+            c.anti_entropy_interval_ms = 200;
+        })
+        .await;
+        let seed = node.url.trim_start_matches("http://").to_string();
+        let peer = TestNode::start_with(&dir.path().join("peer"), |c| {
+            c.tokens = admin();
+            c.cluster_secret = Some(CLUSTER_SECRET.into());
+            c.peers = vec![seed];
+            c.anti_entropy_interval_ms = 200;
         })
         .await;
         let w = World {
             _dir: dir,
             node,
+            peer,
             http: client(),
             tokens: (0..USERS.len()).map(token).collect(),
         };
@@ -185,7 +263,7 @@ impl World {
     fn token_of(&self, a: Actor) -> &str {
         match a {
             Actor::User(u) => &self.tokens[u],
-            Actor::Admin => ADMIN,
+            Actor::Admin | Actor::Peer => ADMIN,
         }
     }
 
@@ -196,8 +274,19 @@ impl World {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.call_at(&self.node, token, method, path, body).await
+    }
+
+    async fn call_at(
+        &self,
+        node: &TestNode,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let mut r = self.http.request(m, self.node.url(path)).bearer_auth(token);
+        let mut r = self.http.request(m, node.url(path)).bearer_auth(token);
         if let Some(b) = body {
             r = r.json(&b);
         }
@@ -211,7 +300,11 @@ impl World {
     }
 
     async fn apply(&self, op: &Op) -> u16 {
+        if let Op::Edit(u, i, o, v, channel) = op {
+            return self.edit(*u, &id(*i), *o, *v, *channel).await;
+        }
         let (a, path, method, body) = match op {
+            Op::Edit(..) => unreachable!("handled above"),
             Op::Put(a, i, o, v) => (a, id(*i), "PUT", Some(json!({"owner": USERS[*o], "v": v}))),
             Op::Patch(a, i, o, v) => {
                 let mut p = json!({"v": v});
@@ -225,8 +318,17 @@ impl World {
         // Half the writes go through `bulk-write`, which must judge each as a single write.
         let v = match op {
             Op::Put(.., v) | Op::Patch(.., v) => *v,
-            Op::Delete(..) => 0,
+            Op::Delete(..) | Op::Edit(..) => 0,
         };
+        if matches!(a, Actor::Peer) {
+            // Written on the other node once it holds this document as the node under test
+            // does (so it answers as the model says), then replicated back before going on.
+            let path = format!("/v1/collections/c/docs/{path}");
+            self.converge(&path).await;
+            let status = self.call_at(&self.peer, ADMIN, method, &path, body).await.0;
+            self.converge(&path).await;
+            return status;
+        }
         if v % 2 == 1 {
             let bulk_op = match method {
                 "PUT" => "put",
@@ -250,6 +352,143 @@ impl World {
         }
         let path = format!("/v1/collections/c/docs/{path}");
         self.call(self.token_of(*a), method, &path, body).await.0
+    }
+
+    /// Waits until both nodes answer the admin's `GET path` alike (status and version).
+    async fn converge(&self, path: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut seen = Vec::new();
+            for n in [&self.node, &self.peer] {
+                let r = self
+                    .http
+                    .get(n.url(path))
+                    .bearer_auth(ADMIN)
+                    .send()
+                    .await
+                    .unwrap();
+                let etag = r.headers().get("etag").map(|v| v.as_bytes().to_vec());
+                seen.push((r.status().as_u16(), etag));
+            }
+            if seen[0] == seen[1] {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{path} never converged: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// User `u` sets `v` (and `owner`) on document `id` through `channel`; the status (any
+    /// success as 200).
+    async fn edit(&self, u: usize, id: &str, o: Option<usize>, v: i64, channel: Channel) -> u16 {
+        let token = &self.tokens[u];
+        let url = self.node.url(&format!("/v1/collections/c/docs/{id}"));
+        let set = |doc: &mut Automerge| {
+            doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+                if let Some(o) = o {
+                    tx.put(ROOT, "owner", USERS[o])?;
+                }
+                tx.put(ROOT, "v", v)?;
+                Ok(())
+            })
+            .unwrap();
+        };
+        let status = match channel {
+            Channel::Ops => {
+                let mut ops = vec![json!({"op": "set", "path": "/v", "value": v})];
+                if let Some(o) = o {
+                    ops.push(json!({"op": "set", "path": "/owner", "value": USERS[o]}));
+                }
+                let path = format!("/v1/collections/c/docs/{id}/ops");
+                self.call(token, "POST", &path, Some(json!({ "ops": ops })))
+                    .await
+                    .0
+            }
+            Channel::Changes => {
+                let r = self
+                    .http
+                    .get(format!("{url}/changes"))
+                    .bearer_auth(token)
+                    .send()
+                    .await
+                    .unwrap();
+                let mut doc = match r.status().as_u16() {
+                    200 => Automerge::load(&r.bytes().await.unwrap()).unwrap(),
+                    404 => Automerge::new(),
+                    s => panic!("changes answered {s}"),
+                };
+                set(&mut doc);
+                // Setting what is there already makes no change: nothing to send.
+                let Some(change) = doc.get_last_local_change() else {
+                    return 200;
+                };
+                let change = change.raw_bytes().to_vec();
+                let r = self
+                    .http
+                    .post(format!("{url}/changes"))
+                    .bearer_auth(token)
+                    .body(change)
+                    .send()
+                    .await
+                    .unwrap();
+                r.status().as_u16()
+            }
+            Channel::Sync => {
+                let mut doc = Automerge::new();
+                let mut state = automerge::sync::State::new();
+                let client = uuid::Uuid::new_v4().to_string();
+                let mut status = self.sync(&url, token, &client, &mut doc, &mut state).await;
+                if status < 300 {
+                    set(&mut doc);
+                    status = self.sync(&url, token, &client, &mut doc, &mut state).await;
+                }
+                status
+            }
+        };
+        if status < 300 {
+            200
+        } else {
+            status
+        }
+    }
+
+    /// HTTP sync until neither side has anything to send; the first refusal's status, else 200.
+    async fn sync(
+        &self,
+        url: &str,
+        token: &str,
+        client: &str,
+        doc: &mut Automerge,
+        state: &mut automerge::sync::State,
+    ) -> u16 {
+        for _ in 0..20 {
+            let Some(msg) = doc.generate_sync_message(state) else {
+                return 200;
+            };
+            let r = self
+                .http
+                .post(format!("{url}/sync"))
+                .bearer_auth(token)
+                .header("concord-client-id", client)
+                .header("content-type", "application/octet-stream")
+                .body(msg.encode())
+                .send()
+                .await
+                .unwrap();
+            match r.status().as_u16() {
+                200 => {
+                    let reply =
+                        automerge::sync::Message::decode(&r.bytes().await.unwrap()).unwrap();
+                    doc.receive_sync_message(state, reply).unwrap();
+                }
+                204 => {}
+                s => return s,
+            }
+        }
+        panic!("sync did not finish in 20 round trips");
     }
 
     /// Every id a read route shows `user`, with its contents where the route gives them.
@@ -359,9 +598,9 @@ proptest! {
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
             let w = World::new().await;
-            let mut model = BTreeMap::new();
+            let mut m = Model::default();
             for o in &ops {
-                let (_, want) = expect(&mut model, o);
+                let (_, want) = expect(&mut m, o);
                 let got = w.apply(o).await;
                 prop_assert_eq!(got, want, "{:?}", o);
             }
@@ -374,7 +613,7 @@ proptest! {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             for (u, name) in USERS.iter().enumerate() {
-                let want: BTreeSet<String> = model
+                let want: BTreeSet<String> = m.live
                     .iter()
                     .filter(|(k, d)| sees(u, k, d))
                     .map(|(k, _)| k.clone())
@@ -384,11 +623,12 @@ proptest! {
                     prop_assert_eq!(&ids, &want, "user {} by {}", name, route);
                     for (k, body) in got {
                         if let Some(b) = body {
-                            prop_assert_eq!(&b, &Value::Object(model[&k].clone()), "{} {}", route, k);
+                            prop_assert_eq!(&b, &Value::Object(m.live[&k].clone()), "{} {}", route, k);
                         }
                     }
                 }
             }
+            w.peer.stop().await;
             w.node.stop().await;
             Ok(())
         })?;
