@@ -1,6 +1,7 @@
 //! Per-user scopes at scale, side by side in one run (ratios are the stable figures):
 //! 1. a real `concord` process holding `--users` × `--docs-per-user` small documents (`owner`
-//!    = the user, index `by_owner`), and a second one holding only one user's documents;
+//!    = the user, index `by_owner`), and a second one holding only one user's documents,
+//!    measured once the big node has finished compacting what the load wrote (its CPU idle);
 //! 2. for random users, with their own signed token (scope `{"owner": "$sub"}`): the user's
 //!    changes feed from zero (all of it, 1,000 per page), the first page of `find` (100), the
 //!    first page of the listing (100), and a fresh automerge-repo client (the protocol spoken
@@ -288,6 +289,13 @@ async fn main() {
         t.elapsed().as_secs_f64()
     );
     load(&http, &small.url, 0..1, per_user).await;
+    // A bulk load leaves the big node compacting for a while: measured once it is done.
+    let t = Instant::now();
+    support::wait_idle(big.child.id(), Duration::from_secs(600)).await;
+    println!(
+        "big node idle after {:.0} s more",
+        t.elapsed().as_secs_f64()
+    );
 
     let mut rows = Vec::new();
     let ops = [

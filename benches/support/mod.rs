@@ -12,6 +12,34 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// CPU time a process has used so far (user + system, in clock ticks; 0 if unknown).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and stime are 14th and 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+/// Waits until a process is nearly idle (under 5% of a core over two seconds: a node done
+/// compacting what a bulk load wrote), so its background work does not land in the samples of
+/// whatever runs next on the same cores; gives up after `limit`.
+pub async fn wait_idle(pid: u32, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    let ticks_per_s = 100; // USER_HZ on Linux
+    while std::time::Instant::now() < deadline {
+        let before = cpu_ticks(pid);
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        if cpu_ticks(pid).saturating_sub(before) * 100 < 2 * ticks_per_s * 5 {
+            return;
+        }
+    }
+    println!("(node {pid} still busy after {} s)", limit.as_secs());
+}
+
 /// Resident memory of a process, in KiB (0 if unknown).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
