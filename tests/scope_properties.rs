@@ -564,27 +564,40 @@ impl World {
             feed.insert(r["id"].as_str().unwrap().to_string(), None);
         }
         out.push(("changes feed", feed));
-        if user != 2 {
-            // Served from the owner index (the prefix scope has no selector to plan with).
-            let mut found = BTreeMap::new();
-            let mut req = json!({"selector": {}, "limit": 3});
-            loop {
-                let (s, v) = self
-                    .call(&t, "POST", "/v1/collections/c/find", Some(req.clone()))
-                    .await;
-                assert_eq!(s, 200, "{v}");
-                for d in v["docs"].as_array().unwrap() {
-                    found.insert(
-                        d["id"].as_str().unwrap().to_string(),
-                        Some(d["doc"].clone()),
-                    );
-                }
-                match v["bookmark"].as_str() {
-                    Some(b) => req["bookmark"] = json!(b),
-                    None => break,
-                }
+        // Users 0 and 1 from the owner index; user 2 from its id prefix.
+        let mut found = BTreeMap::new();
+        let mut req = json!({"selector": {}, "limit": 3});
+        loop {
+            let (s, v) = self
+                .call(&t, "POST", "/v1/collections/c/find", Some(req.clone()))
+                .await;
+            assert_eq!(s, 200, "{v}");
+            for d in v["docs"].as_array().unwrap() {
+                found.insert(
+                    d["id"].as_str().unwrap().to_string(),
+                    Some(d["doc"].clone()),
+                );
             }
-            out.push(("find", found));
+            match v["bookmark"].as_str() {
+                Some(b) => req["bookmark"] = json!(b),
+                None => break,
+            }
+        }
+        out.push(("find", found));
+        if user == 2 {
+            let (s, v) = self
+                .call(
+                    &t,
+                    "POST",
+                    "/v1/collections/c/explain",
+                    Some(json!({"selector": {}})),
+                )
+                .await;
+            assert_eq!(s, 200, "{v}");
+            assert_eq!(
+                v["strategy"], "the caller's documents by id prefix, sorted in memory",
+                "{v}"
+            );
         }
         out
     }

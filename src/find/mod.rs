@@ -474,6 +474,22 @@ pub fn explain(store: &Store, collection: &str, q: &Query) -> Result<Explain, Fi
             scan_allowed,
             suggested_index,
         },
+        Strategy::Scan
+            if q.scope
+                .as_ref()
+                .is_some_and(|w| all_prefixed(w, collection)) =>
+        {
+            Explain {
+                strategy: "the caller's documents by id prefix, sorted in memory",
+                index: None,
+                candidates,
+                ranges: Vec::new(),
+                residual_filter: true,
+                in_memory_sort: true,
+                scan_allowed: false,
+                suggested_index,
+            }
+        }
         Strategy::Scan => Explain {
             strategy: "scan",
             index: None,
@@ -591,52 +607,65 @@ pub fn find(store: &Store, collection: &str, q: &Query) -> Result<FindResult, Fi
     let started = Instant::now();
     let (strategy, _, scan_ok) = strategy(store, collection, q)?;
     // A caller narrowed to some documents never scans: it would read everyone's documents, and
-    // its cost would follow the collection rather than the caller's share of it.
-    if q.scope.is_some() && matches!(strategy, Strategy::Scan) {
-        return Err(FindError::ScopedNeedsIndex {
-            collection: collection.to_string(),
-            fields: plan::suggested_fields(&q.selector, &q.sort),
-        });
-    }
-    let mut work = Work::default();
-    let (docs, bookmark, index, mut warning) = match strategy {
-        Strategy::Index(p) if p.sorted || q.sort.is_empty() => {
-            let (docs, bm, warn) = run_index_order(store, collection, q, &p, &mut work)?;
-            (docs, bm, Some(p.index), warn)
-        }
-        Strategy::Index(p) => {
-            let ids = gather_ids(store, collection, q, std::slice::from_ref(&p), &mut work)?;
-            let (docs, bm) = sort_in_memory(store, collection, q, ids, &mut work)?;
-            (docs, bm, Some(p.index), None)
-        }
-        Strategy::Union(ps) => {
-            let ids = gather_ids(store, collection, q, &ps, &mut work)?;
-            let (docs, bm) = sort_in_memory(store, collection, q, ids, &mut work)?;
-            let names: Vec<String> = ps.iter().map(|p| p.index.clone()).collect();
-            (docs, bm, Some(names.join(",")), None)
-        }
-        Strategy::Scan => {
-            if !scan_ok {
-                return Err(FindError::NeedsIndex {
+    // its cost would follow the collection rather than the caller's share of it. Unless every
+    // scope has an id prefix: then its documents are the ids under those, read and judged.
+    let prefixed = match (&q.scope, &strategy) {
+        (Some(who), Strategy::Scan) => match prefixed_ids(store, collection, who)? {
+            Some(ids) => Some(ids),
+            None => {
+                return Err(FindError::ScopedNeedsIndex {
                     collection: collection.to_string(),
-                    count: store.collection_count(collection)?,
                     fields: plan::suggested_fields(&q.selector, &q.sort),
-                });
+                })
             }
-            let (docs, bm, warn) = run_scan(store, collection, q, &mut work)?;
-            let note = format!(
+        },
+        _ => None,
+    };
+    let mut work = Work::default();
+    let (docs, bookmark, index, mut warning) = match (strategy, prefixed) {
+        (_, Some(ids)) => {
+            let (docs, bm) = sort_in_memory(store, collection, q, ids, &mut work)?;
+            (docs, bm, None, None)
+        }
+        (strategy, None) => match strategy {
+            Strategy::Index(p) if p.sorted || q.sort.is_empty() => {
+                let (docs, bm, warn) = run_index_order(store, collection, q, &p, &mut work)?;
+                (docs, bm, Some(p.index), warn)
+            }
+            Strategy::Index(p) => {
+                let ids = gather_ids(store, collection, q, std::slice::from_ref(&p), &mut work)?;
+                let (docs, bm) = sort_in_memory(store, collection, q, ids, &mut work)?;
+                (docs, bm, Some(p.index), None)
+            }
+            Strategy::Union(ps) => {
+                let ids = gather_ids(store, collection, q, &ps, &mut work)?;
+                let (docs, bm) = sort_in_memory(store, collection, q, ids, &mut work)?;
+                let names: Vec<String> = ps.iter().map(|p| p.index.clone()).collect();
+                (docs, bm, Some(names.join(",")), None)
+            }
+            Strategy::Scan => {
+                if !scan_ok {
+                    return Err(FindError::NeedsIndex {
+                        collection: collection.to_string(),
+                        count: store.collection_count(collection)?,
+                        fields: plan::suggested_fields(&q.selector, &q.sort),
+                    });
+                }
+                let (docs, bm, warn) = run_scan(store, collection, q, &mut work)?;
+                let note = format!(
                 "no index serves this query: {} documents of `{collection}` were scanned; an index \
                  on {:?} would serve it",
                 work.docs,
                 plan::suggested_fields(&q.selector, &q.sort)
             );
-            (
-                docs,
-                bm,
-                None,
-                Some(warn.map_or(note.clone(), |w| format!("{note}; {w}"))),
-            )
-        }
+                (
+                    docs,
+                    bm,
+                    None,
+                    Some(warn.map_or(note.clone(), |w| format!("{note}; {w}"))),
+                )
+            }
+        },
     };
     if warning.is_none() && work.keys + work.docs >= MAX_EXAMINED {
         warning = Some(format!(
@@ -798,6 +827,38 @@ fn run_index_order(
         _ => None,
     };
     Ok((out, bookmark, None))
+}
+
+/// Whether the caller is narrowed on `collection` and every scope there has an id prefix.
+fn all_prefixed(who: &Grant, collection: &str) -> bool {
+    let scopes = who.narrowing(collection);
+    !scopes.is_empty() && scopes.iter().all(|s| s.id_prefix.is_some())
+}
+
+/// The ids under the caller's id prefixes on `collection`, when every one of its scopes there
+/// has one (at most [`MAX_SORT_DOCS`]); `None` otherwise.
+fn prefixed_ids(
+    store: &Store,
+    collection: &str,
+    who: &Grant,
+) -> Result<Option<Vec<String>>, FindError> {
+    if !all_prefixed(who, collection) {
+        return Ok(None);
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for scope in who.narrowing(collection) {
+        let Some(prefix) = &scope.id_prefix else {
+            return Ok(None);
+        };
+        match store.ids_with_prefix(collection, prefix, MAX_SORT_DOCS)? {
+            Some(found) => ids.extend(found),
+            None => return Ok(None),
+        }
+        if ids.len() > MAX_SORT_DOCS {
+            return Ok(None);
+        }
+    }
+    Ok(Some(ids.into_iter().collect()))
 }
 
 /// Every document id the plans' ranges hold (deduplicated), for a sort in memory.
