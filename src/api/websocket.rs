@@ -349,8 +349,9 @@ impl Conn {
                 "this token is read-only: changes are refused".into(),
             ));
         }
-        // Opened before the step, so a commit right after it is not missed.
-        self.subscribe(&document_id)?;
+        // Refused before anything is applied when this connection has too many documents open.
+        let cap = self.node.config.max_ws_docs_per_connection;
+        self.node.ws_hub.may_open(self.id, &document_id, cap)?;
         if request {
             let k = key.clone();
             let node = self.node.clone();
@@ -361,7 +362,14 @@ impl Conn {
                 })
                 .await?;
             if !exists && msg.heads.is_empty() {
-                self.wanted.insert(document_id.clone());
+                if self.scope.is_none() {
+                    self.subscribe(&document_id)?;
+                    self.wanted.insert(document_id.clone());
+                } else if self.wanted.len() < cap {
+                    // Treated exactly as a hidden document below: not opened (a document made
+                    // later under this id may be hidden from this client), only wanted.
+                    self.wanted.insert(document_id.clone());
+                }
                 return Ok(vec![self.unavailable(&document_id)]);
             }
         }
@@ -395,16 +403,19 @@ impl Conn {
             .await?;
         let Some((state, reply)) = stepped else {
             // Outside this client's scope: exactly what a document that does not exist gets, and
-            // nothing is kept open (its ephemeral messages are not relayed here). Sent if it comes
-            // into scope (shared with this user later), like a document that arrives after it
-            // was asked for.
+            // it is not open here (its ephemeral messages are not relayed; one open from before it
+            // left the scope is closed). Sent if it comes into scope (shared with this user
+            // later), like a document that arrives after it was asked for.
             self.node.ws_hub.close_doc(self.id, &document_id);
             self.states.remove(&document_id);
-            if self.wanted.len() < self.node.config.max_ws_docs_per_connection {
+            if self.wanted.len() < cap {
                 self.wanted.insert(document_id.clone());
             }
             return Ok(vec![self.unavailable(&document_id)]);
         };
+        // Opened only once judged: a commit meanwhile reaches it through `on_commit` (which
+        // follows `states`), and nothing of a hidden document is ever relayed here.
+        self.subscribe(&document_id)?;
         self.states.insert(document_id.clone(), state);
         Ok(reply
             .map(|r| self.sync_frame(&document_id, r))

@@ -43,12 +43,22 @@ pub(crate) fn selector_paths(s: &Selector) -> BTreeSet<Vec<String>> {
     out
 }
 
-/// Whether a condition's outcome could depend on parts of a value an index key cuts off.
+/// Whether a value decoded from an index key is the whole value: no string (or object key) was
+/// cut at [`MAX_STRING_BYTES`] (a cut lands on a character boundary up to 3 bytes below it, so a
+/// decoded string that long may have been cut), no array or object stopped adding members at
+/// [`MAX_VALUE_BYTES`], and no number lost precision, at any depth.
 fn exact(v: &Value) -> bool {
+    let whole_str = |s: &str| s.len() + 3 < MAX_STRING_BYTES;
     match v {
-        Value::String(s) => s.len() < MAX_STRING_BYTES,
+        Value::String(s) => whole_str(s),
         Value::Number(n) => n.as_f64().is_some_and(|f| f.abs() < 9.0e15),
-        Value::Array(_) | Value::Object(_) => collate::encoded(v).len() < MAX_VALUE_BYTES,
+        Value::Array(items) => {
+            collate::encoded(v).len() < MAX_VALUE_BYTES && items.iter().all(exact)
+        }
+        Value::Object(members) => {
+            collate::encoded(v).len() < MAX_VALUE_BYTES
+                && members.iter().all(|(k, x)| whole_str(k) && exact(x))
+        }
         _ => true,
     }
 }
@@ -124,6 +134,15 @@ impl FeedFilter {
 /// The indexed fields of a document as an object, from its index entry's encoded values;
 /// `None` when a value may be held only in part (then only the document can judge it).
 pub(crate) fn entry_fields(def: &IndexDef, values: &[u8]) -> Option<Value> {
+    // Fields nested in one another (`a` and `a.b`) cannot be put back into one object faithfully.
+    let nested = def.fields.iter().any(|f| {
+        def.fields.iter().any(|g| {
+            g.segments().len() > f.segments().len() && g.segments().starts_with(f.segments())
+        })
+    });
+    if nested {
+        return None;
+    }
     let mut doc = Map::new();
     let mut rest = values;
     for f in &def.fields {
@@ -139,4 +158,76 @@ pub(crate) fn entry_fields(def: &IndexDef, values: &[u8]) -> Option<Value> {
         insert_path(&mut doc, f.segments(), v);
     }
     Some(Value::Object(doc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `v` with every number written as its exact value (an integer-valued float as that
+    /// integer), so a decoded float equals the integer it came from only if nothing was lost.
+    fn norm(v: &Value) -> Value {
+        match v {
+            Value::Number(n) => Value::String(match n.as_f64() {
+                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e19 => {
+                    format!("{}", f as i128)
+                }
+                _ => n.to_string(),
+            }),
+            Value::Array(a) => Value::Array(a.iter().map(norm).collect()),
+            Value::Object(m) => {
+                Value::Object(m.iter().map(|(k, x)| (k.clone(), norm(x))).collect())
+            }
+            other => other.clone(),
+        }
+    }
+
+    /// The value an index key holds for `v`, decoded.
+    fn through_key(v: &Value) -> Value {
+        let bytes = collate::encoded(v);
+        collate::decode(&bytes)
+            .map(|(d, _)| d)
+            .unwrap_or(Value::Null)
+    }
+
+    /// `exact` says a decoded value is whole exactly when it equals the original: never "whole"
+    /// for a value the key cut (which would judge a selector on the wrong value).
+    #[test]
+    fn exact_only_for_values_a_key_holds_whole() {
+        let long = |n: usize, c: &str| c.repeat(n);
+        let cases = [
+            json!("short"),
+            json!(long(252, "a")),
+            json!(long(300, "a")),
+            // Three-byte characters: the cut lands below the limit.
+            json!(long(100, "€")),
+            json!(long(84, "€")),
+            json!(12345),
+            json!(1.5),
+            json!(9_007_199_254_740_993_u64),
+            json!([long(300, "b"), 1]),
+            json!([1, 2, 3]),
+            json!([9_007_199_254_740_993_u64]),
+            Value::Object(Map::from_iter([(long(300, "k"), json!(1))])),
+            json!({"k": long(300, "v")}),
+            json!({"k": [1, {"n": 2}]}),
+            json!((0..400).collect::<Vec<_>>()),
+        ];
+        for v in cases {
+            let decoded = through_key(&v);
+            if exact(&decoded) {
+                assert_eq!(norm(&decoded), norm(&v), "judged whole but cut: {v}");
+            }
+        }
+        // And the plainly whole ones are recognised (the fast path is used at all).
+        for v in [
+            json!("short"),
+            json!(12345),
+            json!([1, 2, 3]),
+            json!({"k": [1, {"n": 2}]}),
+        ] {
+            assert!(exact(&through_key(&v)), "{v}");
+        }
+    }
 }

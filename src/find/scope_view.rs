@@ -190,12 +190,15 @@ impl ScopeView {
             } else {
                 None
             };
-            if !sure {
-                let Some(j) = &json else { continue };
+            // JSON read is judged, whatever the index said: it is what the caller is shown, and
+            // it may be newer than the entry (a write that took the document out of scope).
+            if let Some(j) = &json {
                 let doc = Value::Object(j.json.clone());
                 if !self.who.sees(&self.collection, &id, &doc) {
                     continue;
                 }
+            } else if !sure {
+                continue;
             }
             out.push(Listed { id, meta, json });
         }

@@ -150,6 +150,17 @@ impl Hub {
         Ok(())
     }
 
+    /// Whether [`Hub::open_doc`] would succeed, without opening it.
+    pub fn may_open(&self, conn: u64, document_id: &str, cap: usize) -> Result<(), HubError> {
+        let conns = self.conns.lock();
+        match conns.get(&conn) {
+            Some(c) if !c.docs.contains(document_id) && c.docs.len() >= cap => {
+                Err(HubError::TooManyDocuments(cap))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Closes a document on a connection (it left the connection's scope): no more relays of it.
     pub fn close_doc(&self, conn: u64, document_id: &str) {
         let mut conns = self.conns.lock();
