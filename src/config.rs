@@ -113,6 +113,16 @@ pub struct Config {
     /// Long-lived HTTP streams open at once (changes-feed SSE and long polls, per-document
     /// events); beyond it the node answers 503 with `Retry-After`. Default 1000.
     pub max_streams: usize,
+    /// Where backups are written (`POST /v1/admin/backups`, `concord backup create`, the
+    /// schedule): a directory on another disk than `data_dir`, ideally. Default: none (backups
+    /// are refused until it is set).
+    pub backup_dir: Option<PathBuf>,
+    /// Backups kept: after each backup the oldest beyond this many are removed (0 keeps all).
+    /// Default 7.
+    pub backup_keep_last: usize,
+    /// Take a backup this often (e.g. `"6h"`, `"30m"`, `"1day"`). Default: none (only on
+    /// request).
+    pub backup_interval: Option<String>,
 }
 
 impl Default for Config {
@@ -149,6 +159,9 @@ impl Default for Config {
             max_websockets: 10_000,
             max_ws_docs_per_connection: 10_000,
             max_streams: 1000,
+            backup_dir: None,
+            backup_keep_last: 7,
+            backup_interval: None,
         }
     }
 }
@@ -232,7 +245,29 @@ impl Config {
         if self.push_queue == 0 {
             return invalid("push_queue must be at least 1");
         }
+        if self.backup_interval.is_some() && self.backup_dir.is_none() {
+            return invalid("backup_interval needs backup_dir");
+        }
+        self.backup_every()?;
         Ok(())
+    }
+
+    /// `backup_interval`, parsed (at least a minute).
+    pub fn backup_every(&self) -> Result<Option<std::time::Duration>, ConfigError> {
+        let Some(text) = &self.backup_interval else {
+            return Ok(None);
+        };
+        let d = humantime::parse_duration(text).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "backup_interval `{text}`: {e} (write e.g. \"6h\", \"30m\" or \"1day\")"
+            ))
+        })?;
+        if d < std::time::Duration::from_secs(60) {
+            return Err(ConfigError::Invalid(
+                "backup_interval must be at least one minute".into(),
+            ));
+        }
+        Ok(Some(d))
     }
 
     /// Adds the tokens of `token_file`, if any, to `tokens`.

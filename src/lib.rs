@@ -45,6 +45,8 @@ pub mod access;
 #[cfg(feature = "server")]
 pub mod api;
 #[cfg(feature = "server")]
+pub mod backup;
+#[cfg(feature = "server")]
 pub mod blocking;
 #[cfg(feature = "server")]
 pub mod config;
@@ -66,6 +68,8 @@ pub mod server;
 pub mod store;
 #[cfg(feature = "server")]
 pub mod sync;
+#[cfg(feature = "server")]
+pub mod transfer;
 
 #[cfg(feature = "server")]
 pub use config::Config;

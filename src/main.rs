@@ -1,6 +1,8 @@
 //! The `concord` binary: command-line parsing, logging set-up and signal handling. Everything
 //! else lives in the library.
 
+mod tools;
+
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -26,6 +28,13 @@ enum Command {
     Cluster(ClusterArgs),
     /// Print a signed token (HS256) for testing; apps mint their own (see the README).
     Token(TokenArgs),
+    /// Take, list, restore and verify backups.
+    #[command(subcommand)]
+    Backup(tools::BackupCommand),
+    /// Write a collection's documents to stdout as NDJSON.
+    Export(tools::ExportArgs),
+    /// Read NDJSON documents (as exported) from stdin into a collection.
+    Import(tools::ImportArgs),
 }
 
 #[derive(Args)]
@@ -163,6 +172,15 @@ struct ServeArgs {
     /// Collection of automerge-repo documents [default: automerge]
     #[arg(long, env = "CONCORD_AUTOMERGE_COLLECTION")]
     automerge_collection: Option<String>,
+    /// Directory backups are written to [default: none, backups refused]
+    #[arg(long, env = "CONCORD_BACKUP_DIR")]
+    backup_dir: Option<PathBuf>,
+    /// Backups kept after each backup, 0 for all [default: 7]
+    #[arg(long, env = "CONCORD_BACKUP_KEEP_LAST")]
+    backup_keep_last: Option<usize>,
+    /// Take a backup this often, e.g. 6h or 30m [default: none, only on request]
+    #[arg(long, env = "CONCORD_BACKUP_INTERVAL")]
+    backup_interval: Option<String>,
     /// Source IP for connections to peers [default: chosen by the OS]
     #[arg(long, env = "CONCORD_PEER_BIND_IP")]
     peer_bind_ip: Option<std::net::IpAddr>,
@@ -198,8 +216,15 @@ impl ServeArgs {
             max_document_bytes,
             max_websockets,
             max_ws_docs_per_connection,
-            max_streams
+            max_streams,
+            backup_keep_last
         );
+        if self.backup_dir.is_some() {
+            c.backup_dir = self.backup_dir;
+        }
+        if self.backup_interval.is_some() {
+            c.backup_interval = self.backup_interval;
+        }
         if self.advertise.is_some() {
             c.advertise = self.advertise;
         }
@@ -287,6 +312,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Cluster(args) => cluster(args).await?,
         Command::Token(args) => println!("{}", token(args)?),
+        Command::Backup(cmd) => tools::backup(cmd).await?,
+        Command::Export(args) => tools::export(args).await?,
+        Command::Import(args) => tools::import(args).await?,
     }
     Ok(())
 }

@@ -47,6 +47,9 @@ pub struct Metrics {
     pub feed_filter_docs_loaded: Counter,
     pub sync_states_over_quota: Counter,
     pub writes_refused_no_space: Counter,
+    backups_taken: Counter,
+    backups_failed: Counter,
+    last_backup_seconds: Gauge,
     wal_syncs: Counter,
     wal_syncs_seen: AtomicU64,
     block_reads: Counter,
@@ -100,6 +103,9 @@ impl Metrics {
             feed_filter_docs_loaded: Counter::default(),
             sync_states_over_quota: Counter::default(),
             writes_refused_no_space: Counter::default(),
+            backups_taken: Counter::default(),
+            backups_failed: Counter::default(),
+            last_backup_seconds: Gauge::default(),
             wal_syncs: Counter::default(),
             wal_syncs_seen: AtomicU64::new(0),
             block_reads: Counter::default(),
@@ -171,6 +177,21 @@ impl Metrics {
             "writes_refused_no_space",
             "Commits refused because the disk was full (writes resume once space is freed)",
             m.writes_refused_no_space.clone(),
+        );
+        registry.register(
+            "backups_taken",
+            "Backups taken (on request or on schedule)",
+            m.backups_taken.clone(),
+        );
+        registry.register(
+            "backups_failed",
+            "Backups that failed (on request or on schedule)",
+            m.backups_failed.clone(),
+        );
+        registry.register(
+            "last_backup_timestamp_seconds",
+            "When the last successful backup finished (Unix time; 0: none since start)",
+            m.last_backup_seconds.clone(),
         );
         registry.register(
             "cache_bytes",
@@ -269,6 +290,17 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, with store gauges refreshed from `stats`.
+    /// Counts a finished backup (and stamps the time of a successful one).
+    pub fn backup_done(&self, ok: bool) {
+        if ok {
+            self.backups_taken.inc();
+            self.last_backup_seconds
+                .set((crate::store::now_ms() / 1000) as i64);
+        } else {
+            self.backups_failed.inc();
+        }
+    }
+
     pub fn render(&self, stats: StoreStats, live: LiveStats) -> String {
         self.websockets_open.set(live.websockets_open as i64);
         self.websocket_documents

@@ -116,6 +116,15 @@ pub async fn run(
     if node.auth.verifier().is_some() {
         tasks.push(tokio::spawn(reload_keys_on_sighup(node.clone())));
     }
+    if let Some(every) = node.config.backup_every()? {
+        tasks.push(tokio::spawn(crate::backup::schedule::run(
+            node.backups.clone(),
+            node.store.clone(),
+            node.metrics.clone(),
+            every,
+            node.shutdown.clone(),
+        )));
+    }
     let token = node.shutdown.clone();
     axum::serve(
         listener,

@@ -4,6 +4,7 @@
 //! extractors, principals) and the node's state. The contract is `openapi.yaml` at the
 //! repository root.
 
+pub mod backups;
 pub mod changes;
 pub mod client_sync;
 pub mod cluster;
@@ -15,6 +16,7 @@ pub mod indexes;
 pub mod live;
 pub mod peer;
 pub mod system;
+pub mod transfer;
 pub mod websocket;
 
 use std::sync::Arc;
@@ -86,8 +88,17 @@ pub fn client_routes(node: Arc<Node>) -> Router<Arc<Node>> {
             get(find::watch_get).post(find::find),
         )
         .route("/v1/collections/{collection}/explain", post(find::explain))
+        .route("/v1/collections/{collection}/export", get(transfer::export))
+        .route(
+            "/v1/collections/{collection}/import",
+            post(transfer::import),
+        )
         .route("/v1/changes", get(changes::changes))
         .route("/v1/cluster", get(cluster::cluster))
+        .route(
+            "/v1/admin/backups",
+            get(backups::list).post(backups::create),
+        )
         .route("/v1/automerge-repo", get(websocket::upgrade))
         .route_layer(axum::middleware::from_fn_with_state(
             node,

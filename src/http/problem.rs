@@ -205,6 +205,23 @@ impl From<FindError> for ApiError {
     }
 }
 
+impl From<crate::backup::BackupError> for ApiError {
+    fn from(e: crate::backup::BackupError) -> Self {
+        use crate::backup::BackupError as B;
+        match e {
+            B::NotConfigured | B::Busy => ApiError::Conflict(e.to_string()),
+            B::Store(s) => s.into(),
+            B::Io { ref source, .. } if source.raw_os_error() == Some(28) => {
+                ApiError::InsufficientStorage(e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "backup failed");
+                ApiError::Internal(other.to_string())
+            }
+        }
+    }
+}
+
 impl From<ServeError> for ApiError {
     fn from(e: ServeError) -> Self {
         match e {

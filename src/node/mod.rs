@@ -38,6 +38,8 @@ pub struct Node {
     pub streams: StreamSlots,
     /// Turns clients' bearer values into grants (static tokens, signed tokens).
     pub auth: Arc<Authenticator>,
+    /// The backup directory (`backup_dir`), one backup at a time.
+    pub backups: Arc<crate::backup::Backups>,
     /// Cancelled when the node starts shutting down, so long-lived streams end and let the
     /// graceful shutdown finish.
     pub shutdown: CancellationToken,
@@ -66,7 +68,12 @@ impl Node {
             membership.clone(),
         ));
         let streams = StreamSlots::new(config.max_streams);
+        let backups = Arc::new(crate::backup::Backups::new(
+            config.backup_dir.clone(),
+            config.backup_keep_last,
+        ));
         Node {
+            backups,
             config,
             store,
             metrics,

@@ -24,6 +24,7 @@ pub mod error;
 pub mod feed;
 pub mod index;
 pub mod index_registry;
+pub mod integrity;
 pub mod keys;
 pub mod materialized;
 pub mod migrate;
@@ -341,6 +342,29 @@ impl Store {
         self.node_id
     }
 
+    /// Makes this store a new replica: a new node id (and with it a new Automerge actor id),
+    /// and no client sync states. For a copy of another node's data (a restored backup): two
+    /// live nodes committing under one actor id with the same sequence numbers would corrupt
+    /// every replica, and the clients' sync states describe exchanges with the other node.
+    /// Takes effect when the store is next opened; returns the new id.
+    pub fn become_new_replica(&self) -> Result<Uuid, StoreError> {
+        let id = Uuid::new_v4();
+        let mut batch = WriteBatch::default();
+        batch.put(NODE_ID_KEY, id.as_bytes());
+        let cf = self.cf(cfs::SYNC_STATES)?;
+        let mut iter = self.db.raw_iterator_cf(cf);
+        iter.seek_to_first();
+        while let Some(k) = iter.key() {
+            batch.delete_cf(cf, k);
+            iter.next();
+        }
+        iter.status()?;
+        let mut o = WriteOptions::default();
+        o.set_sync(true);
+        self.db.write_opt(batch, &o)?;
+        Ok(id)
+    }
+
     /// Flushes memtables and the WAL; called on graceful shutdown so the next start replays nothing.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_wal(true)?;
@@ -351,6 +375,11 @@ impl Store {
     }
 
     fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// The RocksDB database itself, for machinery that works on whole databases (backups).
+    pub(crate) fn rocks(&self) -> &DB {
         &self.db
     }
 
@@ -473,6 +502,36 @@ impl Store {
         Err(StoreError::Corrupt(format!(
             "{key}: could not get a consistent copy"
         )))
+    }
+
+    /// The document as stored, with its whole history: its snapshot followed by the changes
+    /// after it, which together are a valid Automerge file (`load` / `load_incremental` take
+    /// it), and its metadata; `None` when it does not exist. Read under the document's lock, so
+    /// no commit or compaction lands between the parts; the document is not loaded.
+    pub fn stored_bytes(&self, key: &DocKey) -> Result<Option<(Vec<u8>, DocMeta)>, StoreError> {
+        let enc = key.encode();
+        let _guard = self.stripe(&enc).lock();
+        let Some(meta) = self.read_meta(&enc)? else {
+            return Ok(None);
+        };
+        let mut out = self
+            .db
+            .get_cf(self.cf(cfs::SNAPSHOTS)?, &enc)?
+            .unwrap_or_default();
+        let prefix = key.changes_prefix();
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(keys::prefix_end(&prefix));
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(cfs::CHANGES)?, ro);
+        iter.seek(&prefix);
+        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.extend_from_slice(v);
+            iter.next();
+        }
+        iter.status()?;
+        Ok(Some((out, meta)))
     }
 
     /// The document's materialised JSON, when it has one (it is live and not too large).
