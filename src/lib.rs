@@ -16,6 +16,8 @@
 //!  5  sync/         the one Automerge sync step, clients' persisted sync states
 //!     find/         running queries against the store: find, explain, index builds
 //!     config        the one configuration struct (file, env, flags), validated at start
+//!     backup/       physical backups (RocksDB's BackupEngine), restore, verify
+//!     transfer/     logical export and import of a collection (NDJSON)
 //!  4  store/        RocksDB: one WriteBatch per commit, document cache, feed, digest, migrations
 //!  3  metrics       the node's Prometheus registry
 //!  2  memory        the heap a document really holds (jemalloc)
