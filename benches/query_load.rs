@@ -58,34 +58,6 @@ fn task(i: usize) -> Value {
     })
 }
 
-async fn preload(http: &reqwest::Client, url: &str, collection: &str, n: usize) {
-    let sem = Arc::new(tokio::sync::Semaphore::new(4));
-    let mut tasks = Vec::new();
-    for start in (0..n).step_by(1000) {
-        let permit = sem.clone().acquire_owned().await.expect("semaphore");
-        let (http, url) = (
-            http.clone(),
-            format!("{url}/v1/collections/{collection}/bulk-write"),
-        );
-        tasks.push(tokio::spawn(async move {
-            let writes: Vec<Value> = (start..(start + 1000).min(n))
-                .map(|i| json!({"id": format!("t{i:07}"), "op": "put", "body": task(i)}))
-                .collect();
-            let r = http
-                .post(url)
-                .json(&json!({ "writes": writes }))
-                .send()
-                .await
-                .expect("bulk");
-            assert!(r.status().is_success(), "bulk-write {}", r.status());
-            drop(permit);
-        }));
-    }
-    for t in tasks {
-        t.await.expect("preload");
-    }
-}
-
 async fn define_and_wait(
     http: &reqwest::Client,
     url: &str,
@@ -508,7 +480,7 @@ async fn main() {
     let node = support::Process::start(0, &[]).await;
     let http = reqwest::Client::new();
     let t = Instant::now();
-    preload(&http, &node.url, "tasks", o.docs).await;
+    support::bulk_load(&http, &node.url, "tasks", o.docs, task).await;
     println!(
         "Concord: {} documents loaded in {:.1} s",
         o.docs,
@@ -590,8 +562,8 @@ async fn main() {
 
     // PATCH throughput with three indexes against none, same run.
     let few = o.docs.min(10_000);
-    preload(&http, &node.url, "plain", few).await;
-    preload(&http, &node.url, "indexed", few).await;
+    support::bulk_load(&http, &node.url, "plain", few, task).await;
+    support::bulk_load(&http, &node.url, "indexed", few, task).await;
     for (name, fields) in [
         ("a", json!(["owner"])),
         ("b", json!(["project", "due"])),

@@ -107,3 +107,41 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// Writes documents `t0000000`.. `t{n-1}` (bodies from `body(i)`) into `collection` with
+/// `bulk-write` requests of 1,000, four at a time.
+pub async fn bulk_load(
+    http: &reqwest::Client,
+    url: &str,
+    collection: &str,
+    n: usize,
+    body: fn(usize) -> serde_json::Value,
+) {
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+    let mut tasks = Vec::new();
+    for start in (0..n).step_by(1000) {
+        let permit = sem.clone().acquire_owned().await.expect("semaphore");
+        let (http, url) = (
+            http.clone(),
+            format!("{url}/v1/collections/{collection}/bulk-write"),
+        );
+        tasks.push(tokio::spawn(async move {
+            let writes: Vec<serde_json::Value> = (start..(start + 1000).min(n))
+                .map(
+                    |i| serde_json::json!({"id": format!("t{i:07}"), "op": "put", "body": body(i)}),
+                )
+                .collect();
+            let r = http
+                .post(url)
+                .json(&serde_json::json!({ "writes": writes }))
+                .send()
+                .await
+                .expect("bulk");
+            assert!(r.status().is_success(), "bulk-write {}", r.status());
+            drop(permit);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("bulk load");
+    }
+}

@@ -42,3 +42,35 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreOptions;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn backups_come_on_schedule_with_retention_until_shutdown() {
+        let (data, dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let metrics = Metrics::new();
+        let store =
+            Arc::new(Store::open(data.path(), StoreOptions::default(), metrics.clone()).unwrap());
+        let backups = Arc::new(Backups::new(Some(dir.path().to_path_buf()), 2));
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            backups.clone(),
+            store,
+            metrics,
+            Duration::from_millis(50),
+            stop.clone(),
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        // Retention keeps two; a fourth id means four backups were taken on schedule.
+        while backups.list().unwrap().last().is_none_or(|b| b.id < 4) {
+            assert!(std::time::Instant::now() < deadline, "no scheduled backups");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(backups.list().unwrap().len(), 2);
+    }
+}
