@@ -43,6 +43,20 @@ impl IntegrityReport {
         self.live.values().sum()
     }
 
+    fn merge(&mut self, other: IntegrityReport) {
+        self.documents += other.documents;
+        self.tombstones += other.tombstones;
+        for (c, n) in other.live {
+            *self.live.entry(c).or_default() += n;
+        }
+        self.problem_count += other.problem_count;
+        for p in other.problems {
+            if self.problems.len() < MAX_LISTED {
+                self.problems.push(p);
+            }
+        }
+    }
+
     fn problem(&mut self, p: String) {
         self.problem_count += 1;
         if self.problems.len() < MAX_LISTED {
@@ -51,82 +65,144 @@ impl IntegrityReport {
     }
 }
 
+/// Documents handed to a checking thread at a time.
+const CHUNK: usize = 256;
+
+/// One document's raw key and metadata, as iterated.
+type Raw = (Box<[u8]>, Box<[u8]>);
+
+/// Checks one document, adding what it found to `part` and its digest leaf to `root`.
+fn check_one(db: &rocksdb::DB, k: &[u8], v: &[u8], part: &mut IntegrityReport, root: &mut u64) {
+    part.documents += 1;
+    let Some(key) = DocKey::decode(k) else {
+        part.problem(format!("undecodable document key {}", hex::encode(k)));
+        return;
+    };
+    let meta: DocMeta = match records::decode("document metadata", v) {
+        Ok(m) => m,
+        Err(e) => return part.problem(format!("{key}: {e}")),
+    };
+    let doc = match load_stored(db, &key) {
+        Ok(d) => d,
+        Err(e) => return part.problem(format!("{key}: does not load: {e}")),
+    };
+    let mut heads: Vec<[u8; 32]> = doc.get_heads().iter().map(|h| h.0).collect();
+    let mut stored = meta.heads.clone();
+    heads.sort_unstable();
+    stored.sort_unstable();
+    if heads != stored {
+        part.problem(format!(
+            "{key}: its changes are at other heads than its metadata records"
+        ));
+    }
+    let deleted = crate::doc::tombstone::is_deleted(&doc, None);
+    if deleted != meta.deleted {
+        part.problem(format!(
+            "{key}: metadata says deleted = {}, its changes say {deleted}",
+            meta.deleted
+        ));
+    }
+    if deleted {
+        part.tombstones += 1;
+    } else {
+        *part.live.entry(key.collection().to_string()).or_default() += 1;
+    }
+    let json = handle(db, cfs::DOC_JSON).and_then(|cf| Ok(db.get_pinned_cf(cf, k)?));
+    match json {
+        Ok(Some(bytes)) => match materialized::decode(&bytes) {
+            Ok(m) if m.heads != meta.heads => part.problem(format!(
+                "{key}: its materialised JSON is of another version"
+            )),
+            Ok(m) => {
+                if let Err(e) = m.parse() {
+                    part.problem(format!("{key}: {e}"));
+                }
+            }
+            Err(e) => part.problem(format!("{key}: {e}")),
+        },
+        Ok(None) => {}
+        Err(e) => part.problem(format!("{key}: materialised JSON unreadable: {e}")),
+    }
+    *root ^= digest::leaf(k, &meta.heads);
+}
+
 impl Store {
     /// Loads every document and checks it against the store's derived data (see the module
-    /// doc). `progress` is called with the number of documents checked so far, every 10,000.
-    /// Reads only: safe on a serving node, though it reads the whole store.
+    /// doc), on as many threads as the machine has cores. `progress` is called with the number
+    /// of documents checked so far, every 10,000. Reads only: safe on a serving node, though it
+    /// reads the whole store.
     pub fn check_integrity(
         &self,
         mut progress: impl FnMut(u64),
     ) -> Result<IntegrityReport, StoreError> {
         let db = self.db();
-        let mut report = IntegrityReport::default();
-        let mut root = 0u64;
-        let json_cf = handle(db, cfs::DOC_JSON)?;
-        let mut iter = db.raw_iterator_cf(handle(db, cfs::META)?);
-        iter.seek_to_first();
-        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-            report.documents += 1;
-            if report.documents % 10_000 == 0 {
-                progress(report.documents);
-            }
-            let Some(key) = DocKey::decode(k) else {
-                report.problem(format!("undecodable document key {}", hex::encode(k)));
-                iter.next();
-                continue;
-            };
-            let meta: DocMeta = match records::decode("document metadata", v) {
-                Ok(m) => m,
-                Err(e) => {
-                    report.problem(format!("{key}: {e}"));
-                    iter.next();
-                    continue;
-                }
-            };
-            match load_stored(db, &key) {
-                Err(e) => report.problem(format!("{key}: does not load: {e}")),
-                Ok(doc) => {
-                    let mut heads: Vec<[u8; 32]> = doc.get_heads().iter().map(|h| h.0).collect();
-                    let mut stored = meta.heads.clone();
-                    heads.sort_unstable();
-                    stored.sort_unstable();
-                    if heads != stored {
-                        report.problem(format!(
-                            "{key}: its changes are at other heads than its metadata records"
-                        ));
-                    }
-                    let deleted = crate::doc::tombstone::is_deleted(&doc, None);
-                    if deleted != meta.deleted {
-                        report.problem(format!(
-                            "{key}: metadata says deleted = {}, its changes say {deleted}",
-                            meta.deleted
-                        ));
-                    }
-                    if deleted {
-                        report.tombstones += 1;
-                    } else {
-                        *report.live.entry(key.collection().to_string()).or_default() += 1;
-                    }
-                    if let Some(bytes) = db.get_pinned_cf(json_cf, k)? {
-                        match materialized::decode(&bytes) {
-                            Ok(m) if m.heads != meta.heads => report.problem(format!(
-                                "{key}: its materialised JSON is of another version"
-                            )),
-                            Ok(m) => {
-                                if let Err(e) = m.parse() {
-                                    report.problem(format!("{key}: {e}"));
-                                }
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Raw>>(threads * 2);
+        let rx = std::sync::Mutex::new(rx);
+        let (mut report, root, scanned) = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    let rx = &rx;
+                    scope.spawn(move || {
+                        let (mut part, mut root) = (IntegrityReport::default(), 0u64);
+                        loop {
+                            let chunk = match rx.lock() {
+                                Ok(r) => r.recv(),
+                                Err(_) => break,
+                            };
+                            let Ok(chunk) = chunk else { break };
+                            for (k, v) in chunk {
+                                check_one(db, &k, &v, &mut part, &mut root);
                             }
-                            Err(e) => report.problem(format!("{key}: {e}")),
+                        }
+                        (part, root)
+                    })
+                })
+                .collect();
+            let scanned = (|| -> Result<u64, StoreError> {
+                let mut iter = db.raw_iterator_cf(handle(db, cfs::META)?);
+                iter.seek_to_first();
+                let (mut chunk, mut n) = (Vec::with_capacity(CHUNK), 0u64);
+                while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+                    chunk.push((k.into(), v.into()));
+                    n += 1;
+                    if chunk.len() == CHUNK {
+                        if tx.send(std::mem::take(&mut chunk)).is_err() {
+                            break;
+                        }
+                        if n % 10_000 < CHUNK as u64 {
+                            progress(n);
                         }
                     }
-                    root ^= digest::leaf(k, &meta.heads);
+                    iter.next();
+                }
+                iter.status()?;
+                if !chunk.is_empty() {
+                    let _ = tx.send(chunk);
+                }
+                Ok(n)
+            })();
+            drop(tx);
+            let mut report = IntegrityReport::default();
+            let mut root = 0u64;
+            for w in workers {
+                // A checking thread that panicked (Automerge is contained, so this is a bug):
+                // its documents count as unchecked below.
+                if let Ok((part, r)) = w.join() {
+                    report.merge(part);
+                    root ^= r;
                 }
             }
-            iter.next();
+            (report, root, scanned)
+        });
+        let scanned = scanned?;
+        progress(scanned);
+        if scanned != report.documents {
+            report.problem(format!(
+                "{} of {scanned} documents could not be checked",
+                scanned - report.documents
+            ));
         }
-        iter.status()?;
-        progress(report.documents);
         report.digest_root = format!("{root:016x}");
         if root != self.digest_root() {
             report.problem(format!(
