@@ -25,16 +25,9 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let args: Vec<String> = std::env::args().collect();
-    let val = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<usize>().ok())
-    };
     Opts {
-        docs: val("--docs").unwrap_or(1_000_000),
-        changed_pct: val("--changed-pct").unwrap_or(1),
+        docs: support::arg("--docs", 1_000_000),
+        changed_pct: support::arg("--changed-pct", 1),
     }
 }
 

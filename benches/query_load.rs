@@ -31,18 +31,11 @@ struct Opts {
 }
 
 fn opts() -> Opts {
-    let args: Vec<String> = std::env::args().collect();
-    let val = |name: &str| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
     Opts {
-        docs: val("--docs").unwrap_or(1_000_000) as usize,
-        clients: val("--clients").unwrap_or(32) as usize,
-        secs: val("--secs").unwrap_or(10),
-        postgres: !args.iter().any(|a| a == "--no-postgres"),
+        docs: support::arg("--docs", 1_000_000),
+        clients: support::arg("--clients", 32),
+        secs: support::arg("--secs", 10),
+        postgres: !support::flag("--no-postgres"),
     }
 }
 

@@ -14,6 +14,8 @@
 
 mod support;
 
+use support::arg;
+
 use support::repo_client::{connect, drive, fetch, frame, new_document_id, text, Tracked};
 
 use std::collections::HashMap;
@@ -25,15 +27,6 @@ use automerge::transaction::Transactable;
 use automerge::{Automerge, ChangeHash, ROOT};
 use ciborium::Value;
 use futures::SinkExt;
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// One client connection: creates and syncs `docs` documents; returns (id, heads, latency) each.
 async fn client(

@@ -15,6 +15,8 @@
 
 mod support;
 
+use support::arg;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,15 +27,6 @@ use serde_json::{json, Value};
 
 const SECRET: &str = "scope-load-secret-0123456789abcdef0123456789";
 const STATIC: &str = "static-bench-token-0123456789";
-
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn user_token(user: u64) -> String {
     let rules = [ScopeRule::parse_arg(r#"c:{"owner":"$sub"}"#).expect("scope")];

@@ -26,6 +26,14 @@ async fn put(http: &reqwest::Client, node: &TestNode, path: &str, body: Value) -
         .unwrap_or(0)
 }
 
+/// Creates `r/d{i}` = `{"i": i}` on `node` for each `i`.
+async fn create_numbered(http: &reqwest::Client, node: &TestNode, ids: std::ops::Range<usize>) {
+    for i in ids {
+        let path = format!("/v1/collections/r/docs/d{i}");
+        assert_eq!(put(http, node, &path, json!({"i": i})).await, 201, "{path}");
+    }
+}
+
 async fn backup_now(http: &reqwest::Client, node: &TestNode) -> Value {
     let r = http
         .post(node.url("/v1/admin/backups"))
@@ -199,45 +207,12 @@ async fn a_restored_node_joins_its_original_cluster_as_a_new_replica_and_converg
     .await;
     let a_addr = a.url.trim_start_matches("http://").to_string();
     let http = client();
-    for i in 0..20 {
-        assert_eq!(
-            put(
-                &http,
-                &a,
-                &format!("/v1/collections/r/docs/d{i}"),
-                json!({"i": i})
-            )
-            .await,
-            201
-        );
-    }
+    create_numbered(&http, &a, 0..20).await;
     let created = backup_now(&http, &a).await;
     assert_eq!(created["documents"], 20);
     // Made after the backup: they must reach the restored node through replication.
-    for i in 20..30 {
-        assert_eq!(
-            put(
-                &http,
-                &a,
-                &format!("/v1/collections/r/docs/d{i}"),
-                json!({"i": i})
-            )
-            .await,
-            201
-        );
-    }
-    for i in 30..40 {
-        assert_eq!(
-            put(
-                &http,
-                &b,
-                &format!("/v1/collections/r/docs/d{i}"),
-                json!({"i": i})
-            )
-            .await,
-            201
-        );
-    }
+    create_numbered(&http, &a, 20..30).await;
+    create_numbered(&http, &b, 30..40).await;
 
     let (from, to) = (bk.path().to_path_buf(), dr.path().join("node"));
     let restored =

@@ -35,6 +35,16 @@ impl NodeArgs {
     }
 }
 
+/// Sends `req`; the response when it succeeded, the node's problem as an error otherwise.
+async fn send_ok(req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+    let resp = req.send().await.context("cannot reach the node")?;
+    if resp.status().is_success() {
+        Ok(resp)
+    } else {
+        Err(failed(resp).await)
+    }
+}
+
 /// The node's problem answer as an error.
 async fn failed(resp: reqwest::Response) -> anyhow::Error {
     let status = resp.status();
@@ -98,14 +108,7 @@ fn progress_printer(what: &'static str) -> impl FnMut(u64) {
 pub async fn backup(cmd: BackupCommand) -> anyhow::Result<()> {
     match cmd {
         BackupCommand::Create(node) => {
-            let resp = node
-                .request(reqwest::Method::POST, "/v1/admin/backups")
-                .send()
-                .await
-                .context("cannot reach the node")?;
-            if !resp.status().is_success() {
-                return Err(failed(resp).await);
-            }
+            let resp = send_ok(node.request(reqwest::Method::POST, "/v1/admin/backups")).await?;
             println!("{}", resp.text().await?);
         }
         BackupCommand::List { node, from } => {
@@ -116,14 +119,8 @@ pub async fn backup(cmd: BackupCommand) -> anyhow::Result<()> {
                     serde_json::to_string_pretty(&list)?
                 }
                 None => {
-                    let resp = node
-                        .request(reqwest::Method::GET, "/v1/admin/backups")
-                        .send()
-                        .await
-                        .context("cannot reach the node")?;
-                    if !resp.status().is_success() {
-                        return Err(failed(resp).await);
-                    }
+                    let resp =
+                        send_ok(node.request(reqwest::Method::GET, "/v1/admin/backups")).await?;
                     resp.text().await?
                 }
             };
@@ -198,21 +195,14 @@ impl Progress {
 }
 
 pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
-    let resp = args
-        .node
-        .request(
-            reqwest::Method::GET,
-            &format!(
-                "/v1/collections/{}/export?format={}",
-                args.collection, args.format
-            ),
-        )
-        .send()
-        .await
-        .context("cannot reach the node")?;
-    if !resp.status().is_success() {
-        return Err(failed(resp).await);
-    }
+    let resp = send_ok(args.node.request(
+        reqwest::Method::GET,
+        &format!(
+            "/v1/collections/{}/export?format={}",
+            args.collection, args.format
+        ),
+    ))
+    .await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let (mut lines, mut bytes) = (0u64, 0u64);
     let mut progress = Progress::new("exported");
@@ -270,23 +260,19 @@ fn stdin_body(sent: std::sync::Arc<std::sync::atomic::AtomicU64>) -> reqwest::Bo
 
 pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let resp = args
-        .node
-        .request(
-            reqwest::Method::POST,
-            &format!(
-                "/v1/collections/{}/import?format={}&if_absent={}",
-                args.collection, args.format, args.if_absent
-            ),
-        )
-        .header("content-type", "application/x-ndjson")
-        .body(stdin_body(sent.clone()))
-        .send()
-        .await
-        .context("cannot reach the node")?;
-    if !resp.status().is_success() {
-        return Err(failed(resp).await);
-    }
+    let resp = send_ok(
+        args.node
+            .request(
+                reqwest::Method::POST,
+                &format!(
+                    "/v1/collections/{}/import?format={}&if_absent={}",
+                    args.collection, args.format, args.if_absent
+                ),
+            )
+            .header("content-type", "application/x-ndjson")
+            .body(stdin_body(sent.clone())),
+    )
+    .await?;
     let mut progress = Progress::new("sent");
     let mut stream = resp.bytes_stream();
     let mut buf: Vec<u8> = Vec::new();
