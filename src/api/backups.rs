@@ -43,13 +43,14 @@ struct Running {
 /// timeout goes on: the answer is then 202, and the backup appears in the list when done.
 pub async fn create(State(node): State<Arc<Node>>) -> Result<Response, ApiError> {
     node.backups.dir()?;
-    let task = tokio::spawn(create_now(node.backups.clone(), node.store.clone()));
-    let metrics = node.metrics.clone();
+    let (backups, store, metrics) = (
+        node.backups.clone(),
+        node.store.clone(),
+        node.metrics.clone(),
+    );
+    // Its own task: a backup that outlasts this request goes on to the end (and is counted).
     let task = tokio::spawn(async move {
-        let r = match task.await {
-            Ok(r) => r.map_err(ApiError::from),
-            Err(e) => Err(ApiError::Internal(format!("backup task: {e}"))),
-        };
+        let r = create_now(backups, store).await.map_err(ApiError::from);
         match &r {
             Ok(_) => metrics.backup_done(true),
             Err(ApiError::Conflict(_)) => {}

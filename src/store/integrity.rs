@@ -72,7 +72,14 @@ const CHUNK: usize = 256;
 type Raw = (Box<[u8]>, Box<[u8]>);
 
 /// Checks one document, adding what it found to `part` and its digest leaf to `root`.
-fn check_one(db: &rocksdb::DB, k: &[u8], v: &[u8], part: &mut IntegrityReport, root: &mut u64) {
+fn check_one(
+    db: &rocksdb::DB,
+    json_cf: &rocksdb::ColumnFamily,
+    k: &[u8],
+    v: &[u8],
+    part: &mut IntegrityReport,
+    root: &mut u64,
+) {
     part.documents += 1;
     let Some(key) = DocKey::decode(k) else {
         part.problem(format!("undecodable document key {}", hex::encode(k)));
@@ -107,8 +114,7 @@ fn check_one(db: &rocksdb::DB, k: &[u8], v: &[u8], part: &mut IntegrityReport, r
     } else {
         *part.live.entry(key.collection().to_string()).or_default() += 1;
     }
-    let json = handle(db, cfs::DOC_JSON).and_then(|cf| Ok(db.get_pinned_cf(cf, k)?));
-    match json {
+    match db.get_pinned_cf(json_cf, k) {
         Ok(Some(bytes)) => match materialized::decode(&bytes) {
             Ok(m) if m.heads != meta.heads => part.problem(format!(
                 "{key}: its materialised JSON is of another version"
@@ -136,6 +142,7 @@ impl Store {
         mut progress: impl FnMut(u64),
     ) -> Result<IntegrityReport, StoreError> {
         let db = self.db();
+        let json_cf = handle(db, cfs::DOC_JSON)?;
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Raw>>(threads * 2);
         let rx = std::sync::Mutex::new(rx);
@@ -152,7 +159,7 @@ impl Store {
                             };
                             let Ok(chunk) = chunk else { break };
                             for (k, v) in chunk {
-                                check_one(db, &k, &v, &mut part, &mut root);
+                                check_one(db, json_cf, &k, &v, &mut part, &mut root);
                             }
                         }
                         (part, root)

@@ -166,13 +166,9 @@ fn counts_merge(
     Some(total.to_le_bytes().to_vec())
 }
 
-/// A document as stored: its snapshot and the changes after it (Automerge work contained, so
-/// corrupt bytes become an error). Used by the store and by migrations, which have no store.
-pub(crate) fn load_stored(db: &DB, key: &DocKey) -> Result<Automerge, StoreError> {
-    let enc = key.encode();
-    let snapshot = db.get_pinned_cf(handle(db, cfs::SNAPSHOTS)?, &enc)?;
+/// Appends the document's stored incremental changes (in order) to `out`.
+fn append_changes(db: &DB, key: &DocKey, out: &mut Vec<u8>) -> Result<(), StoreError> {
     let prefix = key.changes_prefix();
-    let mut changes = Vec::new();
     // Bounded: files and blocks past the document's changes are not read.
     let mut ro = rocksdb::ReadOptions::default();
     ro.set_iterate_upper_bound(keys::prefix_end(&prefix));
@@ -182,10 +178,20 @@ pub(crate) fn load_stored(db: &DB, key: &DocKey) -> Result<Automerge, StoreError
         if !k.starts_with(&prefix) {
             break;
         }
-        changes.extend_from_slice(v);
+        out.extend_from_slice(v);
         iter.next();
     }
     iter.status()?;
+    Ok(())
+}
+
+/// A document as stored: its snapshot and the changes after it (Automerge work contained, so
+/// corrupt bytes become an error). Used by the store and by migrations, which have no store.
+pub(crate) fn load_stored(db: &DB, key: &DocKey) -> Result<Automerge, StoreError> {
+    let enc = key.encode();
+    let snapshot = db.get_pinned_cf(handle(db, cfs::SNAPSHOTS)?, &enc)?;
+    let mut changes = Vec::new();
+    append_changes(db, key, &mut changes)?;
     Ok(contained(
         &key.to_string(),
         || -> Result<Automerge, DocError> {
@@ -518,19 +524,7 @@ impl Store {
             .db
             .get_cf(self.cf(cfs::SNAPSHOTS)?, &enc)?
             .unwrap_or_default();
-        let prefix = key.changes_prefix();
-        let mut ro = rocksdb::ReadOptions::default();
-        ro.set_iterate_upper_bound(keys::prefix_end(&prefix));
-        let mut iter = self.db.raw_iterator_cf_opt(self.cf(cfs::CHANGES)?, ro);
-        iter.seek(&prefix);
-        while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-            if !k.starts_with(&prefix) {
-                break;
-            }
-            out.extend_from_slice(v);
-            iter.next();
-        }
-        iter.status()?;
+        append_changes(&self.db, key, &mut out)?;
         Ok(Some((out, meta)))
     }
 
