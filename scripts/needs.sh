@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Prints, one per line, the Debian packages this machine still needs to build and test Concord.
+# Prints, one per line, the Debian packages this machine still needs to build and run Concord, and
+# with `--tests` also what only the test suite needs (Chromium, for the console's browser tests).
 # `setup.sh` installs what this prints; `tests/setup_script.rs` runs it against fake package
 # databases and PATHs.
 #
@@ -46,6 +47,12 @@ if ! have node || ! node -e 'process.exit(Number(process.versions.node.split("."
 fi
 if ! have npm || ! npm --version >/dev/null 2>&1; then
   need+=(npm)
+fi
+
+# The console's end-to-end tests drive Debian's Chromium (never a browser a test tool downloads).
+# Asked of dpkg by name: a `chromium` command from elsewhere (a snap stub) is not the browser.
+if [ "${1:-}" = "--tests" ]; then
+  installed chromium || need+=(chromium)
 fi
 
 if [ "${#need[@]}" -gt 0 ]; then

@@ -10,12 +10,15 @@ _concord_scripts="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-mapfile -t _concord_need < <("$_concord_scripts/needs.sh")
+# CONCORD_SETUP_TESTS=1 (test.sh) adds what only the tests need.
+_concord_for=()
+if [ "${CONCORD_SETUP_TESTS:-0}" = 1 ]; then _concord_for=(--tests); fi
+mapfile -t _concord_need < <("$_concord_scripts/needs.sh" "${_concord_for[@]}")
 if [ "${#_concord_need[@]}" -gt 0 ]; then
   echo "setup: installing ${_concord_need[*]}"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${_concord_need[@]}" >/dev/null
-  mapfile -t _concord_still < <("$_concord_scripts/needs.sh")
+  mapfile -t _concord_still < <("$_concord_scripts/needs.sh" "${_concord_for[@]}")
   if [ "${#_concord_still[@]}" -gt 0 ]; then
     echo "setup: still missing after apt-get install: ${_concord_still[*]}" >&2
     exit 1

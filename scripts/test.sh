@@ -5,11 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/setup.sh
-source scripts/setup.sh
+CONCORD_SETUP_TESTS=1 source scripts/setup.sh
 # The JavaScript clients, as pinned by tests/js/package-lock.json. (`npm install`, not `npm ci`:
 # npm 11's `ci` rejects this lockfile over cbor-extract's platform-specific optional packages;
 # `install` with a lockfile present installs exactly the locked versions.)
 npm install --prefix tests/js --no-audit --no-fund --loglevel=error
+# The console's browser tests: playwright-core (no browser download) drives Debian's chromium.
+npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 cargo test --locked "$@"
 # Every decoder of untrusted bytes under libFuzzer, briefly and reproducibly (longer, random
 # runs: scripts/fuzz.sh 600).

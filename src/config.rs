@@ -123,6 +123,10 @@ pub struct Config {
     /// Take a backup this often (e.g. `"6h"`, `"30m"`, `"1day"`). Default: none (only on
     /// request).
     pub backup_interval: Option<String>,
+    /// Serve the web console (`/ui/`) from this directory instead of the copy built into the
+    /// binary, read on every request: for working on the console without rebuilding. Default:
+    /// none (the built-in console).
+    pub console_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -162,6 +166,7 @@ impl Default for Config {
             backup_dir: None,
             backup_keep_last: 7,
             backup_interval: None,
+            console_dir: None,
         }
     }
 }

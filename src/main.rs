@@ -181,6 +181,9 @@ struct ServeArgs {
     /// Take a backup this often, e.g. 6h or 30m [default: none, only on request]
     #[arg(long, env = "CONCORD_BACKUP_INTERVAL")]
     backup_interval: Option<String>,
+    /// Serve the console (/ui/) from this directory, for console development [default: built in]
+    #[arg(long, env = "CONCORD_CONSOLE_DIR")]
+    console_dir: Option<PathBuf>,
     /// Source IP for connections to peers [default: chosen by the OS]
     #[arg(long, env = "CONCORD_PEER_BIND_IP")]
     peer_bind_ip: Option<std::net::IpAddr>,
@@ -230,6 +233,9 @@ impl ServeArgs {
         }
         if self.cluster_secret.is_some() {
             c.cluster_secret = self.cluster_secret;
+        }
+        if self.console_dir.is_some() {
+            c.console_dir = self.console_dir;
         }
         if self.peer_bind_ip.is_some() {
             c.peer_bind_ip = self.peer_bind_ip;

@@ -64,6 +64,8 @@ pub struct Metrics {
     websockets_open: Gauge,
     websocket_documents: Gauge,
     streams_open: Gauge,
+    uptime_seconds: Gauge,
+    started: std::time::Instant,
 }
 
 /// Connection figures sampled when metrics are rendered.
@@ -118,6 +120,8 @@ impl Metrics {
             heap_allocated_bytes: Gauge::default(),
             heap_resident_bytes: Gauge::default(),
             websockets_open: Gauge::default(),
+            uptime_seconds: Gauge::default(),
+            started: std::time::Instant::now(),
             websocket_documents: Gauge::default(),
             streams_open: Gauge::default(),
             registry: Registry::default(),
@@ -167,6 +171,11 @@ impl Metrics {
             "websocket_documents",
             "Documents open over all automerge-repo WebSocket connections",
             m.websocket_documents.clone(),
+        );
+        registry.register(
+            "uptime_seconds",
+            "Seconds since this node started",
+            m.uptime_seconds.clone(),
         );
         registry.register(
             "streams_open",
@@ -301,7 +310,13 @@ impl Metrics {
         }
     }
 
+    /// Time since this node started (since its metrics were created, when the node opens).
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
     pub fn render(&self, stats: StoreStats, live: LiveStats) -> String {
+        self.uptime_seconds.set(self.uptime().as_secs() as i64);
         self.websockets_open.set(live.websockets_open as i64);
         self.websocket_documents
             .set(live.websocket_documents as i64);

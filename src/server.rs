@@ -186,6 +186,7 @@ async fn reload_keys_on_sighup(node: Arc<Node>) {
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .merge(crate::api::system_routes())
+        .merge(crate::api::console::routes())
         .merge(crate::api::client_routes(node.clone()))
         .merge(crate::api::peer_routes(node.clone()))
         .fallback(not_found)

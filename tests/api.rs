@@ -495,6 +495,116 @@ async fn collections_listing_and_paging() {
         .req(Method::GET, "/v1/collections/c1/docs?limit=abc", None, &[])
         .await;
     assert_problem(s, &h, &v, StatusCode::BAD_REQUEST, "limit");
+
+    // Id-prefix search, paged: `d1` is d10..d19 (d1 alone does not exist), never d2x or d0x.
+    let ids = |v: &Value| -> Vec<String> {
+        v["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (s, v) = a.get("/v1/collections/c1/docs?prefix=d1&limit=6").await;
+    assert_eq!(s, 200);
+    assert_eq!(ids(&v), ["d10", "d11", "d12", "d13", "d14", "d15"]);
+    let (_, v) = a
+        .get("/v1/collections/c1/docs?prefix=d1&limit=6&after=d15")
+        .await;
+    assert_eq!(ids(&v), ["d16", "d17", "d18", "d19"]);
+    assert_eq!(v["next"], Value::Null);
+    // `after` before the prefix starts at the prefix; after it, nothing.
+    let (_, v) = a
+        .get("/v1/collections/c1/docs?prefix=d2&after=d05&limit=100")
+        .await;
+    assert_eq!(ids(&v), ["d20", "d21", "d22", "d23", "d24"]);
+    let (_, v) = a.get("/v1/collections/c1/docs?prefix=d2&after=d3").await;
+    assert_eq!(ids(&v), Vec::<String>::new());
+    let (_, v) = a.get("/v1/collections/c1/docs?prefix=zz").await;
+    assert_eq!(ids(&v), Vec::<String>::new());
+    // The deleted d00 is a tombstone: listed only when asked for.
+    let (_, v) = a.get("/v1/collections/c1/docs?prefix=d0").await;
+    assert_eq!(ids(&v)[0], "d01");
+    let (_, v) = a
+        .get("/v1/collections/c1/docs?prefix=d0&include_deleted=true")
+        .await;
+    assert_eq!(ids(&v)[0], "d00");
+    let (s, h, v) = a
+        .req(Method::GET, "/v1/collections/c1/docs?prefix=%2F", None, &[])
+        .await;
+    assert_problem(s, &h, &v, StatusCode::BAD_REQUEST, "prefix");
+}
+
+/// Who the caller is, for clients that show only what their token allows; and the node's uptime.
+#[tokio::test]
+async fn me_and_uptime() {
+    let a = Api::new().await;
+    let (s, v) = a.get("/v1/me").await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        v,
+        json!({"name": "anonymous", "access": "admin", "collections": null, "scoped": false,
+               "tokens_required": false})
+    );
+    let (_, v) = a.get("/v1/health").await;
+    assert!(v["uptime_seconds"].as_u64().is_some(), "{v}");
+    let text = scrape(&a.http, &a.node.url).await;
+    assert!(metric(&text, "concord_uptime_seconds").is_some());
+}
+
+/// The console's files: served with a strict CSP, gzip for clients that take it, and `304` for a
+/// matching ETag; nothing outside the console's files.
+#[tokio::test]
+async fn the_console_is_served_with_csp_gzip_and_etags() {
+    let a = Api::new().await;
+    let plain = reqwest::Client::new();
+    let r = plain
+        .get(a.node.url("/ui/"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let h = r.headers().clone();
+    assert_eq!(h["content-type"], "text/html; charset=utf-8");
+    assert_eq!(h["content-encoding"], "gzip");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"));
+    assert!(!csp.contains("unsafe"), "{csp}");
+    let zipped = r.bytes().await.unwrap();
+    let mut html = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&zipped[..]), &mut html)
+        .unwrap();
+    assert!(html.contains("<html"), "{html}");
+    let r = plain
+        .get(a.node.url("/ui/"))
+        .header("accept-encoding", "gzip")
+        .header("if-none-match", h["etag"].clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    // The identity body has its own tag and is the same page.
+    let r = plain
+        .get(a.node.url("/ui/index.html"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_ne!(r.headers()["etag"], h["etag"]);
+    assert!(r.headers().get("content-encoding").is_none());
+    assert_eq!(r.text().await.unwrap(), html);
+    let r = plain.get(a.node.url("/ui")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "/ui redirects to /ui/");
+    for missing in [
+        "/ui/nope.js",
+        "/ui/..%2FCargo.toml",
+        "/ui/%2e%2e/Cargo.toml",
+    ] {
+        let r = plain.get(a.node.url(missing)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{missing}");
+    }
 }
 
 #[tokio::test]

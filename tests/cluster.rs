@@ -646,11 +646,36 @@ async fn partition_then_heal_loses_no_acknowledged_write() {
         !c.converged("k").await || !c.converged("w").await,
         "the partition did not hold"
     );
+    // And `/v1/cluster` shows it: their digest roots differ.
+    let root = |v: &Value| v["digest_root"].as_str().unwrap().to_string();
+    let (v0, v1) = (
+        get_json(&c.http, c.url(0, "/v1/cluster")).await,
+        get_json(&c.http, c.url(1, "/v1/cluster")).await,
+    );
+    assert_ne!(root(&v0), root(&v1), "diverged replicas, equal roots");
     c.heal();
     for coll in ["w", "k", "x"] {
         c.wait_converged(coll).await;
     }
     check_acked(&c, &acked).await;
+    // Converged: every node reports one root, every member reported that root at its last
+    // round, and nothing waits to be pushed.
+    poll_until("the cluster view shows convergence", CONVERGE, || async {
+        let mut views = Vec::new();
+        for i in 0..3 {
+            views.push(get_json(&c.http, c.url(i, "/v1/cluster")).await);
+        }
+        let r = root(&views[0]);
+        views.iter().all(|v| {
+            root(v) == r
+                && v["members"].as_array().unwrap().iter().all(|m| {
+                    m["digest_root"].as_str() == Some(r.as_str())
+                        && m["digest_root_at_ms"].as_u64().is_some()
+                        && m["push_queue"] == 0
+                })
+        })
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

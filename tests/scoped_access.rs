@@ -230,6 +230,37 @@ async fn a_scoped_user_sees_and_changes_only_their_documents() {
         .map(|d| d["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, vec!["a1"], "{list}");
+    // An id-prefix search finds only hers too: `b` matches bob's b1, which she does not see.
+    for (prefix, want) in [("a", json!(["a1"])), ("b", json!([]))] {
+        let (_, list) = api
+            .call(
+                &alice,
+                "GET",
+                &format!("/v1/collections/notes/docs?prefix={prefix}"),
+                None,
+            )
+            .await;
+        let ids: Vec<&str> = list["docs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(json!(ids), want, "prefix {prefix}: {list}");
+    }
+    // She can ask who she is to the node.
+    let (s, me) = api.call(&alice, "GET", "/v1/me", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        me,
+        json!({"name": "alice", "access": "write", "collections": ["notes"], "scoped": true,
+               "tokens_required": true})
+    );
+    let (_, me) = api.call(ADMIN, "GET", "/v1/me", None).await;
+    assert_eq!(
+        (&me["name"], &me["access"], &me["scoped"]),
+        (&json!("ops"), &json!("admin"), &json!(false))
+    );
     let (_, cols) = api.call(&alice, "GET", "/v1/collections", None).await;
     assert_eq!(cols["collections"], json!([{"name": "notes"}]), "{cols}");
     let (_, cols) = api.call(ADMIN, "GET", "/v1/collections", None).await;

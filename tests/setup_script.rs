@@ -74,9 +74,15 @@ impl FakeMachine {
 
     /// The packages `needs.sh` says this machine lacks.
     fn needs(&self) -> Vec<String> {
+        self.needs_with(&[])
+    }
+
+    /// The same, with arguments (`--tests`).
+    fn needs_with(&self, args: &[&str]) -> Vec<String> {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/needs.sh");
         let out = Command::new(self.bash())
             .arg(script)
+            .args(args)
             .env_clear()
             .env("PATH", self.bin())
             .env("CONCORD_SETUP_DPKG_ADMINDIR", self.dir.path().join("dpkg"))
@@ -128,6 +134,19 @@ fn a_complete_machine_needs_nothing() {
     packages.push("libclang-dev");
     let m = FakeMachine::new(&packages).with_good_programs();
     assert_eq!(m.needs(), Vec::<String>::new());
+}
+
+/// Chromium only for the tests, and only Debian's package counts (not a `chromium` command).
+#[test]
+fn the_tests_also_need_debians_chromium() {
+    let mut packages = FRESH_IMAGE.to_vec();
+    packages.push("libclang-dev");
+    let m = FakeMachine::new(&packages).with_good_programs();
+    m.stub("chromium", "exit 0");
+    assert_eq!(m.needs_with(&["--tests"]), vec!["chromium".to_string()]);
+    packages.push("chromium");
+    let m = FakeMachine::new(&packages).with_good_programs();
+    assert_eq!(m.needs_with(&["--tests"]), Vec::<String>::new());
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! `GET /v1/cluster`: this node and every member it knows, with state, last sync and last repair.
+//! `GET /v1/cluster`: this node and every member it knows, with state, last sync, last repair,
+//! push queue and digest root (so divergence and convergence can be watched).
 
 use std::sync::Arc;
 
@@ -12,6 +13,9 @@ use crate::replication::membership::PeerInfo;
 pub struct ClusterView {
     pub node_id: String,
     pub advertise: String,
+    /// This node's digest root now (16 hex digits): equal on two nodes that hold the same
+    /// documents at the same versions.
+    pub digest_root: String,
     pub members: Vec<PeerInfo>,
 }
 
@@ -19,6 +23,7 @@ pub async fn cluster(State(node): State<Arc<Node>>) -> axum::Json<ClusterView> {
     axum::Json(ClusterView {
         node_id: node.membership.node_id().to_string(),
         advertise: node.membership.me().to_string(),
+        digest_root: crate::replication::membership::format_root(node.store.digest_root()),
         members: node.membership.snapshot(),
     })
 }

@@ -59,6 +59,8 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// Resume after this document id (the previous page's `next`).
     pub after: Option<String>,
+    /// Only ids that start with this.
+    pub prefix: Option<String>,
     /// Include each document's JSON body.
     #[serde(default)]
     pub include_docs: bool,
@@ -95,6 +97,12 @@ pub async fn list_docs(
         keys::validate_id(a)
             .map_err(|_| ApiError::BadRequest(format!("`after` is not a document id: `{a}`")))?;
     }
+    let prefix = q.prefix.clone().unwrap_or_default();
+    if !prefix.is_empty() {
+        keys::validate_id(&prefix).map_err(|_| {
+            ApiError::BadRequest(format!("`prefix` cannot begin a document id: `{prefix}`"))
+        })?;
+    }
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let n = node.clone();
     let (docs, next) = node
@@ -103,7 +111,7 @@ pub async fn list_docs(
                 // From the caller's documents, found through its scopes' indexes.
                 let view = ScopeView::new(&n.store, &collection, &who)?;
                 if let Some((page, next)) =
-                    view.list_page(&n.store, q.after.as_deref(), limit, q.include_docs)?
+                    view.list_page(&n.store, &prefix, q.after.as_deref(), limit, q.include_docs)?
                 {
                     let docs = page
                         .into_iter()
@@ -126,7 +134,9 @@ pub async fn list_docs(
                     return Ok((docs, next));
                 }
             }
-            let raw = n.store.list(&collection, q.after.as_deref(), limit)?;
+            let raw = n
+                .store
+                .list_prefixed(&collection, &prefix, q.after.as_deref(), limit)?;
             let next = if raw.len() == limit {
                 raw.last().map(|(id, _)| id.clone())
             } else {

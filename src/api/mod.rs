@@ -9,11 +9,13 @@ pub mod changes;
 pub mod client_sync;
 pub mod cluster;
 pub mod collections;
+pub mod console;
 pub mod doc_bytes;
 pub mod docs;
 pub mod find;
 pub mod indexes;
 pub mod live;
+pub mod me;
 pub mod peer;
 pub mod system;
 pub mod transfer;
@@ -95,6 +97,7 @@ pub fn client_routes(node: Arc<Node>) -> Router<Arc<Node>> {
         )
         .route("/v1/changes", get(changes::changes))
         .route("/v1/cluster", get(cluster::cluster))
+        .route("/v1/me", get(me::me))
         .route(
             "/v1/admin/backups",
             get(backups::list).post(backups::create),

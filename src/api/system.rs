@@ -15,6 +15,8 @@ pub struct Health {
     pub status: &'static str,
     pub node_id: String,
     pub version: &'static str,
+    /// Seconds since this node started.
+    pub uptime_seconds: u64,
 }
 
 /// `GET /v1/health`
@@ -23,6 +25,7 @@ pub async fn health(State(node): State<Arc<Node>>) -> axum::Json<Health> {
         status: "ok",
         node_id: node.store.node_id().to_string(),
         version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: node.metrics.uptime().as_secs(),
     })
 }
 

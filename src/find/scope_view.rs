@@ -205,13 +205,14 @@ impl ScopeView {
         Ok(out)
     }
 
-    /// A listing page as the caller sees it: its live documents in id order after `after`, at
-    /// most `limit`, with their JSON when `with_json`, and the id to resume after when the page
-    /// is full. `None` when the scopes cannot be answered from indexes or id prefixes (the
-    /// caller then filters the collection's listing).
+    /// A listing page as the caller sees it: its live documents whose ids start with
+    /// `id_prefix`, in id order after `after`, at most `limit`, with their JSON when `with_json`,
+    /// and the id to resume after when the page is full. `None` when the scopes cannot be
+    /// answered from indexes or id prefixes (the caller then filters the collection's listing).
     pub fn list_page(
         &self,
         store: &Store,
+        id_prefix: &str,
         after: Option<&str>,
         limit: usize,
         with_json: bool,
@@ -222,7 +223,7 @@ impl ScopeView {
         };
         let mut rest = members
             .into_iter()
-            .filter(|(id, _)| after.is_none_or(|a| id.as_str() > a))
+            .filter(|(id, _)| id.starts_with(id_prefix) && after.is_none_or(|a| id.as_str() > a))
             .peekable();
         let mut page = Vec::new();
         while page.len() < limit && rest.peek().is_some() {

@@ -122,6 +122,7 @@ pub async fn round<T: PeerTransport>(
         return Ok(RepairReport::default());
     }
     r.membership.record_success(peer, Some(&root.node_id));
+    r.membership.record_root(peer, root.root);
     r.membership.learn(root.members);
 
     if r.store.digest_root() != root.root {

@@ -7,6 +7,8 @@
 //! forgotten, and `/v1/cluster` reports it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -75,6 +77,15 @@ pub struct PeerInfo {
     pub last_sync_ms: Option<u64>,
     /// The last round that repaired anything.
     pub last_repair: Option<RepairReport>,
+    /// The peer's digest root (16 hex digits) as it reported it when this node last began an
+    /// anti-entropy round with it: equal to this node's root when both held the same documents.
+    pub digest_root: Option<String>,
+    /// When `digest_root` was reported (ms since the epoch).
+    pub digest_root_at_ms: Option<u64>,
+    /// Local commits waiting to be pushed to this peer (queued or being sent).
+    pub push_queue: u64,
+    #[serde(skip)]
+    queued: Arc<AtomicU64>,
     #[serde(skip)]
     next_attempt: Option<Instant>,
 }
@@ -128,6 +139,10 @@ impl Membership {
                     last_seen_ms: None,
                     last_sync_ms: None,
                     last_repair: None,
+                    digest_root: None,
+                    digest_root_at_ms: None,
+                    push_queue: 0,
+                    queued: Arc::default(),
                     next_attempt: None,
                 },
             );
@@ -150,7 +165,32 @@ impl Membership {
     }
 
     pub fn snapshot(&self) -> Vec<PeerInfo> {
-        self.peers.lock().values().cloned().collect()
+        self.peers
+            .lock()
+            .values()
+            .map(|p| PeerInfo {
+                push_queue: p.queued.load(Ordering::Relaxed),
+                ..p.clone()
+            })
+            .collect()
+    }
+
+    /// The count of commits waiting to be pushed to `addr`, which the push task keeps (a
+    /// detached counter for an address this node does not know).
+    pub fn push_queue(&self, addr: &str) -> Arc<AtomicU64> {
+        self.peers
+            .lock()
+            .get(addr)
+            .map(|p| p.queued.clone())
+            .unwrap_or_default()
+    }
+
+    /// The digest root `addr` reported at the start of a round.
+    pub fn record_root(&self, addr: &str, root: u64) {
+        if let Some(p) = self.peers.lock().get_mut(addr) {
+            p.digest_root = Some(format_root(root));
+            p.digest_root_at_ms = Some(now_ms());
+        }
     }
 
     /// Peers to push to: all but those known to be down.
@@ -241,6 +281,11 @@ impl Membership {
             }
         }
     }
+}
+
+/// A digest root as the cluster view shows it.
+pub fn format_root(root: u64) -> String {
+    format!("{root:016x}")
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! in commits.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -51,7 +52,8 @@ async fn dispatch<T: PeerTransport + Clone>(
     shutdown: CancellationToken,
     mut commits: tokio::sync::broadcast::Receiver<Arc<CommitEvent>>,
 ) {
-    let mut lanes: HashMap<String, Vec<mpsc::Sender<Arc<CommitEvent>>>> = HashMap::new();
+    type Lanes = (Vec<mpsc::Sender<Arc<CommitEvent>>>, Arc<AtomicU64>);
+    let mut lanes: HashMap<String, Lanes> = HashMap::new();
     loop {
         let event = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -71,21 +73,27 @@ async fn dispatch<T: PeerTransport + Clone>(
         // One document always travels in the same lane, so its changes arrive in order.
         let lane = (crate::store::digest::bucket(&event.key.encode()) as usize) % LANES;
         for peer in replica.membership.pushable() {
-            let queues = lanes.entry(peer.clone()).or_insert_with(|| {
-                (0..LANES)
+            let (queues, queued) = lanes.entry(peer.clone()).or_insert_with(|| {
+                let queued = replica.membership.push_queue(&peer);
+                let senders = (0..LANES)
                     .map(|_| {
                         let (tx, rx) = mpsc::channel(queue.div_ceil(LANES).max(1));
                         let lane = Lane {
                             replica: replica.clone(),
                             transport: transport.clone(),
                             peer: peer.clone(),
+                            queued: queued.clone(),
                         };
                         tokio::spawn(lane.run(rx, shutdown.clone()));
                         tx
                     })
-                    .collect()
+                    .collect();
+                (senders, queued)
             });
+            // Counted before it is sent, so the lane's decrement never comes first.
+            queued.fetch_add(1, Ordering::Relaxed);
             if queues[lane].try_send(event.clone()).is_err() {
+                queued.fetch_sub(1, Ordering::Relaxed);
                 replica.metrics.push_dropped.inc();
             }
         }
@@ -97,6 +105,8 @@ struct Lane<T> {
     replica: Arc<Replica>,
     transport: T,
     peer: String,
+    /// Commits queued or being sent on this peer's lanes (shown in `/v1/cluster`).
+    queued: Arc<AtomicU64>,
 }
 
 impl<T: PeerTransport> Lane<T> {
@@ -108,7 +118,9 @@ impl<T: PeerTransport> Lane<T> {
                 e = rx.recv() => match e { Some(e) => e, None => return },
             };
             let batch = next_batch(first, &mut rx);
+            let n = batch.len() as u64;
             self.send(batch).await;
+            self.queued.fetch_sub(n, Ordering::Relaxed);
         }
     }
 
@@ -377,11 +389,19 @@ mod tests {
             t.pushed.lock().is_empty(),
             "nothing got through the closed gate"
         );
+        // What the cluster view reports as waiting: exactly what is held (dropped ones are not).
+        let waiting = || a.membership.snapshot()[0].push_queue;
+        eventually("every commit queued or dropped", || {
+            waiting() + a.metrics.push_dropped.get() == commits
+        })
+        .await;
+        assert!((1..=held).contains(&waiting()), "{}", waiting());
         t.gate.add_permits(tokio::sync::Semaphore::MAX_PERMITS);
         eventually("every commit sent or counted as dropped", || {
             t.pushed.lock().len() as u64 + a.metrics.push_dropped.get() == commits
         })
         .await;
+        eventually("the queue drained", || waiting() == 0).await;
         let sent = t.pushed.lock().len() as u64;
         assert!(
             sent <= held,

@@ -956,23 +956,36 @@ impl Store {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<(String, DocMeta)>, StoreError> {
+        self.list_prefixed(collection, "", after, limit)
+    }
+
+    /// Like [`Store::list`], only ids that start with `id_prefix` (all when it is empty).
+    pub fn list_prefixed(
+        &self,
+        collection: &str,
+        id_prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, DocMeta)>, StoreError> {
         keys::validate_collection(collection)?;
         let prefix = keys::collection_prefix(collection);
+        let mut wanted = prefix.clone();
+        wanted.extend_from_slice(id_prefix.as_bytes());
         let start = match after {
             Some(a) => {
                 keys::validate_id(a)?;
                 let mut s = prefix.clone();
                 s.extend_from_slice(a.as_bytes());
                 s.push(0); // strictly after `a`
-                s
+                s.max(wanted.clone())
             }
-            None => prefix.clone(),
+            None => wanted.clone(),
         };
         let mut out = Vec::new();
         let mut iter = self.db.raw_iterator_cf(self.cf(cfs::META)?);
         iter.seek(&start);
         while let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-            if !k.starts_with(&prefix) || out.len() >= limit {
+            if !k.starts_with(&wanted) || out.len() >= limit {
                 break;
             }
             let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
