@@ -140,7 +140,7 @@ async fn main() {
     let mut args = vec!["--backup-dir".to_string(), bk_path.clone()];
     args.extend(long.iter().cloned());
     let node = support::Process::start(0, &args).await;
-    let http = reqwest::Client::new();
+    let http = support::client_builder().build().unwrap();
     let t = Instant::now();
     support::bulk_load(&http, &node.url, "items", o.docs, item).await;
     println!("loaded in {:.1} s", t.elapsed().as_secs_f64());

@@ -8,6 +8,10 @@
 //! 4. RSS of a node holding `--rss-docs` small documents with the cache full.
 //!
 //! Run: `cargo bench --bench http_load -- --docs 10000 --conns 64 --secs 10 --rss-docs 100000`
+//!
+//! With `--tls`, instead: the same PATCH and GET phases against two processes, one over plain
+//! HTTP and one over TLS (a throwaway CA; connections reused, `--conns` of them), alternating
+//! plain and TLS twice so drift on a noisy machine falls on both; then `wrk` GETs of both.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -89,7 +93,23 @@ impl Report {
 }
 
 async fn preload(url: &str, collection: &str, n: usize, parallel: usize) {
-    let http = reqwest::Client::new();
+    preload_with(
+        &support::client_builder().build().unwrap(),
+        url,
+        collection,
+        n,
+        parallel,
+    )
+    .await
+}
+
+async fn preload_with(
+    http: &reqwest::Client,
+    url: &str,
+    collection: &str,
+    n: usize,
+    parallel: usize,
+) {
     let chunks: Vec<Vec<usize>> = (0..n)
         .collect::<Vec<_>>()
         .chunks(1000)
@@ -125,12 +145,22 @@ enum Kind {
 }
 
 async fn http_phase(name: &str, url: &str, o: &Opts, kind: Kind) -> Report {
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(AtomicU64::new(0));
-    let http = reqwest::Client::builder()
+    let http = support::client_builder()
         .pool_max_idle_per_host(o.conns)
         .build()
         .expect("client");
+    http_phase_with(&http, name, url, o, kind).await
+}
+
+async fn http_phase_with(
+    http: &reqwest::Client,
+    name: &str,
+    url: &str,
+    o: &Opts,
+    kind: Kind,
+) -> Report {
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     let start = Instant::now();
     for c in 0..o.conns {
@@ -274,7 +304,7 @@ async fn rss_phase(o: &Opts) {
     let server = support::Process::start(0, &[]).await;
     let idle = server.rss_kib();
     preload(&server.url, "rss", o.rss_docs, 2).await;
-    let http = reqwest::Client::new();
+    let http = support::client_builder().build().unwrap();
     // Read every document back (twice): the first pass warms what can be warmed, the second
     // shows what the node then answers from memory alone.
     let read_all = || async {
@@ -336,13 +366,24 @@ async fn rss_phase(o: &Opts) {
 /// two threads, `--conns` connections: a random document per request (a Lua script), then
 /// `/v1/health`, side by side.
 fn wrk_phase(url: &str, o: &Opts) {
+    let (doc, health) = wrk_rates(url, o);
+    if let (Some(d), Some(h)) = (doc, health) {
+        println!(
+            "wrk: GET a document / GET /v1/health = {:.2}",
+            d / h.max(1.0)
+        );
+    }
+}
+
+/// `wrk` rates of GET a document and GET `/v1/health` (`None` when wrk is missing or failed).
+fn wrk_rates(url: &str, o: &Opts) -> (Option<f64>, Option<f64>) {
     if std::process::Command::new("wrk")
         .arg("--version")
         .output()
         .is_err()
     {
         println!("wrk: not installed (apt-get install wrk); external load generator phase skipped");
-        return;
+        return (None, None);
     }
     let dir = std::env::temp_dir().join(format!("concord-wrk-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("wrk dir");
@@ -389,15 +430,87 @@ fn wrk_phase(url: &str, o: &Opts) {
         );
         Some(rate)
     };
-    let doc = run("GET a document", "/", Some(&script));
-    let health = run("GET /v1/health", "/v1/health", None);
-    if let (Some(d), Some(h)) = (doc, health) {
+    let doc = run(&format!("GET a document ({url})"), "/", Some(&script));
+    let health = run(&format!("GET /v1/health ({url})"), "/v1/health", None);
+    let _ = std::fs::remove_dir_all(&dir);
+    (doc, health)
+}
+
+/// `--tls`: plain HTTP and TLS side by side (two processes, the same documents), PATCH and GET
+/// over reused connections, then `wrk` GETs; TLS's cost as a share of plain throughput.
+async fn tls_comparison(o: &Opts) {
+    use concord::tls::local_ca::{write_node, LocalCa, Validity};
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ca = LocalCa::new("bench CA").expect("CA");
+    let pem = ca
+        .node("bench", &["127.0.0.1"], Validity::Lasting)
+        .expect("certificate");
+    let files = write_node(pki.path(), "node", &pem).expect("certificate files");
+    let tls_http = support::client_builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca.cert_pem.as_bytes()).expect("CA"))
+        .pool_max_idle_per_host(o.conns)
+        .build()
+        .expect("client");
+    let plain_http = support::client_builder()
+        .pool_max_idle_per_host(o.conns)
+        .build()
+        .expect("client");
+    let plain = support::Process::start(0, &[]).await;
+    let tls_args = [
+        "--tls-cert".to_string(),
+        files.cert.display().to_string(),
+        "--tls-key".to_string(),
+        files.key.display().to_string(),
+    ];
+    let tls = support::Process::start_tls(0, &tls_args, tls_http.clone()).await;
+    preload_with(&plain_http, &plain.url, "load", o.docs, 2).await;
+    preload_with(&tls_http, &tls.url, "load", o.docs, 2).await;
+    for (kind, what) in [
+        (Kind::Patch, "PATCH (durable, 1 field)"),
+        (Kind::Get, "GET"),
+    ] {
+        let (mut p_ops, mut t_ops, mut p_secs, mut t_secs) = (0u64, 0u64, 0f64, 0f64);
+        for round in 0..2 {
+            let p = http_phase_with(
+                &plain_http,
+                &format!("plain {what} #{round}"),
+                &plain.url,
+                o,
+                kind,
+            )
+            .await;
+            p.print();
+            let t = http_phase_with(
+                &tls_http,
+                &format!("TLS {what} #{round}"),
+                &tls.url,
+                o,
+                kind,
+            )
+            .await;
+            t.print();
+            (p_ops, p_secs, t_ops, t_secs) = (
+                p_ops + p.ops,
+                p_secs + p.secs,
+                t_ops + t.ops,
+                t_secs + t.secs,
+            );
+        }
+        let ratio = (t_ops as f64 / t_secs) / (p_ops as f64 / p_secs).max(1.0);
         println!(
-            "wrk: GET a document / GET /v1/health = {:.2}",
-            d / h.max(1.0)
+            "{what}: TLS / plain throughput = {ratio:.2} (TLS costs {:.0}%)",
+            100.0 * (1.0 - ratio)
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let (plain_get, _) = wrk_rates(&plain.url, o);
+    let (tls_get, _) = wrk_rates(&tls.url, o);
+    if let (Some(p), Some(t)) = (plain_get, tls_get) {
+        println!(
+            "wrk GET a document: TLS / plain throughput = {:.2} (TLS costs {:.0}%)",
+            t / p.max(1.0),
+            100.0 * (1.0 - t / p.max(1.0))
+        );
+    }
 }
 
 #[tokio::main]
@@ -417,6 +530,10 @@ async fn main() {
     );
     println!("| phase | throughput | p50 | p99 | ops | errors |");
     println!("| --- | --- | --- | --- | --- | --- |");
+    if support::flag("--tls") {
+        tls_comparison(&o).await;
+        return;
+    }
     let server = support::Process::start(0, &[]).await;
     preload(&server.url, "load", o.docs, 2).await;
     let patch = http_phase(

@@ -134,7 +134,7 @@ type Request = Arc<
 
 /// `--clients` concurrent clients sending `request` for `--secs`: latencies of the successes.
 async fn drive(name: String, o: &Opts, seed_base: u64, request: Request) -> Report {
-    let http = reqwest::Client::builder()
+    let http = support::client_builder()
         .pool_max_idle_per_host(o.clients)
         .build()
         .expect("client");
@@ -471,7 +471,7 @@ async fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let node = support::Process::start(0, &[]).await;
-    let http = reqwest::Client::new();
+    let http = support::client_builder().build().unwrap();
     let t = Instant::now();
     support::bulk_load(&http, &node.url, "tasks", o.docs, task).await;
     println!(

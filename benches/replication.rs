@@ -267,7 +267,7 @@ async fn lag(secs: u64) {
             .expect("spawn");
         procs.push(Proc(child));
     }
-    let http = reqwest::Client::builder()
+    let http = support::client_builder()
         .pool_max_idle_per_host(64)
         .build()
         .expect("client");

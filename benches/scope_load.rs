@@ -221,7 +221,7 @@ fn pct(mut v: Vec<f64>, p: f64) -> f64 {
 
 /// `clients` clients GETting one document for `secs` with `token`: requests per second.
 async fn get_rate(url: &str, token: &str, clients: u64, secs: u64) -> f64 {
-    let http = reqwest::Client::builder()
+    let http = support::client_builder()
         .pool_max_idle_per_host(clients as usize)
         .build()
         .expect("client");
@@ -267,7 +267,7 @@ async fn main() {
     let samples = arg("--samples", 200) as usize;
     let clients = arg("--clients", 32);
     let secs = arg("--secs", 5);
-    let http = reqwest::Client::new();
+    let http = support::client_builder().build().unwrap();
     let (d1, d2) = (
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),

@@ -388,7 +388,7 @@ async fn main() {
             .map(|n| n.get())
             .unwrap_or(0)
     );
-    let http = reqwest::Client::builder()
+    let http = support::client_builder()
         .pool_max_idle_per_host(4 * o.conns)
         .build()
         .expect("client");

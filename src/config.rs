@@ -127,6 +127,22 @@ pub struct Config {
     /// binary, read on every request: for working on the console without rebuilding. Default:
     /// none (the built-in console).
     pub console_dir: Option<PathBuf>,
+    /// PEM certificate chain (leaf first) the node serves its API over TLS with (HTTP/2 and
+    /// HTTP/1.1), with `tls_key`; re-read when the files change or on SIGHUP, for new
+    /// connections. Default: none (plain HTTP).
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key, PEM (PKCS#8, PKCS#1 or SEC1; not encrypted). Default: none.
+    pub tls_key: Option<PathBuf>,
+    /// The CA (PEM) that signs every node's certificate: with it the node speaks TLS to its
+    /// peers, verifies their certificates and presents its own. Needs `tls_cert`. Default: none
+    /// (plain HTTP to peers).
+    pub peer_tls_ca: Option<PathBuf>,
+    /// Peer requests must come over a connection with a client certificate signed by
+    /// `peer_tls_ca` (the cluster secret is still required). Default false.
+    pub peer_mtls: bool,
+    /// Reverse proxies (IP networks, e.g. `"127.0.0.1/32"`) whose `X-Forwarded-For` names the
+    /// client for the loopback rule. Default: none (the header is never believed).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Config {
@@ -167,6 +183,11 @@ impl Default for Config {
             backup_keep_last: 7,
             backup_interval: None,
             console_dir: None,
+            tls_cert: None,
+            tls_key: None,
+            peer_tls_ca: None,
+            peer_mtls: false,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -254,7 +275,29 @@ impl Config {
             return invalid("backup_interval needs backup_dir");
         }
         self.backup_every()?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid("tls_cert and tls_key go together");
+        }
+        if self.peer_tls_ca.is_some() && self.tls_cert.is_none() {
+            return invalid(
+                "peer_tls_ca needs tls_cert and tls_key (peers speak TLS to this node too)",
+            );
+        }
+        if self.peer_mtls && self.peer_tls_ca.is_none() {
+            return invalid(
+                "peer_mtls needs peer_tls_ca (the CA peers' certificates must chain to)",
+            );
+        }
         Ok(())
+    }
+
+    /// The files the TLS listener is built from, when TLS is configured.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.peer_tls_ca.clone().filter(|_| self.peer_mtls),
+        })
     }
 
     /// `backup_interval`, parsed (at least a minute).

@@ -23,6 +23,8 @@
 //!  2  memory        the heap a document really holds (jemalloc)
 //!     blocking      blocking work off the async workers, with the caller's error type
 //!     access/       who may do what: access levels, scopes bound to claims, signed tokens
+//!     tls/          TLS: the listener (certificates reloaded live), client certificates,
+//!                   rustls as the one crypto provider, a throwaway CA for local clusters
 //!  1  codec/        decoders of untrusted bytes (sync messages, changes, frames, cursors)
 //!     query/        selectors, the order of JSON values and index keys, query planning
 //!  0  doc/          the Automerge domain: JSON ⇄ Automerge, writes, ops, tombstones, history
@@ -70,6 +72,8 @@ pub mod server;
 pub mod store;
 #[cfg(feature = "server")]
 pub mod sync;
+#[cfg(feature = "server")]
+pub mod tls;
 #[cfg(feature = "server")]
 pub mod transfer;
 

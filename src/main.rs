@@ -77,6 +77,10 @@ struct ClusterArgs {
     /// Cluster secret [default: generated, kept in DIR/cluster-secret]
     #[arg(long, env = "CONCORD_CLUSTER_SECRET")]
     cluster_secret: Option<String>,
+    /// Serve over TLS with mutual TLS between the nodes: a throwaway CA and one certificate per
+    /// node are made at start in DIR/tls (trust DIR/tls/ca.pem to connect)
+    #[arg(long)]
+    tls: bool,
 }
 
 /// Flags override `CONCORD_*` environment variables, which override the config file.
@@ -184,6 +188,21 @@ struct ServeArgs {
     /// Serve the console (/ui/) from this directory, for console development [default: built in]
     #[arg(long, env = "CONCORD_CONSOLE_DIR")]
     console_dir: Option<PathBuf>,
+    /// PEM certificate (chain) to serve the API over TLS with [default: none, plain HTTP]
+    #[arg(long, env = "CONCORD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [default: none]
+    #[arg(long, env = "CONCORD_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// CA (PEM) that signs every node's certificate: TLS to and from peers [default: none]
+    #[arg(long, env = "CONCORD_PEER_TLS_CA")]
+    peer_tls_ca: Option<PathBuf>,
+    /// Require peers to present a client certificate signed by --peer-tls-ca
+    #[arg(long, env = "CONCORD_PEER_MTLS")]
+    peer_mtls: bool,
+    /// Reverse proxies whose X-Forwarded-For is believed, comma-separated networks [default: none]
+    #[arg(long, env = "CONCORD_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Option<Vec<ipnet::IpNet>>,
     /// Source IP for connections to peers [default: chosen by the OS]
     #[arg(long, env = "CONCORD_PEER_BIND_IP")]
     peer_bind_ip: Option<std::net::IpAddr>,
@@ -236,6 +255,21 @@ impl ServeArgs {
         }
         if self.console_dir.is_some() {
             c.console_dir = self.console_dir;
+        }
+        for (field, value) in [
+            (&mut c.tls_cert, self.tls_cert),
+            (&mut c.tls_key, self.tls_key),
+            (&mut c.peer_tls_ca, self.peer_tls_ca),
+        ] {
+            if value.is_some() {
+                *field = value;
+            }
+        }
+        if self.peer_mtls {
+            c.peer_mtls = true;
+        }
+        if let Some(p) = self.trusted_proxies {
+            c.trusted_proxies = p;
         }
         if self.peer_bind_ip.is_some() {
             c.peer_bind_ip = self.peer_bind_ip;
@@ -306,6 +340,8 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Before any HTTP client or TLS listener is built.
+    concord::tls::install_provider();
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
@@ -373,6 +409,36 @@ async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     let addrs: Vec<String> = (0..args.nodes)
         .map(|i| format!("127.0.0.1:{}", args.base_port + i))
         .collect();
+    let tls_dir = args.dir.join("tls");
+    let mut tls_args: Vec<Vec<std::ffi::OsString>> = Vec::new();
+    if args.tls {
+        use concord::tls::local_ca::{write_node, LocalCa, Validity};
+        // Made afresh at every start: nothing outlives the local cluster.
+        let ca = LocalCa::new("Concord local cluster CA")?;
+        std::fs::create_dir_all(&tls_dir)
+            .with_context(|| format!("cannot create {}", tls_dir.display()))?;
+        let ca_path = tls_dir.join("ca.pem");
+        std::fs::write(&ca_path, &ca.cert_pem).context("cannot write the CA certificate")?;
+        for i in 0..args.nodes {
+            let pem = ca.node(
+                &format!("node{i}"),
+                &["127.0.0.1", "localhost", "::1"],
+                Validity::Lasting,
+            )?;
+            let f = write_node(&tls_dir, &format!("node{i}"), &pem)
+                .context("cannot write a node certificate")?;
+            tls_args.push(vec![
+                "--tls-cert".into(),
+                f.cert.into(),
+                "--tls-key".into(),
+                f.key.into(),
+                "--peer-tls-ca".into(),
+                ca_path.clone().into(),
+                "--peer-mtls".into(),
+            ]);
+        }
+    }
+    let scheme = if args.tls { "https" } else { "http" };
     let mut children = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
         let data = args.dir.join(format!("node{i}"));
@@ -390,13 +456,25 @@ async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
         if !peers.is_empty() {
             cmd.arg("--peers").arg(peers.join(","));
         }
+        if let Some(t) = tls_args.get(i) {
+            cmd.args(t);
+        }
         cmd.env("CONCORD_CLUSTER_SECRET", &secret)
             .kill_on_drop(true);
         let child = cmd
             .spawn()
             .with_context(|| format!("cannot start node {i}"))?;
-        println!("node{i}: http://{addr}  (data: {})", data.display());
+        println!("node{i}: {scheme}://{addr}  (data: {})", data.display());
         children.push(child);
+    }
+    if args.tls {
+        let ca = tls_dir.join("ca.pem");
+        println!(
+            "TLS, with mutual TLS between the nodes; trust {} (e.g. curl --cacert {} {scheme}://{}/v1/health)",
+            ca.display(),
+            ca.display(),
+            addrs[0]
+        );
     }
     println!("cluster of {} running; Ctrl-C stops every node", args.nodes);
     shutdown_signal().await;

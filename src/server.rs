@@ -38,6 +38,8 @@ pub enum ServerError {
     Join(#[from] tokio::task::JoinError),
     #[error("peer client: {0}")]
     Peer(#[from] PeerError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Opens the store and builds the node (separate from [`run`] for tools and benchmarks).
@@ -57,7 +59,16 @@ pub async fn open_node(config: Config, advertise: String) -> Result<Arc<Node>, S
             path: path.display().to_string(),
             source,
         })?;
-    let peer_client = PeerClient::new(config.cluster_secret.clone(), config.peer_bind_ip)?;
+    let peer_tls = match (&config.peer_tls_ca, &config.tls_cert, &config.tls_key) {
+        (Some(ca), Some(cert), Some(key)) => Some(crate::replication::client::PeerTls {
+            ca: ca.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let peer_client =
+        PeerClient::new(config.cluster_secret.clone(), config.peer_bind_ip, peer_tls)?;
     Ok(Arc::new(Node::new(
         config,
         store,
@@ -77,8 +88,20 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr()?;
     let advertise = config.advertise.clone().unwrap_or_else(|| addr.to_string());
+    crate::tls::install_provider();
+    // Built before the node opens, so a bad certificate stops the start with a clear error.
+    let tls = match config.tls_files() {
+        Some(files) => Some((
+            crate::tls::Reloadable::new(crate::tls::server_config(&files)?),
+            files,
+        )),
+        None => None,
+    };
     let node = open_node(config, advertise).await?;
-    tracing::info!(%addr, node_id = %node.store.node_id(), data_dir = %node.config.data_dir.display(), "concord listening");
+    tracing::info!(%addr, node_id = %node.store.node_id(), data_dir = %node.config.data_dir.display(), tls = tls.is_some(), "concord listening");
+    if tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "serving plain HTTP on a non-loopback address: tokens, the cluster secret and documents travel in clear; set tls_cert and tls_key");
+    }
     if !node.auth.any() {
         if node.config.allow_unauthenticated_remote {
             tracing::warn!("no API tokens configured: serving every client without authentication");
@@ -116,6 +139,19 @@ pub async fn run(
     if node.auth.verifier().is_some() {
         tasks.push(tokio::spawn(reload_keys_on_sighup(node.clone())));
     }
+    if let Some((config, files)) = &tls {
+        let peers = node.peer_client.clone();
+        tasks.push(tokio::spawn(crate::tls::watch(
+            files.clone(),
+            config.clone(),
+            move || {
+                if let Err(e) = peers.reload() {
+                    tracing::warn!(error = %e, "peer client keeps its previous certificate");
+                }
+            },
+            node.shutdown.clone(),
+        )));
+    }
     if let Some(every) = node.config.backup_every()? {
         tasks.push(tokio::spawn(crate::backup::schedule::run(
             node.backups.clone(),
@@ -126,11 +162,7 @@ pub async fn run(
         )));
     }
     let token = node.shutdown.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    crate::tls::serve(listener, tls.map(|(c, _)| c), app, async move {
         shutdown.await;
         tracing::info!("shutting down: draining requests");
         token.cancel();

@@ -557,7 +557,7 @@ async fn me_and_uptime() {
 #[tokio::test]
 async fn the_console_is_served_with_csp_gzip_and_etags() {
     let a = Api::new().await;
-    let plain = reqwest::Client::new();
+    let plain = client();
     let r = plain
         .get(a.node.url("/ui/"))
         .header("accept-encoding", "gzip")

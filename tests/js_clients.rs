@@ -48,6 +48,69 @@ async fn javascript_clients_sync_with_concord() {
     n1.stop().await;
 }
 
+/// The same clients over TLS: automerge-repo over `wss://` and Automerge over `https://`, to two
+/// nodes that replicate with mutual TLS, the test CA given to Node.js as `NODE_EXTRA_CA_CERTS`
+/// (which automerge-repo's WebSocket adapter, taking no TLS options, honours through `ws`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn javascript_clients_sync_over_tls() {
+    use concord::tls::local_ca::{write_node, LocalCa, Validity};
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    let pki = tempfile::tempdir().unwrap();
+    let ca = LocalCa::new("js test CA").unwrap();
+    let ca_path = pki.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+    let mut files = Vec::new();
+    for i in 0..2 {
+        let pem = ca
+            .node(
+                &format!("node-{i}"),
+                &["127.0.0.1", "localhost"],
+                Validity::Lasting,
+            )
+            .unwrap();
+        files.push(write_node(pki.path(), &format!("node-{i}"), &pem).unwrap());
+    }
+    let tls = |c: &mut concord::Config, i: usize| {
+        c.tls_cert = Some(files[i].cert.clone());
+        c.tls_key = Some(files[i].key.clone());
+        c.peer_tls_ca = Some(ca_path.clone());
+        c.peer_mtls = true;
+        c.cluster_secret = Some(SECRET.into());
+        c.anti_entropy_interval_ms = 200;
+    };
+    let d0 = tempfile::tempdir().unwrap();
+    let d1 = tempfile::tempdir().unwrap();
+    let n0 = TestNode::start_with(d0.path(), |c| tls(c, 0)).await;
+    let seed = n0.url.trim_start_matches("https://").to_string();
+    let n1 = TestNode::start_with(d1.path(), |c| {
+        tls(c, 1);
+        c.peers = vec![seed];
+    })
+    .await;
+    assert!(n0.url.starts_with("https://") && n1.url.starts_with("https://"));
+    let out = tokio::process::Command::new("node")
+        .args(["--test", "--test-concurrency=1"])
+        .arg(js.join("repo_websocket.test.mjs"))
+        .arg(js.join("http_sync.test.mjs"))
+        .current_dir(&js)
+        .env("CONCORD_URLS", format!("{},{}", n0.url, n1.url))
+        .env("NODE_EXTRA_CA_CERTS", &ca_path)
+        .output()
+        .await
+        .expect("node is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "JavaScript client tests over TLS failed"
+    );
+    assert!(stdout.contains("# fail 0"), "no test may fail");
+    assert!(!stdout.contains("# pass 0"), "tests must run");
+    n0.stop().await;
+    n1.stop().await;
+}
+
 /// Stock automerge-repo clients with per-user signed tokens (`tests/js/scoped_repo.test.mjs`):
 /// scopes `{"members": {"$all": ["$sub"]}}` on the automerge collection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -17,6 +17,7 @@ const FLOORS: &[(&str, u8)] = &[
     ("access", 2),
     ("blocking", 2),
     ("memory", 2),
+    ("tls", 2),
     ("metrics", 3),
     ("store", 4),
     ("config", 5),

@@ -78,6 +78,22 @@ pub struct Process {
 impl Process {
     /// Starts a node on `port` (0: a free one) with extra `serve` flags, and waits until it serves.
     pub async fn start(port: u16, extra: &[String]) -> Process {
+        Self::start_as(
+            port,
+            extra,
+            "http",
+            client_builder().build().expect("http client"),
+        )
+        .await
+    }
+
+    /// The same served over TLS (`extra` names the certificate): `https://` URLs, and readiness
+    /// checked with `http`, a client that trusts the node's CA.
+    pub async fn start_tls(port: u16, extra: &[String], http: reqwest::Client) -> Process {
+        Self::start_as(port, extra, "https", http).await
+    }
+
+    async fn start_as(port: u16, extra: &[String], scheme: &str, http: reqwest::Client) -> Process {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = if port == 0 { free_port() } else { port };
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
@@ -94,8 +110,7 @@ impl Process {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("spawn concord");
-        let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let url = format!("{scheme}://127.0.0.1:{port}");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while http.get(format!("{url}/v1/health")).send().await.is_err() {
             assert!(std::time::Instant::now() < deadline, "server did not start");
@@ -160,4 +175,11 @@ pub async fn bulk_load(
     for t in tasks {
         t.await.expect("bulk load");
     }
+}
+
+/// An HTTP client builder, with the process's TLS provider installed first (reqwest needs one
+/// to build any client).
+pub fn client_builder() -> reqwest::ClientBuilder {
+    concord::tls::install_provider();
+    reqwest::Client::builder()
 }

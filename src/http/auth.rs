@@ -14,7 +14,7 @@
 //! With no tokens and no signing keys configured, the node serves loopback clients only, unless
 //! `allow_unauthenticated_remote` says otherwise.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -26,6 +26,7 @@ use super::problem::ApiError;
 pub use crate::access::{Access, Grant};
 pub use crate::config::TokenConfig;
 use crate::node::Node;
+use crate::tls::Conn;
 
 /// Who is calling, as the handlers see it (a request extension).
 #[derive(Debug, Clone)]
@@ -130,7 +131,8 @@ fn route_suffix(path: &str) -> Option<String> {
 fn scope_aware(method: &Method, path: &str) -> bool {
     // The automerge-repo WebSocket judges every document it serves (see `api::websocket`).
     if path == "/v1/automerge-repo" {
-        return *method == Method::GET;
+        // GET over HTTP/1.1, CONNECT over HTTP/2 (RFC 8441).
+        return *method == Method::GET || *method == Method::CONNECT;
     }
     let Some(suffix) = route_suffix(path) else {
         return false;
@@ -184,8 +186,10 @@ pub async fn require_token(
     // Present when the server is run with connect info (as `server::run` does).
     let remote = req
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(a)| *a);
+        .get::<ConnectInfo<Conn>>()
+        .and_then(|ConnectInfo(c)| {
+            client_ip(c.remote, req.headers(), &node.config.trusted_proxies)
+        });
     let principal = match authenticate(&node, remote, &req) {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -269,6 +273,40 @@ fn strip_access_token(req: &mut Request) {
 }
 
 /// Loopback, counting IPv4 clients of a dual-stack listener (`::ffff:127.0.0.1`).
+/// The client's address for the loopback rule: the connection's peer, unless that is one of the
+/// `trusted` proxies, whose `X-Forwarded-For` then names the client (the rightmost address that
+/// is not itself a trusted proxy). `None` when a trusted proxy's header cannot be read: such a
+/// client is never taken for loopback.
+fn client_ip(
+    remote: std::net::SocketAddr,
+    headers: &axum::http::HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> Option<IpAddr> {
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|n| n.contains(&ip.to_canonical()));
+    let peer = remote.ip().to_canonical();
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.to_str())
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?
+        .into_iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in forwarded.iter().rev() {
+        client = hop.parse::<IpAddr>().ok()?.to_canonical();
+        if !is_trusted(client) {
+            break;
+        }
+    }
+    Some(client)
+}
+
 fn is_loopback(ip: std::net::IpAddr) -> bool {
     match ip {
         std::net::IpAddr::V4(v4) => v4.is_loopback(),
@@ -278,13 +316,9 @@ fn is_loopback(ip: std::net::IpAddr) -> bool {
     }
 }
 
-fn authenticate(
-    node: &Node,
-    remote: Option<SocketAddr>,
-    req: &Request,
-) -> Result<Principal, ApiError> {
+fn authenticate(node: &Node, remote: Option<IpAddr>, req: &Request) -> Result<Principal, ApiError> {
     if !node.auth.any() {
-        let loopback = remote.is_some_and(|r| is_loopback(r.ip()));
+        let loopback = remote.is_some_and(is_loopback);
         if loopback || node.config.allow_unauthenticated_remote {
             return Ok(Principal::anonymous());
         }
@@ -306,6 +340,48 @@ fn authenticate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        let from = |a: &str| a.parse::<std::net::SocketAddr>().unwrap();
+        let ip = |a: &str| a.parse::<IpAddr>().ok();
+        let mut h = axum::http::HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
+        // No trusted proxies: the header is ignored, whoever sends it.
+        assert_eq!(client_ip(from("127.0.0.1:1"), &h, &[]), ip("127.0.0.1"));
+        // A local proxy that is trusted: the client it names is not loopback.
+        let local = [net("127.0.0.1/32")];
+        assert_eq!(
+            client_ip(from("127.0.0.1:1"), &h, &local),
+            ip("203.0.113.7")
+        );
+        // An untrusted sender cannot claim anything.
+        assert_eq!(
+            client_ip(from("198.51.100.1:1"), &h, &local),
+            ip("198.51.100.1")
+        );
+        // A chain: the rightmost untrusted hop is the client, whatever the client wrote first.
+        h.insert(
+            "x-forwarded-for",
+            "127.0.0.1, 203.0.113.7, 10.0.0.2".parse().unwrap(),
+        );
+        let two = [net("127.0.0.1/32"), net("10.0.0.0/8")];
+        assert_eq!(client_ip(from("127.0.0.1:1"), &h, &two), ip("203.0.113.7"));
+        // v4-mapped v6 peers are matched as v4.
+        assert_eq!(
+            client_ip(from("[::ffff:127.0.0.1]:1"), &h, &two),
+            ip("203.0.113.7")
+        );
+        // Garbage from a trusted proxy: never loopback.
+        h.insert("x-forwarded-for", "not-an-address".parse().unwrap());
+        assert_eq!(client_ip(from("127.0.0.1:1"), &h, &local), None);
+        // A trusted proxy without the header: the proxy itself.
+        assert_eq!(
+            client_ip(from("127.0.0.1:1"), &axum::http::HeaderMap::new(), &local),
+            ip("127.0.0.1")
+        );
+    }
 
     #[test]
     fn rights() {

@@ -1,7 +1,14 @@
 //! The HTTP transport to peers: postcard bodies, the cluster secret, timeouts, an optional
-//! source address, and byte counts for the anti-entropy metrics.
+//! source address, and byte counts for the anti-entropy metrics. With `peer_tls_ca`, over TLS:
+//! only that CA is trusted (no system roots), peer addresses are checked against their
+//! certificates (host names and IP addresses alike), and the node presents its own certificate
+//! as its client identity; [`PeerClient::reload`] takes a rotated certificate.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 use super::transport::{Exchange, PeerError, PeerTransport};
 use super::wire::{self, *};
@@ -11,25 +18,85 @@ use serde::Serialize;
 /// The header every peer request carries the cluster secret in.
 pub const SECRET_HEADER: &str = "concord-cluster-secret";
 
+/// TLS towards peers: the CA their certificates chain to, and this node's own certificate and
+/// key, presented as its client identity.
+#[derive(Debug, Clone)]
+pub struct PeerTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 #[derive(Clone)]
 pub struct PeerClient {
-    http: reqwest::Client,
+    /// Replaced whole when the node's certificate rotates (a client's identity is fixed when it
+    /// is built).
+    http: Arc<RwLock<reqwest::Client>>,
     secret: String,
+    bind: Option<std::net::IpAddr>,
+    tls: Option<PeerTls>,
+}
+
+fn build(
+    bind: Option<std::net::IpAddr>,
+    tls: Option<&PeerTls>,
+) -> Result<reqwest::Client, PeerError> {
+    crate::tls::install_provider();
+    let bad =
+        |what: &str, e: &dyn std::fmt::Display| PeerError::Unreachable(format!("{what}: {e}"));
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| bad(&p.display().to_string(), &e));
+    // Only the peers' CA, never the system's roots (and no failure on a machine without them).
+    let mut roots = Vec::new();
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(30))
+        .local_address(bind);
+    if let Some(t) = tls {
+        roots = reqwest::Certificate::from_pem_bundle(&read(&t.ca)?)
+            .map_err(|e| bad("peer_tls_ca", &e))?;
+        let mut identity = read(&t.cert)?;
+        identity.push(b'\n');
+        identity.extend(read(&t.key)?);
+        b = b
+            .identity(
+                reqwest::Identity::from_pem(&identity).map_err(|e| bad("tls_cert/tls_key", &e))?,
+            )
+            .https_only(true);
+    }
+    b.tls_certs_only(roots)
+        .build()
+        .map_err(|e| PeerError::Unreachable(e.to_string()))
 }
 
 impl PeerClient {
-    pub fn new(secret: Option<String>, bind: Option<std::net::IpAddr>) -> Result<Self, PeerError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(30))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .local_address(bind)
-            .build()
-            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+    pub fn new(
+        secret: Option<String>,
+        bind: Option<std::net::IpAddr>,
+        tls: Option<PeerTls>,
+    ) -> Result<Self, PeerError> {
         Ok(PeerClient {
-            http,
+            http: Arc::new(RwLock::new(build(bind, tls.as_ref())?)),
             secret: secret.unwrap_or_default(),
+            bind,
+            tls,
         })
+    }
+
+    /// Rebuilds the client from the certificate files (after a rotation); on failure the client
+    /// in use stays.
+    pub fn reload(&self) -> Result<(), PeerError> {
+        let fresh = build(self.bind, self.tls.as_ref())?;
+        *self.http.write() = fresh;
+        Ok(())
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
@@ -72,9 +139,9 @@ impl PeerClient {
     ) -> Result<Exchange<bytes::Bytes>, PeerError> {
         let body = postcard::to_stdvec(req).map_err(|e| PeerError::Encode(e.to_string()))?;
         let sent = body.len() as u64;
-        let resp = self
-            .http
-            .post(format!("http://{peer}{path}"))
+        let http = self.http.read().clone();
+        let resp = http
+            .post(format!("{}://{peer}{path}", self.scheme()))
             .header(SECRET_HEADER, &self.secret)
             .header(reqwest::header::CONTENT_TYPE, wire::CONTENT_TYPE)
             .body(body)

@@ -15,13 +15,17 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub fn client() -> reqwest::Client {
+    concord::tls::install_provider();
     reqwest::Client::builder()
+        // No system roots: plain HTTP here; TLS tests build their own (`tls_client`).
+        .tls_certs_only(Vec::new())
         .pool_max_idle_per_host(64)
         .build()
         .expect("client")
 }
 
-/// A node served by this process on 127.0.0.1:0.
+/// A node served by this process on 127.0.0.1:0 (over TLS when the configuration says so; `url`
+/// is then `https://...`).
 pub struct TestNode {
     pub url: String,
     pub data_dir: PathBuf,
@@ -45,12 +49,17 @@ impl TestNode {
             ..Config::default()
         };
         tweak(&mut config);
+        let scheme = if config.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(concord::run(listener, config, async move {
             let _ = rx.await;
         }));
         let node = TestNode {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             data_dir: data_dir.to_path_buf(),
             stop: Some(tx),
             task: Some(task),
@@ -60,7 +69,13 @@ impl TestNode {
     }
 
     async fn wait_ready(&self) {
-        let c = client();
+        // Only "is it up": the tests check certificates themselves.
+        concord::tls::install_provider();
+        let c = reqwest::Client::builder()
+            .tls_certs_only(Vec::new())
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .expect("client");
         let url = format!("{}/v1/health", self.url);
         poll_until("node ready", Duration::from_secs(30), || {
             let c = c.clone();
@@ -245,4 +260,11 @@ pub fn corrupt_document(dir: &Path, collection: &str, id: &str) {
     .unwrap();
     let json = db.cf_handle(concord::store::cfs::DOC_JSON).unwrap();
     db.delete_cf(json, key.encode()).unwrap();
+}
+
+/// A client that trusts only the CA in `ca_pem` (PEM), like a client of a TLS node would.
+pub fn tls_client(ca_pem: &[u8]) -> reqwest::ClientBuilder {
+    concord::tls::install_provider();
+    reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(ca_pem).expect("CA certificate"))
 }

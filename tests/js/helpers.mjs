@@ -15,7 +15,7 @@ export async function until(what, check, ms = 30000) {
   }
 }
 
-// A TCP proxy in front of a node: `cut()` drops every connection and refuses new ones until
+// A TCP proxy in front of a node (plain or TLS): `cut()` drops every connection and refuses new ones until
 // `restore()`. Clients behind it are offline exactly as if their network went away.
 export async function proxy(httpUrl) {
   const target = new URL(httpUrl)
@@ -31,7 +31,8 @@ export async function proxy(httpUrl) {
     client.pipe(upstream); upstream.pipe(client)
   })
   await new Promise((r) => server.listen(0, "127.0.0.1", r))
-  const url = `http://127.0.0.1:${server.address().port}`
+  // The same scheme as the node: TLS passes through untouched (the certificate names 127.0.0.1).
+  const url = `${target.protocol}//127.0.0.1:${server.address().port}`
   return {
     url,
     cut() { open = false; for (const s of sockets) s.destroy(); sockets.clear() },

@@ -1,0 +1,344 @@
+//! Native TLS: clients over HTTPS (HTTP/2 and HTTP/1.1 by ALPN; Rust and curl), certificates
+//! that must not be accepted (expired, from another CA, none where one is required), a
+//! certificate rotated on disk served to new connections while open ones carry on, and
+//! `X-Forwarded-For` believed only from trusted proxies. The mutual-TLS cluster is in
+//! `tests/cluster.rs`; the automerge-repo client over `wss://` in `tests/js_clients.rs`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{poll_until, tls_client, TestNode};
+use concord::tls::local_ca::{write_node, LocalCa, Validity};
+use serde_json::json;
+
+const SECRET: &str = "tls-cluster-secret-0123456789";
+
+/// A CA and one node certificate, written to `dir`.
+struct Pki {
+    ca: LocalCa,
+    ca_path: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn pki(dir: &Path, validity: Validity) -> Pki {
+    let ca = LocalCa::new("test CA").unwrap();
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+    let pem = ca
+        .node("node", &["127.0.0.1", "localhost"], validity)
+        .unwrap();
+    let f = write_node(dir, "node", &pem).unwrap();
+    Pki {
+        ca,
+        ca_path,
+        cert: f.cert,
+        key: f.key,
+    }
+}
+
+async fn tls_node(data: &Path, p: &Pki, mtls: bool) -> TestNode {
+    let (cert, key, ca) = (p.cert.clone(), p.key.clone(), p.ca_path.clone());
+    TestNode::start_with(data, move |c| {
+        c.tls_cert = Some(cert);
+        c.tls_key = Some(key);
+        if mtls {
+            c.cluster_secret = Some(SECRET.into());
+            c.peer_tls_ca = Some(ca);
+            c.peer_mtls = true;
+        }
+    })
+    .await
+}
+
+/// curl's exit code, stdout and stderr.
+fn curl(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_speak_https_with_http2_and_http1() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), Validity::Lasting);
+    let node = tls_node(&dir.path().join("data"), &p, false).await;
+    assert!(node.url.starts_with("https://127.0.0.1:"), "{}", node.url);
+    let http = tls_client(p.ca.cert_pem.as_bytes()).build().unwrap();
+    let r = http
+        .put(node.url("/v1/collections/c/docs/d"))
+        .json(&json!({"over": "tls"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = http
+        .get(node.url("/v1/collections/c/docs/d"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"over": "tls"}));
+
+    // curl with the CA negotiates HTTP/2 by ALPN, or HTTP/1.1 when asked; without it, refuses.
+    let ca = p.ca_path.to_string_lossy().into_owned();
+    let url = node.url("/v1/collections/c/docs/d");
+    let (rc, out, err) = curl(&["--cacert", &ca, "-w", "\n%{http_version}", &url]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(out, "{\"over\":\"tls\"}\n2", "{err}");
+    let (rc, out, _) = curl(&[
+        "--http1.1",
+        "--cacert",
+        &ca,
+        "-w",
+        "\n%{http_version}",
+        &url,
+    ]);
+    assert_eq!((rc, out.as_str()), (0, "{\"over\":\"tls\"}\n1.1"));
+    let (rc, _, err) = curl(&[&url]);
+    assert_eq!(rc, 60, "an unknown CA must be refused: {err}");
+    // A client that trusts another CA refuses the node; plain HTTP to the TLS port gets nothing.
+    let other = LocalCa::new("another CA").unwrap();
+    let stranger = tls_client(other.cert_pem.as_bytes()).build().unwrap();
+    assert!(stranger.get(node.url("/v1/health")).send().await.is_err());
+    let plain = common::client();
+    let http_url = node.url("/v1/health").replace("https://", "http://");
+    assert!(plain.get(&http_url).send().await.is_err());
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), Validity::Expired);
+    let node = tls_node(&dir.path().join("data"), &p, false).await;
+    let http = tls_client(p.ca.cert_pem.as_bytes()).build().unwrap();
+    let e = http.get(node.url("/v1/health")).send().await.unwrap_err();
+    let chain = format!("{e:?}").to_lowercase();
+    assert!(chain.contains("expired"), "{chain}");
+    let ca = p.ca_path.to_string_lossy().into_owned();
+    let (rc, _, err) = curl(&["--cacert", &ca, &node.url("/v1/health")]);
+    assert_eq!(rc, 60, "{err}");
+    assert!(err.contains("expired"), "{err}");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_certificate_is_served_to_new_connections_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), Validity::Lasting);
+    let node = tls_node(&dir.path().join("data"), &p, false).await;
+    let leaf = |r: &reqwest::Response| -> Vec<u8> {
+        r.extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|i| i.peer_certificate())
+            .expect("TLS info")
+            .to_vec()
+    };
+    let keep_alive = tls_client(p.ca.cert_pem.as_bytes())
+        .tls_info(true)
+        .build()
+        .unwrap();
+    let first = keep_alive.get(node.url("/v1/health")).send().await.unwrap();
+    let old = leaf(&first);
+    drop(first);
+
+    // Rotate: a new certificate and key (the key first: a half-done rotation keeps the old one).
+    let pem =
+        p.ca.node(
+            "node-rotated",
+            &["127.0.0.1", "localhost"],
+            Validity::Lasting,
+        )
+        .unwrap();
+    std::fs::write(&p.key, &pem.key).unwrap();
+    std::fs::write(&p.cert, &pem.cert).unwrap();
+    let ca = p.ca.cert_pem.clone();
+    let url = node.url("/v1/health");
+    poll_until(
+        "a new connection gets the new certificate",
+        Duration::from_secs(20),
+        || {
+            let (ca, url, old) = (ca.clone(), url.clone(), old.clone());
+            async move {
+                let fresh = tls_client(ca.as_bytes()).tls_info(true).build().unwrap();
+                match fresh.get(&url).send().await {
+                    Ok(r) => leaf(&r) != old,
+                    Err(_) => false,
+                }
+            }
+        },
+    )
+    .await;
+    // The connection opened before the rotation was not dropped: it still answers, on the old
+    // certificate.
+    let again = keep_alive.get(node.url("/v1/health")).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(leaf(&again), old, "the open connection was replaced");
+    node.stop().await;
+}
+
+/// With `peer_mtls`, a peer must present a certificate of the cluster's CA: one from another CA
+/// is refused at the handshake, none at all is refused before the secret is even looked at, and
+/// a node with another CA's certificate moves no data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_need_a_certificate_of_the_clusters_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), Validity::Lasting);
+    let node = tls_node(&dir.path().join("a"), &p, true).await;
+    let hello = |client: reqwest::Client| {
+        let url = node.url("/v1/peer/hello");
+        async move {
+            client
+                .post(url)
+                .header("concord-cluster-secret", SECRET)
+                .header("content-type", "application/x-concord-peer-v1")
+                .body(Vec::new())
+                .send()
+                .await
+        }
+    };
+    let identity = |pem: &concord::tls::local_ca::Pem| {
+        reqwest::Identity::from_pem(format!("{}\n{}", pem.cert, pem.key).as_bytes()).unwrap()
+    };
+    // A certificate of the cluster's CA gets through to the secret check (and past it: 400 for
+    // an empty hello, not 401).
+    let ours =
+        p.ca.node("peer", &["127.0.0.1"], Validity::Lasting)
+            .unwrap();
+    let r = hello(
+        tls_client(p.ca.cert_pem.as_bytes())
+            .identity(identity(&ours))
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_ne!(r.status(), 401, "{:?}", r.text().await);
+    // No certificate: refused, whatever the secret.
+    let r = hello(tls_client(p.ca.cert_pem.as_bytes()).build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // Another CA's certificate: the handshake fails (no answer at all).
+    let other = LocalCa::new("another CA").unwrap();
+    let theirs = other
+        .node("intruder", &["127.0.0.1"], Validity::Lasting)
+        .unwrap();
+    let e = hello(
+        tls_client(p.ca.cert_pem.as_bytes())
+            .identity(identity(&theirs))
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{e:?}").to_lowercase().contains("unknown"), "{e:?}");
+    // An expired certificate of the right CA: refused at the handshake too.
+    let stale =
+        p.ca.node("stale", &["127.0.0.1"], Validity::Expired)
+            .unwrap();
+    let e = hello(
+        tls_client(p.ca.cert_pem.as_bytes())
+            .identity(identity(&stale))
+            .build()
+            .unwrap(),
+    )
+    .await
+    .unwrap_err();
+    assert!(format!("{e:?}").to_lowercase().contains("expired"), "{e:?}");
+
+    // A whole node certified by the other CA, seeded with this one: it writes, nothing arrives.
+    let bdir = dir.path().join("b");
+    std::fs::create_dir_all(&bdir).unwrap();
+    let b_ca = bdir.join("ca.pem");
+    std::fs::write(&b_ca, &other.cert_pem).unwrap();
+    let b_pem = other
+        .node("b", &["127.0.0.1", "localhost"], Validity::Lasting)
+        .unwrap();
+    let bf = write_node(&bdir, "b", &b_pem).unwrap();
+    let seed = node.url.trim_start_matches("https://").to_string();
+    let b = TestNode::start_with(&bdir.join("data"), move |c| {
+        c.tls_cert = Some(bf.cert);
+        c.tls_key = Some(bf.key);
+        c.peer_tls_ca = Some(b_ca);
+        c.peer_mtls = true;
+        c.cluster_secret = Some(SECRET.into());
+        c.peers = vec![seed];
+        c.anti_entropy_interval_ms = 50;
+    })
+    .await;
+    let bc = tls_client(other.cert_pem.as_bytes()).build().unwrap();
+    let r = bc
+        .put(b.url("/v1/collections/c/docs/x"))
+        .json(&json!({"leak": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    poll_until("b marks the node down", Duration::from_secs(20), || async {
+        let v: serde_json::Value = bc
+            .get(b.url("/v1/cluster"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["members"][0]["state"] == "down"
+            && v["members"][0]["consecutive_failures"].as_u64() >= Some(3)
+    })
+    .await;
+    let ac = tls_client(p.ca.cert_pem.as_bytes()).build().unwrap();
+    let v: serde_json::Value = ac
+        .get(node.url("/v1/collections"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["collections"], json!([]), "data moved: {v}");
+    b.stop().await;
+    node.stop().await;
+}
+
+/// A proxy on the same host makes every client look like loopback: only `trusted_proxies` makes
+/// the node read `X-Forwarded-For`, and then a remote client stays remote.
+#[tokio::test]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = common::client();
+    let status = |node: &TestNode, xff: Option<&'static str>| {
+        let mut r = http.get(node.url("/v1/collections"));
+        if let Some(x) = xff {
+            r = r.header("x-forwarded-for", x);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let untrusting = TestNode::start(&dir.path().join("a")).await;
+    // Ignored: a client cannot talk its way out of (or into) loopback.
+    assert_eq!(status(&untrusting, Some("203.0.113.9")).await, 200);
+    untrusting.stop().await;
+    let behind_proxy = TestNode::start_with(&dir.path().join("b"), |c| {
+        c.trusted_proxies = vec!["127.0.0.1/32".parse().unwrap()];
+    })
+    .await;
+    assert_eq!(status(&behind_proxy, Some("203.0.113.9")).await, 403);
+    assert_eq!(status(&behind_proxy, Some("127.0.0.1")).await, 200);
+    assert_eq!(status(&behind_proxy, Some("garbage")).await, 403);
+    // The proxy itself, sending no header: itself.
+    assert_eq!(status(&behind_proxy, None).await, 200);
+    behind_proxy.stop().await;
+}
