@@ -23,7 +23,7 @@ pub mod websocket;
 
 use std::sync::Arc;
 
-use axum::routing::{any, get, post};
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::http::{auth, peer_auth};
@@ -102,8 +102,11 @@ pub fn client_routes(node: Arc<Node>) -> Router<Arc<Node>> {
             "/v1/admin/backups",
             get(backups::list).post(backups::create),
         )
-        // `any`: HTTP/2 clients open WebSockets with CONNECT (RFC 8441).
-        .route("/v1/automerge-repo", any(websocket::upgrade))
+        // CONNECT: HTTP/2 clients open WebSockets with it (RFC 8441).
+        .route(
+            "/v1/automerge-repo",
+            get(websocket::upgrade).connect(websocket::upgrade),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             node,
             auth::require_token,
