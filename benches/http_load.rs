@@ -502,9 +502,19 @@ async fn tls_comparison(o: &Opts) {
             100.0 * (1.0 - ratio)
         );
     }
-    let (plain_get, _) = wrk_rates(&plain.url, o);
-    let (tls_get, _) = wrk_rates(&tls.url, o);
-    if let (Some(p), Some(t)) = (plain_get, tls_get) {
+    // Alternated too: plain, TLS, plain, TLS.
+    let (mut p, mut t) = (Vec::new(), Vec::new());
+    for _ in 0..2 {
+        p.push(wrk_rates(&plain.url, o).0);
+        t.push(wrk_rates(&tls.url, o).0);
+    }
+    let sum = |v: &[Option<f64>]| {
+        v.iter()
+            .copied()
+            .collect::<Option<Vec<f64>>>()
+            .map(|r| r.iter().sum::<f64>())
+    };
+    if let (Some(p), Some(t)) = (sum(&p), sum(&t)) {
         println!(
             "wrk GET a document: TLS / plain throughput = {:.2} (TLS costs {:.0}%)",
             t / p.max(1.0),
