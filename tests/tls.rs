@@ -209,22 +209,20 @@ async fn peers_need_a_certificate_of_the_clusters_ca() {
                 .await
         }
     };
-    let identity = |pem: &concord::tls::local_ca::Pem| {
-        reqwest::Identity::from_pem(format!("{}\n{}", pem.cert, pem.key).as_bytes()).unwrap()
+    // A client that trusts the node and presents `pem` as its certificate.
+    let presenting = |pem: &concord::tls::local_ca::Pem| {
+        let id = reqwest::Identity::from_pem(format!("{}\n{}", pem.cert, pem.key).as_bytes());
+        tls_client(p.ca.cert_pem.as_bytes())
+            .identity(id.unwrap())
+            .build()
+            .unwrap()
     };
     // A certificate of the cluster's CA gets through to the secret check (and past it: 400 for
     // an empty hello, not 401).
     let ours =
         p.ca.node("peer", &["127.0.0.1"], Validity::Lasting)
             .unwrap();
-    let r = hello(
-        tls_client(p.ca.cert_pem.as_bytes())
-            .identity(identity(&ours))
-            .build()
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let r = hello(presenting(&ours)).await.unwrap();
     assert_ne!(r.status(), 401, "{:?}", r.text().await);
     // No certificate: refused, whatever the secret.
     let r = hello(tls_client(p.ca.cert_pem.as_bytes()).build().unwrap())
@@ -236,27 +234,13 @@ async fn peers_need_a_certificate_of_the_clusters_ca() {
     let theirs = other
         .node("intruder", &["127.0.0.1"], Validity::Lasting)
         .unwrap();
-    let e = hello(
-        tls_client(p.ca.cert_pem.as_bytes())
-            .identity(identity(&theirs))
-            .build()
-            .unwrap(),
-    )
-    .await
-    .unwrap_err();
+    let e = hello(presenting(&theirs)).await.unwrap_err();
     assert!(format!("{e:?}").to_lowercase().contains("unknown"), "{e:?}");
     // An expired certificate of the right CA: refused at the handshake too.
     let stale =
         p.ca.node("stale", &["127.0.0.1"], Validity::Expired)
             .unwrap();
-    let e = hello(
-        tls_client(p.ca.cert_pem.as_bytes())
-            .identity(identity(&stale))
-            .build()
-            .unwrap(),
-    )
-    .await
-    .unwrap_err();
+    let e = hello(presenting(&stale)).await.unwrap_err();
     assert!(format!("{e:?}").to_lowercase().contains("expired"), "{e:?}");
 
     // A whole node certified by the other CA, seeded with this one: it writes, nothing arrives.
