@@ -247,7 +247,9 @@ async fn peers_need_a_certificate_of_the_clusters_ca() {
     let bdir = dir.path().join("b");
     std::fs::create_dir_all(&bdir).unwrap();
     let b_ca = bdir.join("ca.pem");
-    std::fs::write(&b_ca, &other.cert_pem).unwrap();
+    // B trusts both CAs, so it does reach A's listener: only A's check of B's client certificate
+    // (from the other CA) can keep the data out.
+    std::fs::write(&b_ca, format!("{}\n{}", other.cert_pem, p.ca.cert_pem)).unwrap();
     let b_pem = other
         .node("b", &["127.0.0.1", "localhost"], Validity::Lasting)
         .unwrap();
@@ -299,7 +301,7 @@ async fn peers_need_a_certificate_of_the_clusters_ca() {
 }
 
 /// A proxy on the same host makes every client look like loopback: only `trusted_proxies` makes
-/// the node read `X-Forwarded-For`, and then a remote client stays remote.
+/// the node read `X-Forwarded-For`, and then no forwarded request counts as loopback.
 #[tokio::test]
 async fn forwarded_for_counts_only_from_trusted_proxies() {
     let dir = tempfile::tempdir().unwrap();
@@ -320,9 +322,10 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
     })
     .await;
     assert_eq!(status(&behind_proxy, Some("203.0.113.9")).await, 403);
-    assert_eq!(status(&behind_proxy, Some("127.0.0.1")).await, 200);
     assert_eq!(status(&behind_proxy, Some("garbage")).await, 403);
-    // The proxy itself, sending no header: itself.
-    assert_eq!(status(&behind_proxy, None).await, 200);
+    // A forwarded request is never loopback: not when the header says so (a client may have
+    // written it), nor without a header (a TCP or TLS proxy).
+    assert_eq!(status(&behind_proxy, Some("127.0.0.1")).await, 403);
+    assert_eq!(status(&behind_proxy, None).await, 403);
     behind_proxy.stop().await;
 }

@@ -13,6 +13,8 @@ pub struct HistoryEntry {
     pub time: i64,
     pub message: Option<String>,
     pub deps: Vec<String>,
+    /// Operations in the change: its size, whatever its encoding.
+    pub ops: u64,
 }
 
 /// Up to `limit` changes older than `before` (or the newest ones), and whether more remain.
@@ -40,6 +42,8 @@ pub fn page(
             time: m.timestamp,
             message: m.message.as_ref().map(|s| s.to_string()),
             deps: m.deps.iter().map(|d| hex::encode(d.0)).collect(),
+            // `max_op` is the last op's counter; a change without ops has max_op = start_op - 1.
+            ops: (m.max_op + 1).saturating_sub(m.start_op),
         })
         .collect();
     let more = iter.peek().is_some();

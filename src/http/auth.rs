@@ -172,6 +172,8 @@ fn collection_of(node: &Node, path: &str) -> Option<String> {
 /// handlers; `sync` refuses a read-only client's changes there).
 fn is_read(method: &Method, path: &str) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        // An HTTP/2 WebSocket opens with CONNECT; the socket judges each write itself.
+        || (*method == Method::CONNECT && path == "/v1/automerge-repo")
         || (*method == Method::POST
             && ["/bulk-read", "/sync", "/find", "/explain"]
                 .iter()
@@ -275,8 +277,9 @@ fn strip_access_token(req: &mut Request) {
 /// Loopback, counting IPv4 clients of a dual-stack listener (`::ffff:127.0.0.1`).
 /// The client's address for the loopback rule: the connection's peer, unless that is one of the
 /// `trusted` proxies, whose `X-Forwarded-For` then names the client (the rightmost address that
-/// is not itself a trusted proxy). `None` when a trusted proxy's header cannot be read: such a
-/// client is never taken for loopback.
+/// is not itself a trusted proxy). A forwarded request is never loopback: `None` when the header
+/// is missing or unreadable, or names a loopback address (which a client can write into the
+/// header the proxy appends to).
 fn client_ip(
     remote: std::net::SocketAddr,
     headers: &axum::http::HeaderMap,
@@ -297,14 +300,15 @@ fn client_ip(
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
-    let mut client = peer;
+    let mut client = None;
     for hop in forwarded.iter().rev() {
-        client = hop.parse::<IpAddr>().ok()?.to_canonical();
-        if !is_trusted(client) {
+        let ip = hop.parse::<IpAddr>().ok()?.to_canonical();
+        client = Some(ip);
+        if !is_trusted(ip) {
             break;
         }
     }
-    Some(client)
+    client.filter(|ip| !is_loopback(*ip))
 }
 
 fn is_loopback(ip: std::net::IpAddr) -> bool {
@@ -376,10 +380,14 @@ mod tests {
         // Garbage from a trusted proxy: never loopback.
         h.insert("x-forwarded-for", "not-an-address".parse().unwrap());
         assert_eq!(client_ip(from("127.0.0.1:1"), &h, &local), None);
-        // A trusted proxy without the header: the proxy itself.
+        // A client that writes a loopback address itself, through a proxy on its network.
+        h.insert("x-forwarded-for", "127.0.0.1, 10.0.0.9".parse().unwrap());
+        let lan = [net("10.0.0.0/8")];
+        assert_eq!(client_ip(from("10.0.0.1:1"), &h, &lan), None);
+        // A trusted proxy without the header (a TCP or TLS proxy): not loopback either.
         assert_eq!(
             client_ip(from("127.0.0.1:1"), &axum::http::HeaderMap::new(), &local),
-            ip("127.0.0.1")
+            None
         );
     }
 

@@ -46,6 +46,10 @@ test('the history lists the edits, shows an older version and diffs two versions
   await until('four history rows', async () => (await page.locator(t('history-row')).count()) === 4);
   const hashes = await page.locator(t('history-row')).evaluateAll((rows) => rows.map((r) => r.dataset.hash));
   assert.deepEqual(hashes, history.map((c) => c.hash), 'the changes, newest first');
+  // Each change's size, in operations, as the API gives it.
+  const sizes = await page.locator(t('history-ops')).allTextContents();
+  assert.deepEqual(sizes, history.map((c) => (c.ops === 1 ? '1 op' : `${c.ops} ops`)));
+  assert.ok(history.every((c) => c.ops > 0), 'every change here has operations');
 
   // The newest version is shown at first; selecting the oldest shows the document as it was.
   const newest = await textMatches(page.locator(t('history-version-json')), /extra/, 'the newest version');

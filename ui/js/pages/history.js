@@ -91,6 +91,7 @@ export class HistoryPage extends Page {
         <div class="tl-detail">
           <span title=${`actor ${ch.actor}`}>actor <code>${ch.actor.slice(0, 8)}</code> #${ch.seq}</span>
           <span class=${isDelete ? 'badge badge-bad' : 'tl-message'} data-test="history-message">${isDelete ? 'delete' : ch.message ?? '—'}</span>
+          <span class="muted" data-test="history-ops">${ch.ops === 1 ? '1 op' : `${ch.ops} ops`}</span>
           <span class="muted" title=${ch.deps.join('\n')}>${ch.deps.length === 0 ? 'first change' : ch.deps.length === 1 ? '1 dep' : `${ch.deps.length} deps (merge)`}</span>
           <code class="muted" title=${ch.hash}>${short(ch.hash, 10)}</code>
         </div>
