@@ -297,6 +297,7 @@ impl Config {
             cert: self.tls_cert.clone()?,
             key: self.tls_key.clone()?,
             client_ca: self.peer_tls_ca.clone().filter(|_| self.peer_mtls),
+            peer_ca: self.peer_tls_ca.clone(),
         })
     }
 

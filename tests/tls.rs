@@ -1,6 +1,7 @@
 //! Native TLS: clients over HTTPS (HTTP/2 and HTTP/1.1 by ALPN; Rust and curl), certificates
 //! that must not be accepted (expired, from another CA, none where one is required), a
-//! certificate rotated on disk served to new connections while open ones carry on, and
+//! certificate rotated on disk served to new connections while open ones carry on, a rotated
+//! peer CA followed without a restart, peer host names checked against certificates, and
 //! `X-Forwarded-For` believed only from trusted proxies. The mutual-TLS cluster is in
 //! `tests/cluster.rs`; the automerge-repo client over `wss://` in `tests/js_clients.rs`.
 
@@ -328,4 +329,180 @@ async fn forwarded_for_counts_only_from_trusted_proxies() {
     assert_eq!(status(&behind_proxy, Some("127.0.0.1")).await, 403);
     assert_eq!(status(&behind_proxy, None).await, 403);
     behind_proxy.stop().await;
+}
+
+/// Peer addresses may be host names, and the name a node dials is the one checked against the
+/// peer's certificate: two nodes certified for `localhost` only and addressed as `localhost`
+/// converge, while a node dialling the same listener as `127.0.0.1` (a name the certificate does
+/// not carry) refuses it and moves no data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_host_names_are_checked_against_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = LocalCa::new("host-name CA").unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, &ca.cert_pem).unwrap();
+    let start = |name: &'static str, peers: Vec<String>| {
+        let pem = ca.node(name, &["localhost"], Validity::Lasting).unwrap();
+        let files = write_node(dir.path(), name, &pem).unwrap();
+        let ca_path = ca_path.clone();
+        let data = dir.path().join(name);
+        async move {
+            TestNode::start_with(&data, move |c| {
+                c.tls_cert = Some(files.cert);
+                c.tls_key = Some(files.key);
+                c.peer_tls_ca = Some(ca_path);
+                c.peer_mtls = true;
+                c.cluster_secret = Some(SECRET.into());
+                c.advertise = Some(format!("localhost:{}", c.listen.port()));
+                c.peers = peers;
+                c.anti_entropy_interval_ms = 50;
+            })
+            .await
+        }
+    };
+    // Clients, too, must dial these nodes by the name their certificates carry.
+    let url = |n: &TestNode, path: &str| n.url(path).replace("127.0.0.1", "localhost");
+    let a = start("a", vec![]).await;
+    let a_port = a.url.rsplit(':').next().unwrap().to_string();
+    let b = start("b", vec![format!("localhost:{a_port}")]).await;
+    let http = tls_client(ca.cert_pem.as_bytes()).build().unwrap();
+    for (node, id) in [(&a, "from-a"), (&b, "from-b")] {
+        let r = http
+            .put(url(node, &format!("/v1/collections/c/docs/{id}")))
+            .json(&json!({"by": id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    for node in [&a, &b] {
+        poll_until(
+            "both documents on both nodes",
+            Duration::from_secs(30),
+            || async {
+                let r = http.get(url(node, "/v1/collections/c/docs")).send().await;
+                let Ok(r) = r else { return false };
+                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                v["docs"].as_array().map(Vec::len) == Some(2)
+            },
+        )
+        .await;
+    }
+
+    // The same listener dialled by address: the certificate does not name 127.0.0.1.
+    let c = start("c", vec![format!("127.0.0.1:{a_port}")]).await;
+    let r = http
+        .put(url(&c, "/v1/collections/c/docs/from-c"))
+        .json(&json!({"by": "c"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    poll_until("c marks a down", Duration::from_secs(20), || async {
+        let v: serde_json::Value = http
+            .get(url(&c, "/v1/cluster"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["members"][0]["state"] == "down"
+            && v["members"][0]["consecutive_failures"].as_u64() >= Some(3)
+    })
+    .await;
+    let r = http
+        .get(url(&a, "/v1/collections/c/docs/from-c"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "a document crossed a refused handshake");
+    c.stop().await;
+    b.stop().await;
+    a.stop().await;
+}
+
+/// A node follows its `peer_tls_ca` file as it does its own certificate: with a CA file that
+/// does not sign its peer it cannot sync; once the right CA is written over it, the peer client
+/// is rebuilt (no restart, no signal) and the nodes converge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_peer_ca_is_used_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki(dir.path(), Validity::Lasting);
+    let (a_cert, a_key, a_ca) = (p.cert.clone(), p.key.clone(), p.ca_path.clone());
+    let a = TestNode::start_with(&dir.path().join("a"), move |c| {
+        c.tls_cert = Some(a_cert);
+        c.tls_key = Some(a_key);
+        c.peer_tls_ca = Some(a_ca);
+        c.cluster_secret = Some(SECRET.into());
+    })
+    .await;
+    let bdir = dir.path().join("b");
+    std::fs::create_dir_all(&bdir).unwrap();
+    let b_files = write_node(
+        &bdir,
+        "b",
+        &p.ca.node("b", &["127.0.0.1"], Validity::Lasting).unwrap(),
+    )
+    .unwrap();
+    let b_ca = bdir.join("peer-ca.pem");
+    let stranger = LocalCa::new("not the cluster's CA").unwrap();
+    std::fs::write(&b_ca, &stranger.cert_pem).unwrap();
+    let seed = a.url.trim_start_matches("https://").to_string();
+    let b_ca_for_config = b_ca.clone();
+    let b = TestNode::start_with(&bdir.join("data"), move |c| {
+        c.tls_cert = Some(b_files.cert);
+        c.tls_key = Some(b_files.key);
+        c.peer_tls_ca = Some(b_ca_for_config);
+        c.cluster_secret = Some(SECRET.into());
+        c.peers = vec![seed];
+        c.anti_entropy_interval_ms = 50;
+    })
+    .await;
+    let http = tls_client(p.ca.cert_pem.as_bytes()).build().unwrap();
+    let r = http
+        .put(a.url("/v1/collections/c/docs/d"))
+        .json(&json!({"v": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let member_state = || async {
+        let v: serde_json::Value = http
+            .get(b.url("/v1/cluster"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["members"][0].clone()
+    };
+    poll_until("b cannot verify a", Duration::from_secs(20), || async {
+        let m = member_state().await;
+        m["state"] == "down" && m["consecutive_failures"].as_u64() >= Some(3)
+    })
+    .await;
+    let r = http
+        .get(b.url("/v1/collections/c/docs/d"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "synced while b could not verify a");
+
+    std::fs::write(&b_ca, &p.ca.cert_pem).unwrap();
+    poll_until(
+        "b syncs with the new CA",
+        Duration::from_secs(30),
+        || async {
+            http.get(b.url("/v1/collections/c/docs/d"))
+                .send()
+                .await
+                .map(|r| r.status() == 200)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    b.stop().await;
+    a.stop().await;
 }

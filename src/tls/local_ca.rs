@@ -121,6 +121,7 @@ mod tests {
             cert: f.cert.clone(),
             key: f.key.clone(),
             client_ca: Some(ca_path),
+            peer_ca: None,
         };
         let config = crate::tls::server_config(&files).unwrap();
         assert_eq!(

@@ -63,12 +63,16 @@ pub struct TlsFiles {
     pub key: PathBuf,
     /// Client certificates offered must chain to this CA (`peer_tls_ca`); none: not asked for.
     pub client_ca: Option<PathBuf>,
+    /// The CA this node verifies its peers' servers with (`peer_tls_ca`): not part of the
+    /// server's configuration, but watched with it so the peer client follows a rotated CA.
+    pub peer_ca: Option<PathBuf>,
 }
 
 impl TlsFiles {
     fn paths(&self) -> Vec<&Path> {
         let mut p = vec![self.cert.as_path(), self.key.as_path()];
         p.extend(self.client_ca.as_deref());
+        p.extend(self.peer_ca.as_deref());
         p
     }
 }
