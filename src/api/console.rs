@@ -57,6 +57,7 @@ static FILES: &[(&str, &[u8])] = embedded![
     "js/pages/live.js",
     "js/pages/overview.js",
     "js/pages/query.js",
+    "js/sse.js",
     "js/util.js",
     "vendor/VENDOR.md",
     "vendor/lit-html/LICENSE",

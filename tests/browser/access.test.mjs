@@ -1,7 +1,9 @@
 // Scenario 8: a read-only token sees no edit controls (no save, delete, new, increment, index
 // creation) and gets the node's 403 message, not a broken page, where it may not go; a scoped
 // token sees only its documents in the collection table, no count it could infer others' from,
-// and "not found" for a document outside its scope.
+// and "not found" for a document outside its scope; neither sees links or panels the node would
+// refuse them (Cluster, the index list), and the token travels in headers only, event streams
+// included, never in a URL.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -37,6 +39,7 @@ test('a read-only token sees no edit controls', { timeout: 90000 }, async () => 
   await gotoConsole(page, node);
   await login(page, mintToken(secret, { sub: 'reader', access: 'read' }));
   await textMatches(page.locator(t('whoami-access')), /^read$/, 'the access level');
+  assert.equal(await page.locator(t('nav-cluster')).count(), 0, 'no link to the admin-only cluster page');
 
   // The collection: documents listed, no "new document".
   await gotoConsole(page, node, '#/c/notes');
@@ -73,6 +76,9 @@ test('a scoped token sees only its documents', { timeout: 90000 }, async () => {
   const { page, problems } = await openPage(browser);
   await gotoConsole(page, node);
   const token = mintToken(secret, { sub: 'alice', access: 'write', scopes: [{ collection: 'notes', selector: { owner: '$sub' } }] });
+  // Every request the console makes: the token must travel in a header, never in a URL.
+  const requests = [];
+  page.on('request', (r) => requests.push({ url: r.url(), auth: r.headers().authorization }));
   await login(page, token);
   await page.locator(t('whoami-scoped')).waitFor();
 
@@ -112,6 +118,16 @@ test('a scoped token sees only its documents', { timeout: 90000 }, async () => {
   await admin('PUT', '/v1/collections/notes/docs/a3', { owner: 'alice', text: 'for alice' });
   await page.locator(t('live-row', '[data-id="a3"]')).waitFor();
   assert.equal(await page.locator(t('live-row', '[data-id="b3"]')).count(), 0, "bob's change is not in her feed");
+  const feeds = requests.filter((r) => new URL(r.url).pathname === '/v1/changes');
+  assert.ok(feeds.length > 0, 'the Live page opened the changes feed');
+  for (const f of feeds) assert.equal(f.auth, `Bearer ${token}`, `${f.url}: the token in the Authorization header`);
+  assert.deepEqual(requests.filter((r) => r.url.includes(token) || r.url.includes('access_token')), [], 'no token in any URL');
+
+  // The query page: no index list for a scoped token (the node would refuse it), a note instead.
+  await gotoConsole(page, node, '#/query/notes');
+  await page.locator(t('index-panel-scoped')).waitFor();
+  assert.equal(await page.locator(t('index-panel')).count(), 0);
+  assert.equal(requests.filter((r) => r.url.includes('/indexes')).length, 0, 'indexes were not asked for');
 
   assertClean(problems, { allowHttp: [401, 404] });
   await page.context().close();

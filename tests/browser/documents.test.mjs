@@ -49,6 +49,10 @@ test('create a document and edit it in the editor: the REST API returns the edit
   await editor.fill('{"title": "oops",');
   await textMatches(page.locator(t('doc-parse-error')), /not valid/, 'the JSON error');
   assert.equal(await page.locator(t('doc-save')).isDisabled(), true, 'cannot save invalid JSON');
+  // An integer a browser would round: refused before it could be saved rounded.
+  await editor.fill('{"title": "big", "n": 9007199254740993}');
+  await textMatches(page.locator(t('doc-parse-error')), /9007199254740993, an integer beyond/, 'the precision refusal');
+  assert.equal(await page.locator(t('doc-save')).isDisabled(), true, 'cannot save a rounded integer');
 
   // A real edit, saved with If-Match: the REST API returns it, and the version shown is the new one.
   await editor.fill(JSON.stringify({ title: 'edited in the console', n: 2, tags: ['a', 'b'] }, null, 2));
@@ -84,6 +88,23 @@ test('create a document and edit it in the editor: the REST API returns the edit
   assert.equal((await doc('notes', 'n1')).title, 'edited in the console');
 
   assertClean(problems, { allowHttp: [412] });
+  await page.context().close();
+});
+
+test('a document holding integers beyond 2^53 is shown but not editable, and stays exact', { timeout: 90000 }, async () => {
+  // Written raw: JSON.stringify in this test would round the number before it left.
+  const raw = '{"label": "ledger", "balance": 12345678901234567890, "small": 7}';
+  const r = await fetch(`${node.url}/v1/collections/notes/docs/big`, { method: 'PUT', headers: { 'content-type': 'application/json' }, body: raw });
+  assert.equal(r.status, 201);
+  const { page, problems } = await openPage(browser);
+  await gotoConsole(page, node, '#/c/notes/big');
+  await textMatches(page.locator(t('doc-inexact')), /12345678901234567890/, 'the reason the editor is off');
+  assert.equal(await page.locator(t('doc-editor')).count(), 0, 'no editor that would round on save');
+  assert.equal(await page.locator(t('doc-save')).count(), 0);
+  await textMatches(page.locator(t('doc-json')), /ledger/, 'the document is still shown');
+  const stored = await (await fetch(`${node.url}/v1/collections/notes/docs/big`)).text();
+  assert.match(stored, /"balance":12345678901234567890/, 'the stored integer is exact');
+  assertClean(problems);
   await page.context().close();
 });
 

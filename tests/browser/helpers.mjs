@@ -80,8 +80,17 @@ export class ConcordNode {
 
   static async start({ dataDir, port, args = [] } = {}) {
     const n = new ConcordNode({ dataDir: dataDir ?? tempDir('node'), port: port ?? (await freePort()), args });
-    await n.spawn();
-    return n;
+    // A free port is only free until someone else binds it: a port of our choosing that was
+    // taken meanwhile gets another try on a new one (a port the test asked for does not).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await n.spawn();
+        return n;
+      } catch (e) {
+        if (port !== undefined || attempt >= 3 || !/address already in use|AddrInUse/i.test(e.message)) throw e;
+        n.port = await freePort();
+      }
+    }
   }
 
   get url() {

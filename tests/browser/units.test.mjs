@@ -12,7 +12,7 @@ import { ConcordNode, UI_DIR, cleanup } from './helpers.mjs';
 const load = (f) => import(`data:text/javascript;base64,${fs.readFileSync(path.join(UI_DIR, f)).toString('base64')}`);
 const { parseMetrics, sum, gauge, buckets, bucketDelta, quantile, requestTotals, byRoute } = await load('js/metrics.js');
 const { lineDiff, foldDiff } = await load('js/diff.js');
-const { canonical, getPath, parseJson, pointer, leaves, short, fmtBytes, ago } = await load('js/util.js');
+const { canonical, getPath, inexactIntegers, parseJson, pointer, leaves, short, fmtBytes, ago } = await load('js/util.js');
 
 after(cleanup);
 
@@ -112,4 +112,14 @@ test('JSON helpers: parse errors with positions, pointers, paths, canonical keys
   assert.equal(fmtBytes(1536), '1.50 KiB');
   assert.equal(ago(1000, 4000), '3 s ago');
   assert.equal(ago(null), 'never');
+});
+
+test('integers a browser would round are found in the text, not in strings, and refused by parseJson', () => {
+  const text = '{"id": "9007199254740993", "esc": "\\"12345678901234567890", "ok": 9007199254740991, "neg": -9007199254740993, '
+    + '"big": 12345678901234567890, "float": 1.5e300, "dec": 9007199254740993.5, "list": [1, 18446744073709551615]}';
+  assert.deepEqual(inexactIntegers(text), ['-9007199254740993', '12345678901234567890', '18446744073709551615']);
+  assert.deepEqual(inexactIntegers('{"a": [1, -2, 3e5], "b": "99999999999999999999"}'), []);
+  const r = parseJson('{"n": 9007199254740993}', { object: true, what: 'The document' });
+  assert.match(r.error, /9007199254740993, an integer beyond ±2\^53/);
+  assert.equal(r.value, undefined);
 });

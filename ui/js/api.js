@@ -1,6 +1,8 @@
 // The node's REST API as the console uses it: the user's token (kept in sessionStorage), problem
-// documents turned into errors that say what went wrong, and URLs for EventSource (which cannot
-// send headers, so the token goes in `access_token`).
+// documents turned into errors that say what went wrong, and event streams that carry the token
+// in a header like every other request (see sse.js).
+
+import { TokenStream } from './sse.js';
 
 const TOKEN_KEY = 'concord.console.token';
 
@@ -126,10 +128,10 @@ export async function api(path, opts = {}) {
   return { status: res.status, etag: unquote(res.headers.get('etag')), data, headers: res.headers };
 }
 
-/** A URL for EventSource: the token, if any, as `access_token` (taken as sent by the node). */
-export function sseUrl(path) {
-  if (!token) return path;
-  const sep = path.includes('?') ? '&' : '?';
-  const t = /^[A-Za-z0-9._~-]+$/.test(token) ? token : encodeURIComponent(token);
-  return `${path}${sep}access_token=${t}`;
+/** A Server-Sent Events stream of `path`, sent with the current token. */
+export function eventStream(path) {
+  return new TokenStream(path, {
+    headers: () => (token ? { Authorization: `Bearer ${token}` } : {}),
+    onUnauthorized: (status) => onUnauthorized(new ApiError(status, 'Unauthorized', `${path}: the token was refused`)),
+  });
 }

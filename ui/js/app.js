@@ -13,12 +13,14 @@ import { QueryPage } from './pages/query.js';
 import { ClusterPage } from './pages/cluster.js';
 import { ClientsPage } from './pages/clients.js';
 
+// Pages in the navigation; a third element names the access a page needs (its link is hidden
+// from other tokens; the page itself still shows the node's 403 when opened by its URL).
 const NAV = [
   ['overview', 'Overview'],
   ['collections', 'Collections'],
   ['live', 'Live'],
   ['query', 'Query'],
-  ['cluster', 'Cluster'],
+  ['cluster', 'Cluster', 'admin'],
   ['clients', 'Clients'],
 ];
 
@@ -240,7 +242,7 @@ function shellView() {
       <a class="brand" href="#/overview"><img src="favicon.svg" alt="" width="22" height="22"><span>Concord</span></a>
       <nav id="main-nav" aria-label="Main">
         <ul>
-          ${NAV.map(
+          ${NAV.filter(([, , needs]) => needs !== 'admin' || app.isAdmin).map(
             ([id, label]) => html`<li><a href="#/${id}" data-test="nav-${id}"
               aria-current=${shell.section === id ? 'page' : 'false'}>${label}</a></li>`,
           )}
@@ -259,7 +261,9 @@ function view() {
     case 'failed':
       return html`<main class="login" id="main"><div class="card login-card">
         <h1>Concord console</h1>
-        <div class="problem" role="alert" data-test="boot-error">Could not reach the node: ${shell.bootError?.message}</div>
+        <div class="problem" role="alert" data-test="boot-error">${shell.bootError?.status
+          ? `The node refused the console: ${shell.bootError.message}`
+          : `Could not reach the node: ${shell.bootError?.message}`}</div>
         <button type="button" class="primary" @click=${boot}>Try again</button>
       </div></main>`;
     case 'ready':

@@ -2,6 +2,7 @@
 // app.js owns the shell (login, navigation, messages) and the router.
 
 import { html, nothing } from '../vendor/lit-html/lit-html.js';
+import { eventStream } from './api.js';
 
 let renderQueued = false;
 let nextMessageId = 1;
@@ -102,16 +103,20 @@ export class Page {
     if (this.alive) app.update();
   }
 
-  /** Runs `fn` now and then every `ms` after it finishes, until the page is left. */
+  /**
+   * Runs `fn` now and then every `ms` after it finishes, until the page is left or `fn` resolves
+   * to `false` (an answer that asking again would only repeat, such as a 403).
+   */
   every(ms, fn) {
     const loop = async () => {
       if (!this.alive) return;
+      let more = true;
       try {
-        await fn();
+        more = (await fn()) !== false;
       } catch (e) {
         console.warn(e);
       }
-      if (!this.alive) return;
+      if (!this.alive || !more) return;
       const t = setTimeout(() => {
         this.timers.delete(t);
         loop();
@@ -129,9 +134,9 @@ export class Page {
     this.timers.add(t);
   }
 
-  /** An EventSource closed when the page is left. */
-  eventSource(url) {
-    const es = new EventSource(url);
+  /** An event stream (sent with the token) closed when the page is left. */
+  eventSource(path) {
+    const es = eventStream(path);
     this.streams.add(es);
     return es;
   }

@@ -82,6 +82,35 @@ export function fmtTime(ms) {
  * JSON.parse with a readable error: {value} or {error: "line 3, column 7: ..."}. With
  * `object`, the value must be a JSON object.
  */
+/**
+ * The integer literals of a JSON text that JavaScript cannot hold exactly (beyond ±2^53): parsed,
+ * they round, and saving the parsed value would write the rounded number. A scan of the text,
+ * skipping strings, because the parsed value no longer knows.
+ */
+export function inexactIntegers(text) {
+  const out = [];
+  const number = /-?\d+(\.\d+)?([eE][+-]?\d+)?/y;
+  for (let i = 0; i < text.length; ) {
+    const ch = text[i];
+    if (ch === '"') {
+      for (i++; i < text.length && text[i] !== '"'; i += text[i] === '\\' ? 2 : 1);
+      i++;
+    } else if (ch === '-' || (ch >= '0' && ch <= '9')) {
+      number.lastIndex = i;
+      const m = number.exec(text);
+      if (!m) {
+        i++;
+        continue;
+      }
+      if (!m[1] && !m[2] && !Number.isSafeInteger(Number(m[0]))) out.push(m[0]);
+      i += m[0].length;
+    } else {
+      i++;
+    }
+  }
+  return out;
+}
+
 export function parseJson(text, { object = false, what = 'JSON' } = {}) {
   let value;
   try {
@@ -102,6 +131,12 @@ export function parseJson(text, { object = false, what = 'JSON' } = {}) {
   }
   if (object && (value === null || typeof value !== 'object' || Array.isArray(value))) {
     return { error: `${what} must be a JSON object ({ ... })` };
+  }
+  const inexact = inexactIntegers(text);
+  if (inexact.length) {
+    return {
+      error: `${what} holds ${inexact[0]}, an integer beyond ±2^53 that a browser rounds (to ${Number(inexact[0])}): write it through the API, or as a string`,
+    };
   }
   return { value };
 }

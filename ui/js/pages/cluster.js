@@ -31,6 +31,8 @@ export class ClusterPage extends Page {
       this.error = e;
     }
     this.update();
+    // Only an admin token may see the cluster: a 403 will not change by asking again.
+    return this.error?.status !== 403;
   }
 
   memberRow(m, root, now) {

@@ -4,10 +4,11 @@
 
 import { html, nothing } from '../../vendor/lit-html/lit-html.js';
 import { live } from '../../vendor/lit-html/directives/live.js';
-import { api, docPath, sseUrl } from '../api.js';
+import { api, docPath } from '../api.js';
 import { app, Page, problem, loading, hashFor } from '../core.js';
+import { TokenStream } from '../sse.js';
 import { lineDiff, foldDiff } from '../diff.js';
-import { canonical, codePoints, leaves, parseJson, pretty, short } from '../util.js';
+import { canonical, codePoints, inexactIntegers, leaves, parseJson, pretty, short } from '../util.js';
 
 export class DocumentPage extends Page {
   title() {
@@ -28,6 +29,7 @@ export class DocumentPage extends Page {
     this.conflict = null;
     this.serverChange = null;
     this.gone = null; // 'deleted' | 'missing' once the server says so
+    this.inexact = []; // integers of the stored document a browser cannot hold exactly
     this.liveNote = '';
     this.confirmDelete = false;
     this.streamState = 'off';
@@ -43,11 +45,17 @@ export class DocumentPage extends Page {
     return this.text !== this.baseText;
   }
 
+  /** The document as stored, read as text so integers a browser would round can be found. */
+  async fetchDoc() {
+    const r = await api(docPath(this.c, this.id), { as: 'text', headers: { Accept: 'application/json' } });
+    return { etag: r.etag, body: JSON.parse(r.data), inexact: inexactIntegers(r.data) };
+  }
+
   async load() {
     try {
-      const r = await api(docPath(this.c, this.id));
+      const r = await this.fetchDoc();
       if (!this.alive) return;
-      this.applyServer(r.etag, r.data);
+      this.applyServer(r.etag, r.body, r.inexact);
       this.status = 'ok';
       this.openStream();
     } catch (e) {
@@ -59,7 +67,7 @@ export class DocumentPage extends Page {
 
   openStream() {
     if (this.es) return;
-    const es = this.eventSource(sseUrl(docPath(this.c, this.id, '/events?include_body=true')));
+    const es = this.eventSource(docPath(this.c, this.id, '/events?include_body=true'));
     this.es = es;
     this.streamState = 'connecting';
     es.addEventListener('open', () => {
@@ -67,7 +75,7 @@ export class DocumentPage extends Page {
       this.update();
     });
     es.addEventListener('error', () => {
-      this.streamState = es.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting';
+      this.streamState = es.readyState === TokenStream.CLOSED ? 'closed' : 'reconnecting';
       this.update();
     });
     es.addEventListener('change', (ev) => {
@@ -77,6 +85,7 @@ export class DocumentPage extends Page {
       } catch {
         return;
       }
+      d.inexact = inexactIntegers(ev.data);
       this.onServerState(d);
     });
   }
@@ -105,19 +114,20 @@ export class DocumentPage extends Page {
       return;
     }
     if (this.conflict) {
-      this.conflict = { ...this.conflict, serverBody: d.body, serverEtag: d.version, serverGone: null };
+      this.conflict = { ...this.conflict, serverBody: d.body, serverEtag: d.version, serverGone: null, serverInexact: d.inexact };
     } else if (this.dirty && app.canWrite) {
-      this.serverChange = { version: d.version, body: d.body };
+      this.serverChange = { version: d.version, body: d.body, inexact: d.inexact };
     } else {
-      this.applyServer(d.version, d.body);
+      this.applyServer(d.version, d.body, d.inexact);
       this.liveNote = `Updated from the server at ${new Date().toLocaleTimeString()}`;
     }
     this.update();
   }
 
-  applyServer(version, body) {
+  applyServer(version, body, inexact = []) {
     this.etag = version;
     this.body = body;
+    this.inexact = inexact || [];
     this.text = pretty(body);
     this.baseText = this.text;
     this.parseError = '';
@@ -127,8 +137,8 @@ export class DocumentPage extends Page {
 
   async refresh() {
     try {
-      const r = await api(docPath(this.c, this.id));
-      this.onServerState({ version: r.etag, deleted: false, body: r.data });
+      const r = await this.fetchDoc();
+      this.onServerState({ version: r.etag, deleted: false, body: r.body, inexact: r.inexact });
     } catch (e) {
       if (e.status === 404) this.onServerState({ version: '', deleted: true });
       else app.notify(e);
@@ -177,8 +187,8 @@ export class DocumentPage extends Page {
   /** A stale save: fetch the current version fresh and show it beside the user's edit. */
   async openConflict(mine) {
     try {
-      const r = await api(docPath(this.c, this.id));
-      this.conflict = { mine, serverBody: r.data, serverEtag: r.etag, serverGone: null };
+      const r = await this.fetchDoc();
+      this.conflict = { mine, serverBody: r.body, serverEtag: r.etag, serverGone: null, serverInexact: r.inexact };
     } catch (e) {
       if (e.status === 404) this.conflict = { mine, serverBody: null, serverEtag: '', serverGone: 'deleted' };
       else app.notify(e);
@@ -194,7 +204,7 @@ export class DocumentPage extends Page {
       this.gone = c.serverGone;
       this.text = this.baseText;
     } else {
-      this.applyServer(c.serverEtag, c.serverBody);
+      this.applyServer(c.serverEtag, c.serverBody, c.serverInexact);
     }
     app.flash('Loaded the current version; your edit was discarded');
     this.update();
@@ -337,7 +347,7 @@ export class DocumentPage extends Page {
           <span>This document changed on the server (version <code>${short(this.serverChange.version)}</code>) while you were editing.
           Your edit is kept; saving it now would be refused as stale.</span>
           <span class="actions">
-            <button type="button" data-test="server-changed-reload" @click=${() => { this.applyServer(this.serverChange.version, this.serverChange.body); this.update(); }}>Reload (discard my edit)</button>
+            <button type="button" data-test="server-changed-reload" @click=${() => { this.applyServer(this.serverChange.version, this.serverChange.body, this.serverChange.inexact); this.update(); }}>Reload (discard my edit)</button>
             <button type="button" data-test="server-changed-dismiss" @click=${() => { this.serverChange = null; this.update(); }}>Keep editing</button>
           </span>
         </div>`
@@ -383,6 +393,16 @@ export class DocumentPage extends Page {
   }
 
   editorView() {
+    if (app.canWrite && this.inexact.length) {
+      // Editing would round these numbers on save, silently changing fields nobody touched.
+      return html`<div class="problem" role="note" data-test="doc-inexact">
+          <strong>Not editable here</strong>
+          <span>This document holds ${this.inexact.slice(0, 3).join(', ')}${this.inexact.length > 3 ? '…' : ''}: integers
+          beyond ±2^53, which a browser rounds. Saving from the console would change them, so the editor is off;
+          write this document through the API.</span>
+        </div>
+        <pre class="json" data-test="doc-json" tabindex="0" aria-label="Document JSON">${pretty(this.body)}</pre>`;
+    }
     if (!app.canWrite) {
       return html`<pre class="json" data-test="doc-json" tabindex="0" aria-label="Document JSON">${pretty(this.body)}</pre>`;
     }

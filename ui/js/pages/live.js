@@ -2,8 +2,9 @@
 // filtered by collection.
 
 import { html, nothing } from '../../vendor/lit-html/lit-html.js';
-import { api, qs, sseUrl } from '../api.js';
+import { api, qs } from '../api.js';
 import { app, Page, problem, hashFor } from '../core.js';
+import { TokenStream } from '../sse.js';
 import { short } from '../util.js';
 
 const MAX_ROWS = 200;
@@ -54,7 +55,7 @@ export class LivePage extends Page {
       this.update();
       return;
     }
-    const url = sseUrl(`/v1/changes${qs({ feed: 'sse', since: 'now', collection: this.collection })}`);
+    const url = `/v1/changes${qs({ feed: 'sse', since: 'now', collection: this.collection })}`;
     const es = this.eventSource(url);
     this.es = es;
     this.state = 'connecting';
@@ -65,7 +66,7 @@ export class LivePage extends Page {
     });
     es.addEventListener('error', () => {
       if (this.es !== es) return;
-      this.state = es.readyState === EventSource.CLOSED ? 'closed' : 'reconnecting';
+      this.state = es.readyState === TokenStream.CLOSED ? 'closed' : 'reconnecting';
       this.update();
     });
     es.addEventListener('change', (ev) => {

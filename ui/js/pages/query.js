@@ -60,11 +60,13 @@ export class QueryPage extends Page {
     const epoch = this.indexEpoch;
     this.indexes = null;
     this.indexError = null;
+    // A token narrowed to some documents may not list indexes (the node answers 403): not asked.
+    if (app.me?.scoped) return;
     // Refreshed every second while an index is building, every 10 s otherwise.
     const loop = async () => {
       if (!this.alive || epoch !== this.indexEpoch) return;
       await this.loadIndexes();
-      if (!this.alive || epoch !== this.indexEpoch) return;
+      if (!this.alive || epoch !== this.indexEpoch || this.indexError?.status === 403) return;
       const building = this.indexes?.some((i) => i.state === 'building');
       this.later(building ? 1000 : 10000, loop);
     };
@@ -354,6 +356,9 @@ export class QueryPage extends Page {
   }
 
   indexView() {
+    if (app.me?.scoped) {
+      return html`<p class="muted small" data-test="index-panel-scoped">Indexes are not listed for a token that sees only some documents; a find uses them all the same (see its stats and explain).</p>`;
+    }
     const canManage = app.isAdmin;
     return html`<section class="card" aria-labelledby="ix-title" data-test="index-panel">
       <h2 id="ix-title">Indexes of ${this.collection || '…'}</h2>
