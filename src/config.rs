@@ -47,6 +47,9 @@ pub struct Config {
     pub log_level: String,
     /// Bound of the loaded-document cache, in bytes (estimated). Default 268435456 (256 MiB).
     pub cache_bytes: u64,
+    /// Bound of the in-memory copies of documents' JSON, which answer reads of unchanged
+    /// documents without RocksDB, in bytes (estimated; 0: none). Default 67108864 (64 MiB).
+    pub json_cache_bytes: u64,
     /// Largest accepted request body, in bytes. Default 16777216 (16 MiB).
     pub max_body_bytes: usize,
     /// Time a request may take before it is answered 503. Default 30 s.
@@ -153,6 +156,7 @@ impl Default for Config {
             log_format: LogFormat::Human,
             log_level: "info".to_string(),
             cache_bytes: 256 << 20,
+            json_cache_bytes: 64 << 20,
             max_body_bytes: 16 << 20,
             request_timeout_secs: 30,
             compact_min_bytes: 16 << 10,
@@ -375,6 +379,7 @@ impl Config {
     pub fn store_options(&self) -> crate::store::StoreOptions {
         crate::store::StoreOptions {
             cache_bytes: self.cache_bytes,
+            json_cache_bytes: self.json_cache_bytes,
             compact_min_bytes: self.compact_min_bytes,
             sync_writes: true,
             max_document_bytes: self.max_document_bytes,

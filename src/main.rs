@@ -104,6 +104,9 @@ struct ServeArgs {
     /// Document cache bound in bytes [default: 268435456]
     #[arg(long, env = "CONCORD_CACHE_BYTES")]
     cache_bytes: Option<u64>,
+    /// Bound of the in-memory JSON of documents in bytes, 0 for none [default: 67108864]
+    #[arg(long, env = "CONCORD_JSON_CACHE_BYTES")]
+    json_cache_bytes: Option<u64>,
     /// Largest request body in bytes [default: 16777216]
     #[arg(long, env = "CONCORD_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
@@ -223,6 +226,7 @@ impl ServeArgs {
             log_format,
             log_level,
             cache_bytes,
+            json_cache_bytes,
             max_body_bytes,
             request_timeout_secs,
             compact_min_bytes,

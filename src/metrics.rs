@@ -56,6 +56,10 @@ pub struct Metrics {
     block_reads_seen: AtomicU64,
     cache_bytes: Gauge,
     cache_docs: Gauge,
+    json_cache_bytes: Gauge,
+    json_cache_docs: Gauge,
+    pub json_cache_hits: Counter,
+    pub json_cache_misses: Counter,
     store_bytes: Gauge,
     memtable_bytes: Gauge,
     block_cache_bytes: Gauge,
@@ -113,6 +117,10 @@ impl Metrics {
             block_reads: Counter::default(),
             block_reads_seen: AtomicU64::new(0),
             cache_bytes: Gauge::default(),
+            json_cache_bytes: Gauge::default(),
+            json_cache_docs: Gauge::default(),
+            json_cache_hits: Counter::default(),
+            json_cache_misses: Counter::default(),
             cache_docs: Gauge::default(),
             store_bytes: Gauge::default(),
             memtable_bytes: Gauge::default(),
@@ -211,6 +219,26 @@ impl Metrics {
             "cache_documents",
             "Loaded documents in the cache",
             m.cache_docs.clone(),
+        );
+        registry.register(
+            "json_cache_bytes",
+            "Estimated bytes of documents' JSON held in memory (bounded by json_cache_bytes)",
+            m.json_cache_bytes.clone(),
+        );
+        registry.register(
+            "json_cache_documents",
+            "Documents whose JSON is held in memory",
+            m.json_cache_docs.clone(),
+        );
+        registry.register(
+            "json_cache_hits",
+            "Reads of a document's JSON answered from memory",
+            m.json_cache_hits.clone(),
+        );
+        registry.register(
+            "json_cache_misses",
+            "Reads of a document's JSON that went to RocksDB",
+            m.json_cache_misses.clone(),
         );
         registry.register(
             "store_bytes",
@@ -323,6 +351,8 @@ impl Metrics {
         self.streams_open.set(live.streams_open as i64);
         self.cache_bytes.set(stats.cache_bytes as i64);
         self.cache_docs.set(stats.cache_docs as i64);
+        self.json_cache_bytes.set(stats.json_cache_bytes as i64);
+        self.json_cache_docs.set(stats.json_cache_docs as i64);
         self.store_bytes.set(stats.store_bytes as i64);
         self.memtable_bytes.set(stats.memtable_bytes as i64);
         self.block_cache_bytes.set(stats.block_cache_bytes as i64);
@@ -351,6 +381,8 @@ impl Metrics {
 pub struct StoreStats {
     pub cache_bytes: u64,
     pub cache_docs: u64,
+    pub json_cache_bytes: u64,
+    pub json_cache_docs: u64,
     pub store_bytes: u64,
     pub memtable_bytes: u64,
     pub block_cache_bytes: u64,

@@ -426,7 +426,7 @@ pub async fn get(
                 Read::Body(body, v) => {
                     let bytes =
                         serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
-                    (Some(bytes), v)
+                    (Some(bytes.into()), v)
                 }
                 Read::NotModified(v) => (None, v),
             })
@@ -456,7 +456,7 @@ pub async fn check_visible(node: &Arc<Node>, who: &Grant, key: &DocKey) -> Resul
 fn answer_materialized(
     m: crate::store::materialized::Materialized,
     if_none_match: Option<&Condition>,
-) -> (Option<Vec<u8>>, Vec<ChangeHash>) {
+) -> (Option<bytes::Bytes>, Vec<ChangeHash>) {
     let version = heads::from_stored(&m.heads);
     if if_none_match.is_some_and(|c| c.matches(Some(&version))) {
         return (None, version);
@@ -465,7 +465,7 @@ fn answer_materialized(
 }
 
 /// `200` with a JSON body, or `304` without one; the version as ETag either way.
-fn json_response(bytes: Option<Vec<u8>>, version: &[ChangeHash]) -> Response {
+fn json_response(bytes: Option<bytes::Bytes>, version: &[ChangeHash]) -> Response {
     let mut resp = match bytes {
         Some(b) => (
             [(

@@ -29,7 +29,8 @@ const FORMAT: u8 = 1;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Materialized {
     pub heads: Vec<[u8; 32]>,
-    pub json: Vec<u8>,
+    /// Shared, so the in-memory copy (`json_cache`) is handed out without copying the bytes.
+    pub json: bytes::Bytes,
 }
 
 impl Materialized {
@@ -74,7 +75,7 @@ pub fn decode(bytes: &[u8]) -> Result<Materialized, StoreError> {
         .collect();
     Ok(Materialized {
         heads,
-        json: json.to_vec(),
+        json: bytes::Bytes::copy_from_slice(json),
     })
 }
 

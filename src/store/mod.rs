@@ -25,6 +25,7 @@ pub mod feed;
 pub mod index;
 pub mod index_registry;
 pub mod integrity;
+pub mod json_cache;
 pub mod keys;
 pub mod materialized;
 pub mod migrate;
@@ -66,6 +67,8 @@ const LOCK_STRIPES: usize = 1024;
 pub struct StoreOptions {
     /// Bound of the loaded-document cache, in estimated bytes.
     pub cache_bytes: u64,
+    /// Bound of the in-memory copies of documents' materialised JSON (0: none kept).
+    pub json_cache_bytes: u64,
     /// Incrementals are folded into a new snapshot once they exceed both the snapshot's size and
     /// this many bytes.
     pub compact_min_bytes: u64,
@@ -80,6 +83,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_bytes: 256 << 20,
+            json_cache_bytes: 64 << 20,
             compact_min_bytes: 16 << 10,
             sync_writes: true,
             max_document_bytes: 64 << 20,
@@ -131,6 +135,7 @@ pub struct Store {
     db_opts: Options,
     block_cache: rocksdb::Cache,
     cache: DocCache,
+    json_cache: json_cache::JsonCache,
     stripes: Box<[Mutex<()>]>,
     feed: FeedSeq,
     node_id: Uuid,
@@ -317,6 +322,7 @@ impl Store {
             db_opts,
             block_cache,
             cache: DocCache::new(options.cache_bytes),
+            json_cache: json_cache::JsonCache::new(options.json_cache_bytes, LOCK_STRIPES),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             sync_state_counts: Mutex::new(Default::default()),
             counts: Mutex::new(counts),
@@ -528,17 +534,35 @@ impl Store {
         Ok(Some((out, meta)))
     }
 
+    /// A document's materialised JSON from memory, counted as a hit or a miss.
+    fn cached_json(&self, enc: &[u8]) -> Option<materialized::Materialized> {
+        let m = self.json_cache.get(enc);
+        match m {
+            Some(_) => self.metrics.json_cache_hits.inc(),
+            None => self.metrics.json_cache_misses.inc(),
+        };
+        m
+    }
+
     /// The document's materialised JSON, when it has one (it is live and not too large).
     pub fn materialized(
         &self,
         key: &DocKey,
     ) -> Result<Option<materialized::Materialized>, StoreError> {
-        match self
-            .db
-            .get_pinned_cf(self.cf(cfs::DOC_JSON)?, key.encode())?
-        {
+        let enc = key.encode();
+        if let Some(m) = self.cached_json(&enc) {
+            return Ok(Some(m));
+        }
+        let stripe = self.stripe_index(&enc);
+        let ticket = self.json_cache.ticket(stripe);
+        match self.db.get_pinned_cf(self.cf(cfs::DOC_JSON)?, &enc)? {
             None => Ok(None),
-            Some(b) => materialized::decode(&b).map(Some),
+            Some(b) => {
+                let m = materialized::decode(&b)?;
+                self.json_cache
+                    .fill(ticket, self.stripe_at(stripe), &enc, &m);
+                Ok(Some(m))
+            }
         }
     }
 
@@ -547,11 +571,20 @@ impl Store {
     /// answer (the entry's block is not cached, the document has no entry, an error): the caller
     /// then takes the blocking path, which meets any error again.
     pub fn materialized_in_memory(&self, key: &DocKey) -> Option<materialized::Materialized> {
+        let enc = key.encode();
+        if let Some(m) = self.cached_json(&enc) {
+            return Some(m);
+        }
+        let stripe = self.stripe_index(&enc);
+        let ticket = self.json_cache.ticket(stripe);
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_read_tier(rocksdb::ReadTier::BlockCache);
         let cf = self.cf(cfs::DOC_JSON).ok()?;
-        let bytes = self.db.get_pinned_cf_opt(cf, key.encode(), &ro).ok()??;
-        materialized::decode(&bytes).ok()
+        let bytes = self.db.get_pinned_cf_opt(cf, &enc, &ro).ok()??;
+        let m = materialized::decode(&bytes).ok()?;
+        self.json_cache
+            .fill(ticket, self.stripe_at(stripe), &enc, &m);
+        Some(m)
     }
 
     /// A live document's JSON and heads, from its materialised copy or, when it has none, built
@@ -575,11 +608,30 @@ impl Store {
     ) -> Result<Vec<Option<CurrentJson>>, StoreError> {
         let cf = self.cf(cfs::DOC_JSON)?;
         let encoded: Vec<Vec<u8>> = keys.iter().map(|k| k.encode()).collect();
-        let got = self.db.batched_multi_get_cf(cf, &encoded, false);
+        let mut found: Vec<Option<materialized::Materialized>> =
+            encoded.iter().map(|e| self.cached_json(e)).collect();
+        // Only what memory did not hold goes to RocksDB, in one batch.
+        let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+        let tickets: Vec<_> = missing
+            .iter()
+            .map(|&i| self.json_cache.ticket(self.stripe_index(&encoded[i])))
+            .collect();
+        let got = self
+            .db
+            .batched_multi_get_cf(cf, missing.iter().map(|&i| &encoded[i]), false);
+        for ((&i, ticket), entry) in missing.iter().zip(tickets).zip(got) {
+            if let Some(bytes) = entry? {
+                let m = materialized::decode(&bytes)?;
+                let lock = self.stripe(&encoded[i]);
+                self.json_cache.fill(ticket, lock, &encoded[i], &m);
+                found[i] = Some(m);
+            }
+        }
         let mut out = Vec::with_capacity(keys.len());
-        for (key, entry) in keys.iter().zip(got) {
-            out.push(match entry? {
-                Some(bytes) => Some(CurrentJson::of(materialized::decode(&bytes)?)?),
+        for (key, m) in keys.iter().zip(found) {
+            out.push(match m {
+                Some(m) => Some(CurrentJson::of(m)?),
+                // No copy in memory or in RocksDB: built as one read would.
                 None => self.materialize(key)?,
             });
         }
@@ -612,8 +664,17 @@ impl Store {
             // written in order, so a later synced commit (which drops it) cannot survive
             // without it.
             let entry = materialized::encode(&state.meta.heads, &bytes);
-            if let Err(e) = self.db.put_cf(self.cf(cfs::DOC_JSON)?, &enc, entry) {
-                tracing::debug!(doc = %key, error = %e, "could not keep a materialised copy");
+            match self.db.put_cf(self.cf(cfs::DOC_JSON)?, &enc, entry) {
+                Ok(()) => self.json_cache.insert_locked(
+                    &enc,
+                    materialized::Materialized {
+                        heads: state.meta.heads.clone(),
+                        json: bytes.into(),
+                    },
+                ),
+                Err(e) => {
+                    tracing::debug!(doc = %key, error = %e, "could not keep a materialised copy")
+                }
             }
         }
         let serde_json::Value::Object(json) = json else {
@@ -895,6 +956,14 @@ impl Store {
             }
         }
         result?;
+        self.json_cache.committed(
+            self.stripe_index(enc),
+            enc,
+            kept.map(|json| materialized::Materialized {
+                heads: meta.heads.clone(),
+                json: json.into(),
+            }),
+        );
         if delta != 0 {
             *self
                 .counts
@@ -1109,9 +1178,12 @@ impl Store {
                 memtables += prop("rocksdb.cur-size-all-mem-tables");
             }
         }
+        let (json_cache_bytes, json_cache_docs) = self.json_cache.usage();
         StoreStats {
             cache_bytes: self.cache.weighted_size(),
             cache_docs: self.cache.entry_count(),
+            json_cache_bytes,
+            json_cache_docs,
             store_bytes: sst + memtables,
             memtable_bytes: memtables,
             block_cache_bytes: self.block_cache.get_usage() as u64,
@@ -1127,6 +1199,7 @@ impl Store {
     /// Test hook: drops every cached document so the next access loads from disk.
     pub fn clear_cache(&self) {
         self.cache.clear();
+        self.json_cache.clear();
     }
 }
 
@@ -1182,6 +1255,134 @@ mod tests {
             .unwrap();
         assert_eq!(has_b, Some(false), "the unstored change is not visible");
         assert_eq!(metrics.cache_misses.get(), misses + 1, "reloaded from disk");
+    }
+
+    /// Reads that fill the in-memory JSON race commits of the same document: whatever the
+    /// interleaving, once the last write is acknowledged every read path answers it (a fill of a
+    /// value read before a commit and kept after it would answer an older one for good).
+    #[test]
+    fn reads_racing_commits_never_leave_a_stale_copy_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            sync_writes: false,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(dir.path(), options, Metrics::new()).unwrap();
+        let keys: Vec<DocKey> = (0..4)
+            .map(|i| DocKey::new("c", &format!("d{i}")).unwrap())
+            .collect();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let value = |m: &materialized::Materialized| m.parse().unwrap()["v"].as_i64();
+        for round in 0..20 {
+            done.store(false, std::sync::atomic::Ordering::Relaxed);
+            std::thread::scope(|s| {
+                for r in 0..3 {
+                    let (store, keys, done) = (&store, &keys, &done);
+                    s.spawn(move || {
+                        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                            match r {
+                                0 => {
+                                    for k in keys {
+                                        let _ = store.materialized(k).unwrap();
+                                    }
+                                }
+                                1 => {
+                                    let _ = store.current_json_many(keys).unwrap();
+                                }
+                                _ => {
+                                    for k in keys {
+                                        let _ = store.materialized_in_memory(k);
+                                    }
+                                }
+                            }
+                        }
+                    });
+                }
+                for v in 0..50 {
+                    for k in &keys {
+                        store
+                            .write::<_, StoreError>(k, |doc, _| put(doc, "v", round * 100 + v))
+                            .unwrap();
+                    }
+                }
+                done.store(true, std::sync::atomic::Ordering::Relaxed);
+            });
+            let last = Some(round * 100 + 49);
+            for k in &keys {
+                assert_eq!(
+                    store.materialized(k).unwrap().as_ref().and_then(value),
+                    last
+                );
+                assert_eq!(
+                    store.materialized_in_memory(k).as_ref().and_then(value),
+                    last
+                );
+            }
+            for c in store.current_json_many(&keys).unwrap() {
+                assert_eq!(c.unwrap().json["v"].as_i64(), last);
+            }
+        }
+    }
+
+    /// The race above, made to happen: on each read path, a commit lands between the read of
+    /// RocksDB and the fill of memory. The read may answer the value before the commit (it began
+    /// first), but memory must not keep it.
+    #[test]
+    fn a_commit_between_a_read_and_its_fill_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
+        let key = DocKey::new("c", "d").unwrap();
+        let value = |m: &materialized::Materialized| m.parse().unwrap()["v"].as_i64();
+        for path in 0..3 {
+            let before = path * 10;
+            store
+                .write::<_, StoreError>(&key, |doc, _| put(doc, "v", before))
+                .unwrap();
+            store.clear_cache();
+            let (go, went) = std::sync::mpsc::channel::<()>();
+            let (done, finished) = std::sync::mpsc::channel::<()>();
+            *store.json_cache.before_fill.lock() = Some(Box::new(move || {
+                go.send(()).unwrap();
+                finished.recv().unwrap();
+            }));
+            std::thread::scope(|s| {
+                let (store, key) = (&store, &key);
+                s.spawn(move || {
+                    went.recv().unwrap();
+                    store
+                        .write::<_, StoreError>(key, |doc, _| put(doc, "v", before + 1))
+                        .unwrap();
+                    done.send(()).unwrap();
+                });
+                let read = match path {
+                    0 => store.materialized(key).unwrap().as_ref().and_then(value),
+                    1 => store.current_json_many(std::slice::from_ref(key)).unwrap()[0]
+                        .as_ref()
+                        .and_then(|c| c.json["v"].as_i64()),
+                    _ => {
+                        // The in-memory path reads the block cache: warm it first.
+                        store.db.flush().unwrap();
+                        let _ = store
+                            .db
+                            .get_cf(store.cf(cfs::DOC_JSON).unwrap(), key.encode());
+                        store.materialized_in_memory(key).as_ref().and_then(value)
+                    }
+                };
+                assert!(
+                    read == Some(before) || read == Some(before + 1),
+                    "path {path}: {read:?}"
+                );
+            });
+            assert!(
+                store.json_cache.before_fill.lock().is_none(),
+                "path {path}: no fill ran"
+            );
+            assert_eq!(
+                store.materialized(&key).unwrap().as_ref().and_then(value),
+                Some(before + 1),
+                "path {path}: a stale copy stayed in memory"
+            );
+        }
     }
 
     /// The materialised entry is never stale and a read keeps it: after every kind of commit
