@@ -355,10 +355,24 @@ async fn rss_phase(o: &Opts) {
         value(&metrics, "concord_store_bytes"),
     );
     println!(
-        "Second read of all {} documents: {} data blocks read from disk, {} documents loaded",
+        "Second read of all {} documents: {} data blocks read from disk, {} documents loaded, {} answered from the JSON in memory, {} not",
         o.rss_docs,
         delta("concord_block_reads_total"),
         delta("concord_cache_misses_total"),
+        delta("concord_json_cache_hits_total"),
+        delta("concord_json_cache_misses_total"),
+    );
+    let per = |bytes: &str, docs: &str| {
+        let n = |name: &str| value(&metrics, name).parse::<f64>().unwrap_or(f64::NAN);
+        n(bytes) / n(docs)
+    };
+    println!(
+        "Bytes per cached document: JSON {:.0} ({} documents, {} bytes), live Automerge {:.0} ({} documents)",
+        per("concord_json_cache_bytes", "concord_json_cache_documents"),
+        value(&metrics, "concord_json_cache_documents"),
+        value(&metrics, "concord_json_cache_bytes"),
+        per("concord_cache_bytes", "concord_cache_documents"),
+        value(&metrics, "concord_cache_documents"),
     );
 }
 

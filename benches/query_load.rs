@@ -28,6 +28,8 @@ struct Opts {
     clients: usize,
     secs: u64,
     postgres: bool,
+    /// Passed to the node when given (its default otherwise).
+    json_cache_bytes: Option<u64>,
 }
 
 fn opts() -> Opts {
@@ -36,6 +38,8 @@ fn opts() -> Opts {
         clients: support::arg("--clients", 32),
         secs: support::arg("--secs", 10),
         postgres: !support::flag("--no-postgres"),
+        json_cache_bytes: support::flag("--json-cache-bytes")
+            .then(|| support::arg("--json-cache-bytes", 0)),
     }
 }
 
@@ -470,7 +474,19 @@ async fn main() {
         o.secs,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let node = support::Process::start(0, &[]).await;
+    let node_args: Vec<String> = o
+        .json_cache_bytes
+        .map(|b| vec!["--json-cache-bytes".to_string(), b.to_string()])
+        .unwrap_or_default();
+    println!(
+        "node arguments: {}",
+        if node_args.is_empty() {
+            "defaults".to_string()
+        } else {
+            node_args.join(" ")
+        }
+    );
+    let node = support::Process::start(0, &node_args).await;
     let http = support::client_builder().build().unwrap();
     let t = Instant::now();
     support::bulk_load(&http, &node.url, "tasks", o.docs, task).await;

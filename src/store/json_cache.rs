@@ -2,8 +2,10 @@
 //! query's page of results) is a hash lookup and a reference count instead of a RocksDB lookup
 //! (block-cache probes for the filter, the index and the data block, per document).
 //!
-//! The cache mirrors column family `doc_json` and must never be behind it: a commit replaces
-//! its document's entry under the document's lock, after the batch is written. Reads fill it
+//! The cache mirrors column family `doc_json` and must never be behind it: a commit drops its
+//! document's entry before its batch is written (so no read that can already see the commit's
+//! feed entry, metadata or index entries answers the old JSON from memory) and puts the new one
+//! in after, all under the document's lock. Reads fill it
 //! from RocksDB, and a fill must not put back a value a commit has just replaced, so each lock
 //! stripe counts its commits: a reader notes the count before reading RocksDB and keeps what it
 //! read only if, holding the stripe's lock, the count is unchanged (a commit in between means
@@ -29,6 +31,9 @@ pub struct JsonCache {
     /// Tests: run once between a read of RocksDB and its fill, to put a commit exactly there.
     #[cfg(test)]
     pub before_fill: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Tests: run once by a commit after its batch is written, before memory is updated.
+    #[cfg(test)]
+    pub after_write: Mutex<Option<Box<dyn FnOnce(&super::Store) + Send>>>,
 }
 
 /// A reader's note of its stripe's commit count, taken before it reads RocksDB.
@@ -54,6 +59,8 @@ impl JsonCache {
             commits: (0..stripes).map(|_| AtomicU64::new(0)).collect(),
             #[cfg(test)]
             before_fill: Mutex::new(None),
+            #[cfg(test)]
+            after_write: Mutex::new(None),
         }
     }
 
@@ -87,6 +94,14 @@ impl JsonCache {
         };
         if self.commits[ticket.stripe].load(Ordering::Acquire) == ticket.commits {
             entries.insert(enc.to_vec(), m.clone());
+        }
+    }
+
+    /// A commit of the document `enc` is about to be written (the caller holds its lock): from
+    /// now until [`JsonCache::committed`], reads of it go to RocksDB, which is never behind.
+    pub fn committing(&self, enc: &[u8]) {
+        if let Some(entries) = &self.entries {
+            entries.invalidate(enc);
         }
     }
 

@@ -941,6 +941,7 @@ impl Store {
             heads: meta.heads.clone(),
             deleted,
         };
+        self.json_cache.committing(enc);
         let result = (|| {
             batch.put_cf(feed_cf, seq.to_be_bytes(), records::encode(&entry)?);
             batch.put_cf(self.cf(cfs::META)?, enc, records::encode(&meta)?);
@@ -956,6 +957,13 @@ impl Store {
             }
         }
         result?;
+        #[cfg(test)]
+        {
+            let hook = self.json_cache.after_write.lock().take();
+            if let Some(hook) = hook {
+                hook(self);
+            }
+        }
         self.json_cache.committed(
             self.stripe_index(enc),
             enc,
@@ -1383,6 +1391,35 @@ mod tests {
                 "path {path}: a stale copy stayed in memory"
             );
         }
+    }
+
+    /// Once a commit's batch is written, whatever can see it (its feed entry, its metadata) must
+    /// not read the document's old JSON from memory: between the write and the update of memory,
+    /// a read answers the new JSON (from RocksDB).
+    #[test]
+    fn memory_is_never_behind_a_written_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
+        let key = DocKey::new("c", "d").unwrap();
+        store
+            .write::<_, StoreError>(&key, |doc, _| put(doc, "v", 1))
+            .unwrap();
+        assert!(store.materialized(&key).unwrap().is_some(), "in memory now");
+        let seen = Arc::new(Mutex::new(None));
+        let (seen_in, k) = (seen.clone(), key.clone());
+        *store.json_cache.after_write.lock() = Some(Box::new(move |s: &Store| {
+            let from_feed = s.read_meta(&k.encode()).unwrap().unwrap().heads;
+            let m = s
+                .materialized_in_memory(&k)
+                .or_else(|| s.materialized(&k).unwrap());
+            *seen_in.lock() = Some((from_feed, m.unwrap()));
+        }));
+        store
+            .write::<_, StoreError>(&key, |doc, _| put(doc, "v", 2))
+            .unwrap();
+        let (heads, m) = seen.lock().take().expect("the hook ran");
+        assert_eq!(m.heads, heads, "the JSON read is of the written commit");
+        assert_eq!(m.parse().unwrap()["v"], 2);
     }
 
     /// The materialised entry is never stale and a read keeps it: after every kind of commit
