@@ -23,6 +23,9 @@ use super::materialized::Materialized;
 /// allocations' headers), measured roughly: it keeps the bound honest for small documents.
 const ENTRY_OVERHEAD: usize = 160;
 
+#[cfg(test)]
+pub type AfterWrite = Box<dyn FnOnce(&super::Store) + Send>;
+
 pub struct JsonCache {
     /// `None` when the configured size is 0 (disabled).
     entries: Option<moka::sync::Cache<Vec<u8>, Materialized>>,
@@ -33,7 +36,7 @@ pub struct JsonCache {
     pub before_fill: Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// Tests: run once by a commit after its batch is written, before memory is updated.
     #[cfg(test)]
-    pub after_write: Mutex<Option<Box<dyn FnOnce(&super::Store) + Send>>>,
+    pub after_write: Mutex<Option<AfterWrite>>,
 }
 
 /// A reader's note of its stripe's commit count, taken before it reads RocksDB.
