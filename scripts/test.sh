@@ -11,6 +11,8 @@ CONCORD_SETUP_TESTS=1 source scripts/setup.sh
 # `install` with a lockfile present installs exactly the locked versions.)
 npm install --prefix tests/js --no-audit --no-fund --loglevel=error
 # The console's browser tests: playwright-core (no browser download) drives Debian's chromium.
+# Pinned to 1.61.1, the last release that runs on Node.js 18 (Debian bookworm's nodejs): from
+# 1.62 on, importing it exits at once on Node 18, and every browser test fails.
 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 cargo test --locked "$@"
 # Every decoder of untrusted bytes under libFuzzer, briefly and reproducibly (longer, random
