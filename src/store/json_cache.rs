@@ -23,9 +23,6 @@ use super::materialized::Materialized;
 /// allocations' headers), measured roughly: it keeps the bound honest for small documents.
 const ENTRY_OVERHEAD: usize = 160;
 
-#[cfg(test)]
-pub type AfterWrite = Box<dyn FnOnce(&super::Store) + Send>;
-
 pub struct JsonCache {
     /// `None` when the configured size is 0 (disabled).
     entries: Option<moka::sync::Cache<Vec<u8>, Materialized>>,
@@ -34,9 +31,6 @@ pub struct JsonCache {
     /// Tests: run once between a read of RocksDB and its fill, to put a commit exactly there.
     #[cfg(test)]
     pub before_fill: Mutex<Option<Box<dyn FnOnce() + Send>>>,
-    /// Tests: run once by a commit after its batch is written, before memory is updated.
-    #[cfg(test)]
-    pub after_write: Mutex<Option<AfterWrite>>,
 }
 
 /// A reader's note of its stripe's commit count, taken before it reads RocksDB.
@@ -62,8 +56,6 @@ impl JsonCache {
             commits: (0..stripes).map(|_| AtomicU64::new(0)).collect(),
             #[cfg(test)]
             before_fill: Mutex::new(None),
-            #[cfg(test)]
-            after_write: Mutex::new(None),
         }
     }
 

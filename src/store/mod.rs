@@ -91,6 +91,9 @@ impl Default for StoreOptions {
     }
 }
 
+#[cfg(test)]
+type AfterWrite = Box<dyn FnOnce(&Store) + Send>;
+
 /// Where a commit's changes came from: local writes are pushed to peers, changes received from
 /// peers are not (their origin already pushes them, and anti-entropy repairs the rest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,6 +139,9 @@ pub struct Store {
     block_cache: rocksdb::Cache,
     cache: DocCache,
     json_cache: json_cache::JsonCache,
+    /// Tests: run once by a commit after its batch is written, before memory is updated.
+    #[cfg(test)]
+    after_write: Mutex<Option<AfterWrite>>,
     stripes: Box<[Mutex<()>]>,
     feed: FeedSeq,
     node_id: Uuid,
@@ -323,6 +329,8 @@ impl Store {
             block_cache,
             cache: DocCache::new(options.cache_bytes),
             json_cache: json_cache::JsonCache::new(options.json_cache_bytes, LOCK_STRIPES),
+            #[cfg(test)]
+            after_write: Mutex::new(None),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             sync_state_counts: Mutex::new(Default::default()),
             counts: Mutex::new(counts),
@@ -959,7 +967,7 @@ impl Store {
         result?;
         #[cfg(test)]
         {
-            let hook = self.json_cache.after_write.lock().take();
+            let hook = self.after_write.lock().take();
             if let Some(hook) = hook {
                 hook(self);
             }
@@ -1407,7 +1415,7 @@ mod tests {
         assert!(store.materialized(&key).unwrap().is_some(), "in memory now");
         let seen = Arc::new(Mutex::new(None));
         let (seen_in, k) = (seen.clone(), key.clone());
-        *store.json_cache.after_write.lock() = Some(Box::new(move |s: &Store| {
+        *store.after_write.lock() = Some(Box::new(move |s: &Store| {
             let from_feed = s.read_meta(&k.encode()).unwrap().unwrap().heads;
             let m = s
                 .materialized_in_memory(&k)
