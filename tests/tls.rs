@@ -10,6 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::http::get_json;
 use common::{poll_until, tls_client, TestNode};
 use concord::tls::local_ca::{write_node, LocalCa, Validity};
 use serde_json::json;
@@ -52,6 +53,14 @@ async fn tls_node(data: &Path, p: &Pki, mtls: bool) -> TestNode {
         }
     })
     .await
+}
+
+/// Whether the node whose `/v1/cluster` is at `url` has marked its (first) peer down after
+/// repeated failures.
+async fn first_peer_down(http: &reqwest::Client, url: String) -> bool {
+    let v = get_json(http, url).await;
+    v["members"][0]["state"] == "down"
+        && v["members"][0]["consecutive_failures"].as_u64() >= Some(3)
 }
 
 /// curl's exit code, stdout and stderr.
@@ -274,17 +283,8 @@ async fn peers_need_a_certificate_of_the_clusters_ca() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    poll_until("b marks the node down", Duration::from_secs(20), || async {
-        let v: serde_json::Value = bc
-            .get(b.url("/v1/cluster"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["members"][0]["state"] == "down"
-            && v["members"][0]["consecutive_failures"].as_u64() >= Some(3)
+    poll_until("b marks the node down", Duration::from_secs(20), || {
+        first_peer_down(&bc, b.url("/v1/cluster"))
     })
     .await;
     let ac = tls_client(p.ca.cert_pem.as_bytes()).build().unwrap();
@@ -398,17 +398,8 @@ async fn peer_host_names_are_checked_against_certificates() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    poll_until("c marks a down", Duration::from_secs(20), || async {
-        let v: serde_json::Value = http
-            .get(url(&c, "/v1/cluster"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["members"][0]["state"] == "down"
-            && v["members"][0]["consecutive_failures"].as_u64() >= Some(3)
+    poll_until("c marks a down", Duration::from_secs(20), || {
+        first_peer_down(&http, url(&c, "/v1/cluster"))
     })
     .await;
     let r = http
@@ -467,20 +458,8 @@ async fn a_rotated_peer_ca_is_used_without_a_restart() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let member_state = || async {
-        let v: serde_json::Value = http
-            .get(b.url("/v1/cluster"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["members"][0].clone()
-    };
-    poll_until("b cannot verify a", Duration::from_secs(20), || async {
-        let m = member_state().await;
-        m["state"] == "down" && m["consecutive_failures"].as_u64() >= Some(3)
+    poll_until("b cannot verify a", Duration::from_secs(20), || {
+        first_peer_down(&http, b.url("/v1/cluster"))
     })
     .await;
     let r = http
