@@ -261,6 +261,7 @@ impl Store {
         definition: &Definition,
     ) -> Result<Defined, StoreError> {
         keys::validate_collection(collection)?;
+        let _define = self.index_define.lock();
         if let Some(existing) = self.indexes.get(collection, name) {
             return Ok(if existing.definition == *definition {
                 Defined::Unchanged
@@ -292,6 +293,7 @@ impl Store {
     /// Deletes the definition of index `name` (its entries go with the commit); `false` when
     /// there is no such index.
     pub fn drop_index(&self, collection: &str, name: &str) -> Result<bool, StoreError> {
+        let _define = self.index_define.lock();
         if self.indexes.get(collection, name).is_none() {
             return Ok(false);
         }
@@ -325,12 +327,28 @@ impl Store {
         let mut stripes: Vec<usize> = encs.iter().map(|e| self.stripe_index(e)).collect();
         stripes.sort_unstable();
         stripes.dedup();
-        let _admin = self.index_admin.lock();
-        if self.indexes.state(def.id).is_none() {
-            // Dropped meanwhile: its entries are gone and must stay gone.
-            return Ok(BuildState::Ready);
+        #[cfg(test)]
+        {
+            let hook = self.after_listing.lock().take();
+            if let Some(hook) = hook {
+                hook(self);
+            }
         }
+        // Lock order: document stripes (ascending) before `index_admin`, as a commit of a
+        // definition document takes its stripe and then `index_admin`. The other order hangs
+        // both when that document's stripe is among this page's.
         let _guards: Vec<_> = stripes.iter().map(|i| self.stripe_at(*i).lock()).collect();
+        // Shared with commits, exclusive of definition changes (see `index_admin`).
+        let _admin = self.index_admin.read();
+        match self.indexes.state(def.id) {
+            // Dropped meanwhile: its entries are gone and must stay gone.
+            None => return Ok(BuildState::Ready),
+            // Still where this page was listed from.
+            Some(BuildState::Building { after: now, .. }) if now == after => {}
+            // Dropped and defined again (the same id, its build restarted), or moved on: the
+            // page listed from the old position could skip documents; the next step lists again.
+            Some(moved) => return Ok(moved),
+        }
         // Loading documents is the cost: spread it over the cores, without caching them (a
         // build must not evict the working set).
         let workers = std::thread::available_parallelism()
@@ -594,6 +612,211 @@ mod tests {
         want.insert(0, "e".into());
         want.push("d1".into());
         assert_eq!(ids(&s, &ix, false), want);
+    }
+
+    /// A build step and a definition write whose document shares a lock stripe with the
+    /// step's page, run against each other many times: with the locks taken in opposite orders
+    /// they hang each other (the step held `index_admin` and waited for the stripe the
+    /// definition's commit held while it waited for `index_admin`).
+    #[test]
+    fn a_build_step_and_a_definition_write_never_hang_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(store(dir.path()));
+        for i in 0..64 {
+            put(&s, &format!("d{i:03}"), json!({"n": i}));
+        }
+        let page: std::collections::HashSet<usize> = (0..64)
+            .map(|i| s.stripe_index(&DocKey::new("t", &format!("d{i:03}")).unwrap().encode()))
+            .collect();
+        // Definition documents (of collection `u`) locked by the same stripes as the page.
+        let names: Vec<String> = (0..)
+            .map(|i| format!("ix{i}"))
+            .filter(|n| {
+                let k = DocKey::new(INDEXES_COLLECTION, &definition_doc_id("u", n)).unwrap();
+                page.contains(&s.stripe_index(&k.encode()))
+            })
+            .take(8)
+            .collect();
+        let def = Definition {
+            fields: vec!["n".into()],
+            partial_filter: None,
+        };
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let worker = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                for round in 0..150 {
+                    s.define_index("t", "by_n", &def).unwrap();
+                    let ix = s.indexes.get("t", "by_n").unwrap();
+                    let name = &names[round % names.len()];
+                    std::thread::scope(|scope| {
+                        scope.spawn(|| s.index_build_step(&ix, 64).unwrap());
+                        scope.spawn(|| {
+                            s.define_index("u", name, &def).unwrap();
+                            s.drop_index("u", name).unwrap();
+                        });
+                    });
+                    s.drop_index("t", "by_n").unwrap();
+                }
+                let _ = done_tx.send(());
+            })
+        };
+        match done_rx.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(()) => worker.join().unwrap(),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("a build step and a definition write hung each other")
+            }
+            // The worker panicked: its message is the failure.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(worker.join().unwrap_err())
+            }
+        }
+    }
+
+    /// Runs `change` on another thread from inside the next commit of `s`, between the moment
+    /// that commit read the index registry and the moment its batch is written: the interleaving
+    /// in which a commit could miss an index being installed (or dropped) at the same time.
+    /// `change` gets a second to finish there (it does when nothing holds it back); then the
+    /// commit goes on, and the change is joined after it.
+    fn during_next_commit(
+        s: &std::sync::Arc<Store>,
+        change: impl FnOnce(&Store) + Send + 'static,
+    ) -> std::thread::JoinHandle<()> {
+        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        *s.before_write.lock() = Some(Box::new({
+            let s = s.clone();
+            move |_: &Store| {
+                let (done_tx, done_rx) = std::sync::mpsc::channel();
+                let handle = std::thread::spawn(move || {
+                    change(&s);
+                    let _ = done_tx.send(());
+                });
+                let _ = done_rx.recv_timeout(std::time::Duration::from_secs(1));
+                let _ = started_tx.send(handle);
+            }
+        }));
+        // Handed over once the commit that ran the hook comes back.
+        std::thread::spawn(move || {
+            if let Ok(h) = started_rx.recv() {
+                h.join().unwrap();
+            }
+        })
+    }
+
+    fn by_n() -> Definition {
+        Definition {
+            fields: vec!["n".into()],
+            partial_filter: None,
+        }
+    }
+
+    /// A document created while an index is defined and built from nothing is in the index:
+    /// the commit that read "no index" must be written before the index is installed (so the
+    /// build lists it), never after the build went past it.
+    #[test]
+    fn a_commit_racing_an_index_definition_is_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(store(dir.path()));
+        let changed = during_next_commit(&s, |s| {
+            s.define_index("t", "by_n", &by_n()).unwrap();
+            let ix = s.indexes.get("t", "by_n").unwrap();
+            build(s, &ix);
+        });
+        put(&s, "a", json!({"n": 1}));
+        changed.join().unwrap();
+        let ix = s.indexes.get("t", "by_n").unwrap();
+        build(&s, &ix);
+        assert_eq!(s.indexes.state(ix.id), Some(BuildState::Ready));
+        assert_eq!(ids(&s, &ix, false), ["a"], "the racing document is indexed");
+    }
+
+    /// A commit that staged an entry for an index dropped at the same time leaves no entry
+    /// behind (it is written before the drop deletes the index's entries).
+    #[test]
+    fn a_commit_racing_an_index_drop_leaves_no_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = std::sync::Arc::new(store(dir.path()));
+        s.define_index("t", "by_n", &by_n()).unwrap();
+        let ix = s.indexes.get("t", "by_n").unwrap();
+        build(&s, &ix);
+        let changed = during_next_commit(&s, |s| {
+            assert!(s.drop_index("t", "by_n").unwrap());
+        });
+        put(&s, "a", json!({"n": 1}));
+        changed.join().unwrap();
+        assert!(s.indexes.get("t", "by_n").is_none());
+        assert_eq!(
+            ids(&s, &ix, false),
+            Vec::<String>::new(),
+            "no entry survives"
+        );
+        assert_eq!(
+            s.index_values(ix.id, "a").unwrap(),
+            None,
+            "no reverse entry"
+        );
+    }
+
+    /// A build step that listed its page before its index was dropped and defined again (the
+    /// same definition has the same id) does not carry the old position into the new build.
+    #[test]
+    fn a_step_from_before_a_redefinition_does_not_skip_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        for i in 0..6 {
+            put(&s, &format!("d{i}"), json!({"n": i}));
+        }
+        s.define_index("t", "by_n", &by_n()).unwrap();
+        let ix = s.indexes.get("t", "by_n").unwrap();
+        // Part-built: positioned after `d3`.
+        s.index_build_step(&ix, 2).unwrap();
+        s.index_build_step(&ix, 2).unwrap();
+        *s.after_listing.lock() = Some(Box::new(|s: &Store| {
+            assert!(s.drop_index("t", "by_n").unwrap());
+            s.define_index("t", "by_n", &by_n()).unwrap();
+        }));
+        s.index_build_step(&ix, 2).unwrap();
+        let again = s.indexes.get("t", "by_n").unwrap();
+        assert_eq!(again.id, ix.id, "the same definition has the same id");
+        build(&s, &again);
+        assert_eq!(ids(&s, &again, false), ["d0", "d1", "d2", "d3", "d4", "d5"]);
+    }
+
+    /// Two callers defining one name at once with different definitions: one is created, the
+    /// other told of the conflict (never both told theirs was created).
+    #[test]
+    fn racing_definitions_of_one_name_create_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        for round in 0..50 {
+            let name = format!("ix{round}");
+            let defs = [
+                by_n(),
+                Definition {
+                    fields: vec!["m".into()],
+                    partial_filter: None,
+                },
+            ];
+            let outcomes: Vec<Defined> = std::thread::scope(|scope| {
+                let hs: Vec<_> = defs
+                    .iter()
+                    .map(|d| scope.spawn(|| s.define_index("t", &name, d).unwrap()))
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let created = outcomes.iter().filter(|o| **o == Defined::Created).count();
+            assert_eq!(created, 1, "round {round}: {outcomes:?}");
+            let winner = &s.indexes.get("t", &name).unwrap().definition;
+            let i = outcomes
+                .iter()
+                .position(|o| *o == Defined::Created)
+                .unwrap();
+            assert_eq!(
+                *winner, defs[i],
+                "the one told it was created is the one defined"
+            );
+            assert!(s.drop_index("t", &name).unwrap());
+        }
     }
 
     #[test]

@@ -184,14 +184,16 @@ impl Registry {
 
     /// Every index still building.
     pub fn building(&self) -> Vec<Arc<IndexDef>> {
+        // Lock order: `by_collection` before `states`, as `install` and `remove` take them.
+        let by_collection = self.by_collection.read();
         let states = self.states.read();
-        self.by_collection
-            .read()
+        let building = by_collection
             .values()
             .flatten()
             .filter(|d| !matches!(states.get(&d.id), Some(BuildState::Ready)))
             .cloned()
-            .collect()
+            .collect();
+        building
     }
 
     /// Installs `def` in place of any index of the same collection and name; returns the one it

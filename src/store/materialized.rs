@@ -24,6 +24,10 @@ pub const MAX_JSON_BYTES: usize = 256 << 10;
 pub const RECHECK_AFTER: u32 = 64;
 
 const FORMAT: u8 = 1;
+/// A JSON nested deeper than this is not kept: `serde_json` refuses to parse past 128 levels,
+/// and documents read from Automerge can be up to `doc::json::MAX_READ_DEPTH` deep (sync
+/// clients and ops can build what REST writes refuse), so such a copy could not be read back.
+pub const MAX_KEPT_DEPTH: usize = 120;
 
 /// A document's JSON as of `heads`.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,11 +83,16 @@ pub fn decode(bytes: &[u8]) -> Result<Materialized, StoreError> {
     })
 }
 
-/// The JSON to keep for a document, serialised; `None` when it is too large to keep.
+/// The JSON to keep for a document, serialised; `None` when it is too large or too deep to
+/// keep.
 pub fn serialise(json: &Value) -> Result<Option<Vec<u8>>, StoreError> {
-    let bytes = serde_json::to_vec(json)
+    let mut bytes = serde_json::to_vec(json)
         .map_err(|e| StoreError::Corrupt(format!("serialising JSON: {e}")))?;
-    Ok((bytes.len() <= MAX_JSON_BYTES).then_some(bytes))
+    // The buffer grew by doubling; the in-memory copy keeps the whole allocation, which its
+    // weight (the length) would understate by up to half.
+    bytes.shrink_to_fit();
+    let keep = bytes.len() <= MAX_JSON_BYTES && crate::codec::json_depth(&bytes) <= MAX_KEPT_DEPTH;
+    Ok(keep.then_some(bytes))
 }
 
 /// Stages the entry for a document at `heads` in a commit's batch: its serialised JSON, or no
@@ -116,5 +125,26 @@ mod tests {
         assert!(decode(&[]).is_err());
         assert!(decode(&[2, 0, 0]).is_err());
         assert!(decode(&encode(&[], b"not json")).unwrap().parse().is_err());
+    }
+
+    fn nested(depth: usize) -> Value {
+        (1..depth).fold(
+            serde_json::json!({}),
+            |inner, _| serde_json::json!({ "a": inner }),
+        )
+    }
+
+    /// What is kept can be read back: a JSON too deep for the parser is not kept (reads build
+    /// it from the document instead).
+    #[test]
+    fn only_what_parses_back_is_kept() {
+        let ok = serialise(&nested(MAX_KEPT_DEPTH)).unwrap().expect("kept");
+        assert_eq!(crate::codec::json_depth(&ok), MAX_KEPT_DEPTH);
+        let m = decode(&encode(&[], &ok)).unwrap();
+        assert!(m.parse().is_ok());
+        assert_eq!(serialise(&nested(200)).unwrap(), None);
+        // Why: the parser's own limit.
+        let deep = serde_json::to_vec(&nested(200)).unwrap();
+        assert!(serde_json::from_slice::<Value>(&deep).is_err());
     }
 }

@@ -35,7 +35,7 @@ pub mod sync_states;
 use std::sync::Arc;
 
 use automerge::{ActorId, Automerge, ReadDoc};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, IteratorMode, Options, WriteBatch, WriteOptions, DB,
 };
@@ -92,7 +92,7 @@ impl Default for StoreOptions {
 }
 
 #[cfg(test)]
-type AfterWrite = Box<dyn FnOnce(&Store) + Send>;
+type TestHook = Box<dyn FnOnce(&Store) + Send>;
 
 /// Where a commit's changes came from: local writes are pushed to peers, changes received from
 /// peers are not (their origin already pushes them, and anti-entropy repairs the rest).
@@ -141,7 +141,14 @@ pub struct Store {
     json_cache: json_cache::JsonCache,
     /// Tests: run once by a commit after its batch is written, before memory is updated.
     #[cfg(test)]
-    after_write: Mutex<Option<AfterWrite>>,
+    after_write: Mutex<Option<TestHook>>,
+    /// Tests: run once by a commit after it staged its batch (and read the index registry),
+    /// before the batch is written.
+    #[cfg(test)]
+    before_write: Mutex<Option<TestHook>>,
+    /// Tests: run once by an index build step after it listed its page, before it locks it.
+    #[cfg(test)]
+    after_listing: Mutex<Option<TestHook>>,
     stripes: Box<[Mutex<()>]>,
     feed: FeedSeq,
     node_id: Uuid,
@@ -159,9 +166,17 @@ pub struct Store {
     counts: Mutex<std::collections::BTreeMap<String, i64>>,
     /// The secondary indexes this node knows (see `index`).
     indexes: index_registry::Registry,
-    /// Held while index definitions change and while a build step writes, so a dropped index
-    /// never gets entries back.
-    index_admin: Mutex<()>,
+    /// Written while an index definition changes (its commit through the registry update);
+    /// read by every other commit from reading the registry until its batch is written, and by
+    /// each build step. So a commit that read the registry before an index was installed is
+    /// written before the install, and the build (which lists committed documents) sees it;
+    /// and a commit that staged entries for an index is written before that index's entries
+    /// are deleted. Taken after document stripes, never before.
+    index_admin: RwLock<()>,
+    /// Held by `define_index` and `drop_index` from checking the registry to writing the
+    /// definition, so two callers of this node racing on one name cannot both be told theirs
+    /// was created. Taken before any document stripe.
+    index_define: Mutex<()>,
 }
 
 fn counts_merge(
@@ -331,6 +346,10 @@ impl Store {
             json_cache: json_cache::JsonCache::new(options.json_cache_bytes, LOCK_STRIPES),
             #[cfg(test)]
             after_write: Mutex::new(None),
+            #[cfg(test)]
+            before_write: Mutex::new(None),
+            #[cfg(test)]
+            after_listing: Mutex::new(None),
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             sync_state_counts: Mutex::new(Default::default()),
             counts: Mutex::new(counts),
@@ -341,7 +360,8 @@ impl Store {
             metrics,
             events: tokio::sync::broadcast::Sender::new(EVENTS),
             indexes: Default::default(),
-            index_admin: Mutex::new(()),
+            index_admin: RwLock::new(()),
+            index_define: Mutex::new(()),
         };
         store.load_indexes()?;
         Ok(store)
@@ -542,13 +562,14 @@ impl Store {
         Ok(Some((out, meta)))
     }
 
-    /// A document's materialised JSON from memory, counted as a hit or a miss.
+    /// A document's materialised JSON from memory, counted as a hit. A miss is counted by the
+    /// caller once it goes to RocksDB, so a read that tries memory twice (the async path, then
+    /// the blocking one) counts once.
     fn cached_json(&self, enc: &[u8]) -> Option<materialized::Materialized> {
         let m = self.json_cache.get(enc);
-        match m {
-            Some(_) => self.metrics.json_cache_hits.inc(),
-            None => self.metrics.json_cache_misses.inc(),
-        };
+        if m.is_some() {
+            self.metrics.json_cache_hits.inc();
+        }
         m
     }
 
@@ -561,14 +582,23 @@ impl Store {
         if let Some(m) = self.cached_json(&enc) {
             return Ok(Some(m));
         }
-        let stripe = self.stripe_index(&enc);
+        self.metrics.json_cache_misses.inc();
+        self.materialized_from_disk(&enc)
+    }
+
+    /// The materialised JSON read from RocksDB, kept in memory unless a commit came between.
+    fn materialized_from_disk(
+        &self,
+        enc: &[u8],
+    ) -> Result<Option<materialized::Materialized>, StoreError> {
+        let stripe = self.stripe_index(enc);
         let ticket = self.json_cache.ticket(stripe);
-        match self.db.get_pinned_cf(self.cf(cfs::DOC_JSON)?, &enc)? {
+        match self.db.get_pinned_cf(self.cf(cfs::DOC_JSON)?, enc)? {
             None => Ok(None),
             Some(b) => {
                 let m = materialized::decode(&b)?;
                 self.json_cache
-                    .fill(ticket, self.stripe_at(stripe), &enc, &m);
+                    .fill(ticket, self.stripe_at(stripe), enc, &m);
                 Ok(Some(m))
             }
         }
@@ -590,6 +620,9 @@ impl Store {
         let cf = self.cf(cfs::DOC_JSON).ok()?;
         let bytes = self.db.get_pinned_cf_opt(cf, &enc, &ro).ok()??;
         let m = materialized::decode(&bytes).ok()?;
+        // Counted only here: when RocksDB's memory could not answer, the caller's blocking read
+        // counts the miss.
+        self.metrics.json_cache_misses.inc();
         self.json_cache
             .fill(ticket, self.stripe_at(stripe), &enc, &m);
         Some(m)
@@ -605,11 +638,12 @@ impl Store {
         self.materialize(key)
     }
 
-    /// [`Store::current_json`] of many documents at once, in the order of `keys`. The copies are
-    /// read with one batched lookup (RocksDB's MultiGet shares the snapshot, the block-cache
-    /// probes and the file reads among the keys), which is what a query reading a page of
-    /// documents spends most of its time on; a document without a copy is built as one read
-    /// would.
+    /// [`Store::current_json`] of many documents at once, in the order of `keys`. Copies held in
+    /// memory are taken from there; the others are read with one batched lookup (RocksDB's
+    /// MultiGet shares the block-cache probes and the file reads among the keys), which is what
+    /// a query reading a page of documents spent most of its time on; a document without a copy
+    /// is built as one read would. Each copy is at least as new as every commit acknowledged
+    /// before the call; they are not one snapshot (a page may mix older and newer copies).
     pub fn current_json_many(
         &self,
         keys: &[DocKey],
@@ -620,6 +654,7 @@ impl Store {
             encoded.iter().map(|e| self.cached_json(e)).collect();
         // Only what memory did not hold goes to RocksDB, in one batch.
         let missing: Vec<usize> = (0..keys.len()).filter(|&i| found[i].is_none()).collect();
+        self.metrics.json_cache_misses.inc_by(missing.len() as u64);
         let tickets: Vec<_> = missing
             .iter()
             .map(|&i| self.json_cache.ticket(self.stripe_index(&encoded[i])))
@@ -652,8 +687,12 @@ impl Store {
     fn materialize(&self, key: &DocKey) -> Result<Option<CurrentJson>, StoreError> {
         let enc = key.encode();
         let _guard = self.stripe(&enc).lock();
-        // Another read may have built it while this one waited for the lock.
-        if let Some(m) = self.materialized(key)? {
+        // Another read may have built it while this one waited for the lock (its miss was
+        // counted by the read that came here).
+        if let Some(m) = self.json_cache.get(&enc) {
+            return CurrentJson::of(m).map(Some);
+        }
+        if let Some(m) = self.materialized_from_disk(&enc)? {
             return CurrentJson::of(m).map(Some);
         }
         let Some(loaded) = self.get_loaded(key, &enc, true)? else {
@@ -897,9 +936,10 @@ impl Store {
             digest::encode_heads(&meta.heads),
         );
 
-        // Definition documents change under the index lock (see `index_admin`).
-        let _admin = (key.collection() == index_registry::INDEXES_COLLECTION)
-            .then(|| self.index_admin.lock());
+        // See `index_admin`: held to the end, past the registry update.
+        let system = key.collection() == index_registry::INDEXES_COLLECTION;
+        let _admin_write = system.then(|| self.index_admin.write());
+        let _admin_read = (!system).then(|| self.index_admin.read());
         // Built once per commit: the materialised copy and the index entries both use it.
         let json = if deleted {
             None
@@ -949,6 +989,13 @@ impl Store {
             heads: meta.heads.clone(),
             deleted,
         };
+        #[cfg(test)]
+        {
+            let hook = self.before_write.lock().take();
+            if let Some(hook) = hook {
+                hook(self);
+            }
+        }
         self.json_cache.committing(enc);
         let result = (|| {
             batch.put_cf(feed_cf, seq.to_be_bytes(), records::encode(&entry)?);
@@ -1398,6 +1445,40 @@ mod tests {
                 Some(before + 1),
                 "path {path}: a stale copy stayed in memory"
             );
+        }
+    }
+
+    /// A document nested deeper than JSON parsers go (a sync client or ops can build one) is
+    /// read like any other, again and again: its JSON is built, not kept and parsed back.
+    #[test]
+    fn a_deeply_nested_document_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
+        let key = DocKey::new("c", "deep").unwrap();
+        store
+            .write::<_, StoreError>(&key, |doc, _| {
+                let mut tx = doc.transaction();
+                let mut obj = ROOT;
+                for _ in 0..200 {
+                    obj = tx
+                        .put_object(&obj, "a", automerge::ObjType::Map)
+                        .map_err(|e| StoreError::Doc(DocError::from(e)))?;
+                }
+                tx.put(&obj, "leaf", 1)
+                    .map_err(|e| StoreError::Doc(DocError::from(e)))?;
+                tx.commit();
+                Ok(())
+            })
+            .unwrap();
+        for _ in 0..2 {
+            let got = store.current_json(&key).unwrap().expect("the document");
+            let mut v = &serde_json::Value::Object(got.json);
+            for _ in 0..200 {
+                v = &v["a"];
+            }
+            assert_eq!(v["leaf"], 1);
+            let many = store.current_json_many(std::slice::from_ref(&key)).unwrap();
+            assert!(many[0].is_some());
         }
     }
 
