@@ -503,8 +503,11 @@ async fn live_queries_follow_every_source_and_resume() {
         let e = live.next(wait).await.expect("initial result");
         if e.event == "current" {
             assert_eq!(e.data["count"], 2);
+            assert!(e.id.is_some(), "the stream goes on from `current`");
             break;
         }
+        // A reconnect in the middle of the initial result must not resume after it.
+        assert_eq!(e.id, None, "initial events carry no cursor");
         assert_eq!(e.event, "enter");
         assert_eq!(e.data["doc"], json!({"s": "open"}), "projected");
         initial.push(e.data["id"].as_str().unwrap().to_string());

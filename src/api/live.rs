@@ -4,7 +4,8 @@
 //! whatever wrote them (REST, client sync, the WebSocket, a peer's push, an anti-entropy repair):
 //! the stream follows the node's changes feed, so every durable change is seen, once, in order.
 //!
-//! Each event's `id` is a changes-feed cursor. A client that reconnects with `Last-Event-ID`
+//! Each event's `id` is a changes-feed cursor; the initial `enter` events have none, so a client
+//! cut off before `current` starts over. A client that reconnects with `Last-Event-ID`
 //! resumes after it: every document changed since then arrives again, as `enter` or `update` when
 //! it matches now and as `leave` when it does not (the node does not know what the client held,
 //! so a `leave` may name a document the client never had; apply events as upserts and removals).
@@ -62,7 +63,8 @@ fn event(kind: &str, id: u64, data: &Value) -> Event {
         .data(data.to_string())
 }
 
-/// The matching documents now, as `enter` events and a closing `current`.
+/// The matching documents now, as `enter` events and a closing `current`, which alone carries
+/// the cursor the stream goes on from.
 fn initial(
     node: &Node,
     collection: &str,
@@ -76,7 +78,10 @@ fn initial(
         let page = crate::find::find(&node.store, collection, &q)?;
         for d in page.docs {
             let data = json!({"id": d.id, "version": d.version, "doc": d.doc});
-            out.push((d.id, event("enter", at, &data)));
+            // No id: a client cut off in the middle of the initial result must start over,
+            // not resume after it (an `EventSource` resends the last id it was given).
+            let enter = Event::default().event("enter").data(data.to_string());
+            out.push((d.id, enter));
         }
         if out.len() > MAX_INITIAL {
             return Err(ApiError::BadRequest(format!(
@@ -240,7 +245,7 @@ pub async fn watch(
             }
         }
     });
-    Ok(Sse::new(stream)
+    Ok(Sse::new(crate::http::auth::until_expired(stream, who))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }

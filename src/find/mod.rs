@@ -127,6 +127,8 @@ pub struct Query {
     /// The caller's grant when its scopes narrow the collection: every document answered must
     /// be in scope (see [`Query::restrict`]).
     pub scope: Option<Grant>,
+    /// Most keys and documents one page examines ([`MAX_EXAMINED`]; smaller in tests).
+    pub examine: u64,
 }
 
 /// Where the next page starts.
@@ -136,6 +138,18 @@ pub struct Bookmark {
     v: u8,
     /// Positions, one per partition (one today).
     after: Vec<Position>,
+    /// The index whose entries `Key` positions are in: the next page is read in the same one
+    /// (planned on another, the same bytes would name another place, and documents would be
+    /// skipped or repeated). Absent from bookmarks of other plans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    index: Option<IndexRef>,
+}
+
+/// An index as a bookmark names it: the id tells a redefinition under the same name apart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct IndexRef {
+    name: String,
+    id: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,6 +167,7 @@ impl Bookmark {
         Bookmark {
             v: 1,
             after: vec![p],
+            index: None,
         }
     }
 
@@ -238,6 +253,7 @@ impl Query {
             use_index: req.use_index.clone(),
             allow_scan: req.allow_scan,
             scope: None,
+            examine: MAX_EXAMINED,
         })
     }
 
@@ -376,13 +392,33 @@ fn strategy(
             _ => {}
         }
     }
-    let planned = plan::plan(&q.selector, &q.sort, &infos, q.use_index.as_deref());
+    let use_index = match (
+        &q.use_index,
+        q.bookmark.as_ref().and_then(|b| b.index.as_ref()),
+    ) {
+        (Some(u), _) => Some(u.clone()),
+        // The next page of an index-ordered query: read in the index the last one was.
+        (None, Some(pin)) => match store.indexes().get(collection, &pin.name) {
+            Some(d) if d.id == pin.id && infos.iter().any(|i| i.name == pin.name && i.ready) => {
+                Some(pin.name.clone())
+            }
+            _ => {
+                return Err(FindError::BadRequest(format!(
+                    "bookmark: the index `{}` its pages were read in was dropped or redefined \
+                     since; start again without the bookmark",
+                    pin.name
+                )))
+            }
+        },
+        (None, None) => None,
+    };
+    let planned = plan::plan(&q.selector, &q.sort, &infos, use_index.as_deref());
     let small = store.collection_count(collection)? <= SMALL_COLLECTION;
     let scan_ok = q.allow_scan || small;
     if let Some(p) = planned.plan {
         return Ok((Strategy::Index(p), planned.candidates, scan_ok));
     }
-    if let Some(u) = &q.use_index {
+    if let Some(u) = &use_index {
         return Err(FindError::IndexUnusable(u.clone()));
     }
     // `$or`: usable when every branch (with the other conjuncts) has an index.
@@ -667,9 +703,10 @@ pub fn find(store: &Store, collection: &str, q: &Query) -> Result<FindResult, Fi
             }
         },
     };
-    if warning.is_none() && work.keys + work.docs >= MAX_EXAMINED {
+    if warning.is_none() && work.keys + work.docs >= q.examine {
         warning = Some(format!(
-            "this page stopped after examining {MAX_EXAMINED} keys or documents: continue with the bookmark"
+            "this page stopped after examining {} keys or documents: continue with the bookmark",
+            q.examine
         ));
     }
     // What was examined counts other callers' documents too: not told to a narrowed caller.
@@ -764,6 +801,14 @@ fn run_index_order(
     work: &mut Work,
 ) -> Result<Page, FindError> {
     let id = index_id(store, collection, &p.index)?;
+    if let Some(pin) = q.bookmark.as_ref().and_then(|b| b.index.as_ref()) {
+        if pin.id != id {
+            return Err(FindError::BadRequest(format!(
+                "bookmark: its pages were read in the index `{}`, not `{}`",
+                pin.name, p.index
+            )));
+        }
+    }
     let after = match q.bookmark.as_ref().map(|b| &b.after[0]) {
         None => None,
         Some(Position::Key(k)) => Some(
@@ -780,11 +825,10 @@ fn run_index_order(
     let mut streams = streams(p, after.as_deref());
     let mut out = Vec::new();
     let mut last_key: Option<Vec<u8>> = None;
-    while out.len() < q.limit && work.keys + work.docs < MAX_EXAMINED {
+    while out.len() < q.limit && work.keys + work.docs < q.examine {
         // As many entries as could still fill the page (no more: an entry taken is an entry
         // the bookmark has passed), their documents then read in one batch.
-        let want =
-            (q.limit - out.len()).min(((MAX_EXAMINED - work.keys - work.docs) as usize).max(1));
+        let want = (q.limit - out.len()).min(((q.examine - work.keys - work.docs) as usize).max(1));
         let mut batch: Vec<Vec<u8>> = Vec::with_capacity(want.min(CHUNK));
         while batch.len() < want {
             let Some((i, suffix)) = next_entry(&mut streams, store, id, p.reverse)? else {
@@ -821,9 +865,15 @@ fn run_index_order(
         more |= s.peek(store, id, p.reverse)?.is_some();
     }
     let bookmark = match last_key {
-        Some(k) if more => Some(Bookmark::one(Position::Key(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k),
-        ))),
+        Some(k) if more => Some(Bookmark {
+            index: Some(IndexRef {
+                name: p.index.clone(),
+                id,
+            }),
+            ..Bookmark::one(Position::Key(
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(k),
+            ))
+        }),
         _ => None,
     };
     Ok((out, bookmark, None))
@@ -880,7 +930,8 @@ fn gather_ids(
                 if let Some((_, doc_id)) = split_entry(&k) {
                     ids.insert(doc_id.to_string());
                 }
-                if ids.len() > MAX_SORT_DOCS * 4 {
+                // Branches of an `$or` may overlap (even repeat): bounded by keys read too.
+                if ids.len() > MAX_SORT_DOCS * 4 || work.keys > q.examine {
                     return Err(FindError::SortTooLarge {
                         fields: plan::suggested_fields(&q.selector, &q.sort),
                     });
@@ -1015,15 +1066,17 @@ fn run_scan(
     };
     let mut out = Vec::new();
     let mut matched = Vec::new();
-    let mut last_id = None;
     let mut exhausted = false;
-    'pages: while work.docs < MAX_EXAMINED {
+    'pages: while work.docs < q.examine {
         let page = store.list(collection, after.as_deref(), 256)?;
         if page.is_empty() {
             exhausted = true;
             break;
         }
         for (id, meta) in &page {
+            if work.docs >= q.examine {
+                break 'pages;
+            }
             after = Some(id.clone());
             if meta.deleted {
                 continue;
@@ -1049,7 +1102,6 @@ fn run_scan(
                     version,
                     doc: project(m, &q.fields),
                 });
-                last_id = Some(id.clone());
                 if out.len() >= q.limit {
                     break 'pages;
                 }
@@ -1065,12 +1117,14 @@ fn run_scan(
         let (docs, bm) = finish_sorted(q, matched)?;
         return Ok((docs, bm, None));
     }
+    // From the last document examined, not the last returned: a page cut short by
+    // `Query::examine` goes on after what it read (it may have returned nothing).
     let more = !exhausted
         && store
-            .list(collection, last_id.as_deref(), 1)
+            .list(collection, after.as_deref(), 1)
             .map(|p| !p.is_empty())
             .unwrap_or(true);
-    let bookmark = match last_id {
+    let bookmark = match after {
         Some(id) if more => Some(Bookmark::one(Position::Id(id))),
         _ => None,
     };
@@ -1097,6 +1151,110 @@ mod tests {
             Value::Object(project(doc, &fields)),
             json!({"a": 1, "b": {"c": 2}})
         );
+    }
+
+    fn store(dir: &std::path::Path) -> Store {
+        let opts = crate::store::StoreOptions {
+            sync_writes: false,
+            ..Default::default()
+        };
+        Store::open(dir, opts, crate::metrics::Metrics::new()).unwrap()
+    }
+
+    fn put(s: &Store, id: &str, v: Value) {
+        let Value::Object(m) = v else { unreachable!() };
+        s.write::<_, StoreError>(&crate::store::DocKey::new("t", id).unwrap(), |doc, _| {
+            crate::doc::write::apply(doc, &crate::doc::write::Write::Replace(m), 1)
+                .map_err(StoreError::Doc)
+        })
+        .unwrap();
+    }
+
+    fn query(body: Value) -> Query {
+        Query::parse(&serde_json::from_value(body).unwrap()).unwrap()
+    }
+
+    /// Every page of `q` in turn; the ids each returned.
+    fn pages(s: &Store, mut q: Query) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        loop {
+            let r = find(s, "t", &q).unwrap();
+            out.push(r.docs.iter().map(|d| d.id.clone()).collect());
+            match r.bookmark {
+                Some(b) => q.bookmark = Some(Bookmark::decode(&b).unwrap()),
+                None => return out,
+            }
+            assert!(out.len() < 100, "pagination ends");
+        }
+    }
+
+    /// A scan page stopped by its examination bound goes on after what it examined, even when
+    /// it returned nothing: the match past the bound is found on a later page.
+    #[test]
+    fn a_scan_cut_short_continues_after_what_it_examined() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        for i in 0..30 {
+            put(&s, &format!("d{i:02}"), json!({"n": i}));
+        }
+        let mut q = query(json!({"selector": {"n": {"$gte": 25}}, "limit": 2, "allow_scan": true}));
+        q.examine = 10;
+        let got = pages(&s, q);
+        assert_eq!(
+            got[0],
+            Vec::<String>::new(),
+            "the first 10 examined match nothing"
+        );
+        let all: Vec<String> = got.into_iter().flatten().collect();
+        assert_eq!(all, ["d25", "d26", "d27", "d28", "d29"]);
+    }
+
+    /// A bookmark of an index-ordered page is read in the index that made it: when a better
+    /// index appears between pages, the next page still follows the first index (its key bytes
+    /// mean nothing in another), and a bookmark of a dropped index is refused with a 400, not
+    /// read as a position in another.
+    #[test]
+    fn an_index_bookmark_stays_with_its_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        for i in 0..20 {
+            put(&s, &format!("d{i:02}"), json!({"a": i % 4, "b": 19 - i}));
+        }
+        let ready = |name: &str, fields: &[&str]| {
+            let def = crate::store::index_registry::Definition {
+                fields: fields.iter().map(|f| (*f).into()).collect(),
+                partial_filter: None,
+            };
+            s.define_index("t", name, &def).unwrap();
+            let ix = s.indexes().get("t", name).unwrap();
+            while s.index_build_step(&ix, 100).unwrap() != BuildState::Ready {}
+        };
+        ready("by_b", &["b"]);
+        let q = query(json!({"selector": {"a": 1, "b": {"$gte": 0}}, "limit": 2}));
+        let first = find(&s, "t", &q).unwrap();
+        assert_eq!(first.stats.index.as_deref(), Some("by_b"));
+        // Chosen for a fresh query (equality before a range); its keys after the pinned `a`
+        // are ids, where `by_b`'s are values and ids.
+        ready("by_a", &["a"]);
+        assert_eq!(
+            find(&s, "t", &q).unwrap().stats.index.as_deref(),
+            Some("by_a")
+        );
+        let mut next = q.clone();
+        next.bookmark = Some(Bookmark::decode(first.bookmark.as_ref().unwrap()).unwrap());
+        let rest = pages(&s, next.clone());
+        let mut all: Vec<String> = first.docs.iter().map(|d| d.id.clone()).collect();
+        all.extend(rest.into_iter().flatten());
+        assert_eq!(
+            all,
+            ["d17", "d13", "d09", "d05", "d01"],
+            "each match once, in order"
+        );
+        assert!(s.drop_index("t", "by_b").unwrap());
+        match find(&s, "t", &next) {
+            Err(FindError::BadRequest(m)) => assert!(m.contains("by_b"), "{m}"),
+            other => panic!("a bookmark of a dropped index: {other:?}"),
+        }
     }
 
     #[test]

@@ -323,6 +323,7 @@ pub fn candidates(
         use_index: None,
         allow_scan: false,
         scope: None,
+        examine: super::MAX_EXAMINED,
     };
     let plans = match strategy(store, collection, &q)?.0 {
         Strategy::Index(p) => vec![p],
