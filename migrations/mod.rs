@@ -12,12 +12,14 @@
 //! | 4 | column family `sync_states`: persisted client sync states |
 //! | 5 | column families `index_entries`, `index_rev`, `index_state`: secondary indexes |
 //! | 6 | column family `doc_json`: each live document's JSON, kept in its commit |
+//! | 7 | index keys of arrays and objects end at a member they cut: every index rebuilds |
 
 mod m0002_collection_counts;
 mod m0003_digest;
 mod m0004_sync_states;
 mod m0005_indexes;
 mod m0006_materialized_json;
+mod m0007_index_keys_cut_at_members;
 
 use super::Migration;
 
@@ -46,5 +48,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "materialized_json",
         run: m0006_materialized_json::run,
+    },
+    Migration {
+        version: 7,
+        name: "index_keys_cut_at_members",
+        run: m0007_index_keys_cut_at_members::run,
     },
 ];

@@ -391,7 +391,7 @@ fn real_schema_2_store_from_the_oldest_binary_migrates() {
 /// Schema 1 is a store from before the version key and the `counts` column family. No
 /// committed binary wrote one (see [`FIXTURE`]), so this derives it from the real fixture: drop
 /// `counts` and the version key. Opening it runs migration 2 (counts rebuilt from the
-/// metadata the old binary wrote), then 3, 4, 5 and 6.
+/// metadata the old binary wrote), then 3, 4, 5, 6 and 7.
 #[test]
 fn schema_1_layout_of_the_real_store_migrates_through_every_step() {
     let dir = copy_fixture();
@@ -471,4 +471,86 @@ async fn migrated_real_store_serves_reads_and_client_sync() {
             .is_some(),
         "the client's sync state was persisted"
     );
+}
+
+/// Schema 7 re-encodes index keys (arrays and objects end at a member they cut): a store
+/// written at schema 6 has every index rebuilt. Here the schema-6 index is `ready` with entries
+/// the new encoding would not write (all of them gone, the starkest case): after the
+/// migration it builds again, and a range over a value the old keys ordered wrongly (a long
+/// string followed by another member) finds its document.
+#[test]
+fn schema_6_indexes_are_rebuilt_with_the_new_keys() {
+    use concord::store::index_registry::{BuildState, Definition};
+    let dir = tempfile::tempdir().unwrap();
+    let long = "x".repeat(300);
+    let id = {
+        let store = Store::open(dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
+        for (doc, v) in [
+            ("a", json!([format!("{long}b"), 0])),
+            ("b", json!(["a", 1])),
+        ] {
+            let key = DocKey::new("t", doc).unwrap();
+            let body = json!({ "v": v }).as_object().unwrap().clone();
+            store
+                .write::<_, StoreError>(&key, |d, _| {
+                    concord::doc::write::apply(d, &concord::doc::write::Write::Replace(body), 1)?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let def = Definition {
+            fields: vec!["v".into()],
+            partial_filter: None,
+        };
+        store.define_index("t", "by_v", &def).unwrap();
+        let ix = store.indexes().get("t", "by_v").unwrap();
+        while store.index_build_step(&ix, 10).unwrap() != BuildState::Ready {}
+        assert_eq!(
+            store.index_entries(ix.id, &[], &[0xff], false, 10).unwrap().len(),
+            2,
+            "built"
+        );
+        // Into table files: a plain RocksDB handle (without the store's merge operators) cannot
+        // replay the store's log.
+        store.flush().unwrap();
+        ix.id
+    };
+    {
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs::ALL).unwrap();
+        for name in [cfs::INDEX_ENTRIES, cfs::INDEX_REV] {
+            let cf = db.cf_handle(name).unwrap();
+            let keys: Vec<Box<[u8]>> = db
+                .iterator_cf(cf, rocksdb::IteratorMode::Start)
+                .map(|kv| kv.unwrap().0)
+                .collect();
+            assert!(!keys.is_empty(), "{name} held the index");
+            for k in keys {
+                db.delete_cf(cf, k).unwrap();
+            }
+        }
+        migrate::write_version(&db, 6).unwrap();
+    }
+    let store = Store::open(dir.path(), StoreOptions::default(), Metrics::new()).unwrap();
+    let ix = store.indexes().get("t", "by_v").unwrap();
+    assert_eq!(ix.id, id);
+    assert_eq!(
+        store.indexes().state(ix.id),
+        Some(BuildState::Building {
+            after: None,
+            done: 0
+        }),
+        "the migration restarts every build"
+    );
+    while store.index_build_step(&ix, 1).unwrap() != BuildState::Ready {}
+    let q = concord::find::Query::parse(&concord::find::FindRequest {
+        selector: Some(json!({"v": {"$gt": [format!("{long}a"), 5]}})),
+        use_index: Some("by_v".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let found = concord::find::find(&store, "t", &q).unwrap();
+    let ids: Vec<&str> = found.docs.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["a"]);
+    drop(store);
+    assert_eq!(raw_version(dir.path()), Some(migrate::CURRENT_SCHEMA));
 }

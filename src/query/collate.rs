@@ -8,7 +8,10 @@
 //! itself, so compound keys are concatenations. Index keys are bounded: strings are cut at
 //! [`MAX_STRING_BYTES`] and arrays or objects stop adding members past [`MAX_VALUE_BYTES`], and
 //! numbers are encoded as 64-bit floats (integers beyond 2^53 share keys with their neighbours).
-//! Such values still sort in the right place relative to all others; values that encode the same
+//! An array or object ends its key at the first member the key cannot hold whole (with a marker
+//! that sorts above any continuation), since members after a false tie would order it by the
+//! wrong member. So the encoding never reverses the order (`a < b` gives `key(a) <= key(b)`):
+//! values still sort in the right place relative to all others; values that encode the same
 //! are told apart by the exact filter every query applies to the documents it loads, and among
 //! themselves come in document id order.
 
@@ -102,7 +105,8 @@ pub fn equal(a: &Value, b: &Value) -> bool {
     compare(a, b) == Ordering::Equal
 }
 
-fn encode_str(s: &str, out: &mut Vec<u8>) {
+/// Appends a string's encoding; returns whether it holds the whole string.
+fn encode_str(s: &str, out: &mut Vec<u8>) -> bool {
     let mut cut = s.len().min(MAX_STRING_BYTES);
     while !s.is_char_boundary(cut) {
         cut -= 1;
@@ -115,6 +119,16 @@ fn encode_str(s: &str, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(&[0, 0]);
+    cut == s.len()
+}
+
+/// Whether a number's key (a 64-bit float) tells it apart from every other number.
+fn exact_number(n: &Number) -> bool {
+    match (n.as_i64(), n.as_u64(), n.as_f64()) {
+        (Some(i), _, Some(f)) => f as i128 == i128::from(i),
+        (_, Some(u), Some(f)) => f as i128 == i128::from(u),
+        _ => true,
+    }
 }
 
 /// The 8 bytes of a number whose unsigned order is the numbers' order.
@@ -130,34 +144,56 @@ pub fn number_bytes(n: &Number) -> [u8; 8] {
     ordered.to_be_bytes()
 }
 
+/// Ends an array or object that holds all its members.
+const END: u8 = 0x00;
+/// Ends an array or object whose key stops at a member it could not hold whole (a string cut,
+/// an integer beyond 2^53, a container cut), or at the size bound. Members after such a one
+/// would order keys by what follows a tie that is not one in the values, so the key ends there,
+/// and above every continuation: it ties with the values sharing what it holds, and sorts after
+/// every value that is smaller there.
+const END_CUT: u8 = 0xff;
+
 /// Appends the order-preserving encoding of `v` (see the module docs for its bounds).
 pub fn encode(v: &Value, out: &mut Vec<u8>) {
+    encode_exact(v, out);
+}
+
+/// [`encode`]; returns whether the key holds all of `v` (equal keys then mean equal values).
+fn encode_exact(v: &Value, out: &mut Vec<u8>) -> bool {
     out.push(rank(v));
     match v {
-        Value::Null | Value::Bool(_) => {}
-        Value::Number(n) => out.extend_from_slice(&number_bytes(n)),
+        Value::Null | Value::Bool(_) => true,
+        Value::Number(n) => {
+            out.extend_from_slice(&number_bytes(n));
+            exact_number(n)
+        }
         Value::String(s) => encode_str(s, out),
         Value::Array(a) => {
             let start = out.len();
             for item in a {
-                if out.len() - start >= MAX_VALUE_BYTES {
-                    break;
+                if out.len() - start >= MAX_VALUE_BYTES || !encode_exact(item, out) {
+                    out.push(END_CUT);
+                    return false;
                 }
-                encode(item, out);
             }
-            out.push(0);
+            out.push(END);
+            true
         }
         Value::Object(m) => {
             let start = out.len();
             for (k, item) in sorted(m) {
                 if out.len() - start >= MAX_VALUE_BYTES {
-                    break;
+                    out.push(END_CUT);
+                    return false;
                 }
                 out.push(STRING);
-                encode_str(k, out);
-                encode(item, out);
+                if !encode_str(k, out) || !encode_exact(item, out) {
+                    out.push(END_CUT);
+                    return false;
+                }
             }
-            out.push(0);
+            out.push(END);
+            true
         }
     }
 }
@@ -213,7 +249,7 @@ pub fn decode(bytes: &[u8]) -> Option<(Value, usize)> {
         ARRAY => {
             let mut items = Vec::new();
             let mut at = 1;
-            while *bytes.get(at)? != 0 {
+            while !matches!(*bytes.get(at)?, END | END_CUT) {
                 let (v, n) = decode(&bytes[at..])?;
                 items.push(v);
                 at += n;
@@ -223,12 +259,17 @@ pub fn decode(bytes: &[u8]) -> Option<(Value, usize)> {
         OBJECT => {
             let mut m = Map::new();
             let mut at = 1;
-            while *bytes.get(at)? != 0 {
+            while !matches!(*bytes.get(at)?, END | END_CUT) {
                 if bytes[at] != STRING {
                     return None;
                 }
                 let (k, n) = decode_str(&bytes[at + 1..])?;
                 at += 1 + n;
+                if *bytes.get(at)? == END_CUT {
+                    // Cut after a key it could not hold whole.
+                    m.insert(k, Value::Null);
+                    break;
+                }
                 let (v, n) = decode(&bytes[at..])?;
                 at += n;
                 m.insert(k, v);
@@ -312,7 +353,56 @@ mod tests {
         })
     }
 
+    /// Values the keys cannot hold whole: long strings sharing prefixes, integers past 2^53,
+    /// arrays past the size bound, inside containers with members after them.
+    fn lossy_value() -> impl Strategy<Value = Value> {
+        let long = "x".repeat(MAX_STRING_BYTES - 2);
+        let leaf = prop_oneof![
+            "[ab]{0,4}".prop_map(move |t| json!(format!("{long}{t}"))),
+            (-3i64..3).prop_map(|d| json!((1i64 << 53) + d)),
+            (0u64..3).prop_map(|d| json!(u64::MAX - d)),
+            (-2i64..2).prop_map(|n| json!(n)),
+            Just(json!(vec!["y".repeat(MAX_STRING_BYTES); 4])),
+        ];
+        leaf.prop_recursive(2, 12, 3, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+                prop::collection::btree_map("[ab]{1,2}", inner, 0..3)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    #[test]
+    fn a_cut_member_ends_its_container_above_what_follows_a_tie() {
+        let long = "x".repeat(MAX_STRING_BYTES);
+        let (whole, cut) = (json!([long, 7]), json!([format!("{long}b"), 0]));
+        assert_eq!(compare(&whole, &cut), Ordering::Less);
+        assert!(encoded(&whole) < encoded(&cut));
+        assert_eq!(
+            encoded(&json!([format!("{long}b"), 0])),
+            encoded(&json!([format!("{long}c"), -5]))
+        );
+        let big = 1u64 << 53;
+        assert!(encoded(&json!([big, "z"])) <= encoded(&json!([big + 1, "a"])));
+        assert!(
+            decode(&encoded(&cut)).is_some(),
+            "cut keys decode (for explain)"
+        );
+    }
+
     proptest! {
+        /// Keys never reverse the order of values, whatever they had to cut.
+        #[test]
+        fn keys_never_reverse_the_order(a in lossy_value(), b in lossy_value()) {
+            let (ka, kb) = (encoded(&a), encoded(&b));
+            match compare(&a, &b) {
+                Ordering::Less => prop_assert!(ka <= kb, "{} < {} but keys reverse", a, b),
+                Ordering::Greater => prop_assert!(ka >= kb, "{} > {} but keys reverse", a, b),
+                Ordering::Equal => prop_assert_eq!(ka, kb),
+            }
+        }
+
         /// The encoding's byte order is the value order (for values within the key bounds and
         /// integers within 2^53, exactly; ties in the encoding are ties in the order).
         #[test]

@@ -10,7 +10,7 @@ use super::error::StoreError;
 mod steps;
 
 /// The schema this build writes.
-pub const CURRENT_SCHEMA: u32 = 6;
+pub const CURRENT_SCHEMA: u32 = 7;
 const SCHEMA_KEY: &[u8] = b"schema_version";
 
 pub(super) struct Migration {
