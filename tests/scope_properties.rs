@@ -675,6 +675,7 @@ mod feed_from_scopes {
             access: Access::Read,
             collections: None,
             scopes: Some(Arc::new(Scopes::bind(&rules, &claims).unwrap())),
+            expires: None,
         }
     }
 

@@ -603,3 +603,116 @@ async fn bad_signed_tokens_are_unauthorized() {
         assert_eq!(s, 401, "{what}: {p}");
     }
 }
+
+/// A stream or WebSocket opened with a signed token ends when the token does: an SSE changes
+/// feed, a live query and a document's events end (the client's reconnect then needs a fresh
+/// token), and an automerge-repo connection gets an `error` frame saying so, then a close.
+/// The token here is valid for three more seconds (its `exp` is within the leeway).
+#[tokio::test]
+async fn streams_and_websockets_end_with_their_token() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = tempfile::tempdir().unwrap();
+    let n = node(dir.path()).await;
+    let http = client();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let exp = now + 3 - concord::access::tokens::LEEWAY_SECS;
+    let token = mint_hs256(
+        SECRET,
+        &json!({"sub": "eve", "aud": "concord-tests", "exp": exp, "access": "write"}),
+    )
+    .unwrap();
+    let r = http
+        .put(n.url("/v1/collections/notes/docs/n1"))
+        .bearer_auth(&token)
+        .json(&json!({"owner": "eve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // All open before the token ends (after, each would be a 401).
+    let mut open = Vec::new();
+    for path in [
+        "/v1/changes?feed=sse&since=0",
+        "/v1/collections/notes/find?selector=%7B%7D",
+        "/v1/collections/notes/docs/n1/events",
+    ] {
+        let r = http
+            .get(n.url(path))
+            .bearer_auth(&token)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        open.push((path, r.bytes_stream()));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    for (path, mut body) in open {
+        loop {
+            match tokio::time::timeout_at(deadline, body.next()).await {
+                Err(_) => panic!("{path}: the stream outlived its token"),
+                Ok(Some(Ok(_))) => continue,
+                Ok(_) => break,
+            }
+        }
+    }
+    // A WebSocket that stays idle after joining: ended by the expiry alone.
+    let fresh = mint_hs256(
+        SECRET,
+        &json!({"sub": "eve", "aud": "concord-tests", "exp": std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() + 3 - concord::access::tokens::LEEWAY_SECS, "access": "write"}),
+    )
+    .unwrap();
+    let mut req = n
+        .url("/v1/automerge-repo")
+        .replacen("http", "ws", 1)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {fresh}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let join = ciborium::Value::Map(vec![
+        ("type".into(), "join".into()),
+        ("senderId".into(), "eve-peer".into()),
+        (
+            "supportedProtocolVersions".into(),
+            ciborium::Value::Array(vec!["1".into()]),
+        ),
+    ]);
+    let mut bytes = Vec::new();
+    ciborium::into_writer(&join, &mut bytes).unwrap();
+    ws.send(Message::Binary(bytes.into())).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut error = None;
+    loop {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the connection outlived its token");
+        match next {
+            Some(Ok(Message::Binary(b))) => {
+                let v: ciborium::Value = ciborium::from_reader(&b[..]).unwrap();
+                let field = |k: &str| {
+                    v.as_map()
+                        .and_then(|m| m.iter().find(|(key, _)| key.as_text() == Some(k)))
+                        .and_then(|(_, v)| v.as_text().map(str::to_string))
+                };
+                if field("type").as_deref() == Some("error") {
+                    error = field("message");
+                }
+            }
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => {}
+        }
+    }
+    let error = error.expect("an error frame before the close");
+    assert!(error.contains("expired"), "{error}");
+    n.stop().await;
+}

@@ -42,6 +42,10 @@ pub struct Grant {
     pub collections: Option<Vec<String>>,
     /// Narrowing to documents (`None`: whole collections).
     pub scopes: Option<Arc<Scopes>>,
+    /// When the grant ends, in Unix seconds (a signed token's `exp` with the verifier's
+    /// leeway): long-lived streams and WebSocket connections it opened end then, as a request
+    /// with the token would be refused. `None`: it does not (static tokens, no tokens).
+    pub expires: Option<u64>,
 }
 
 impl Grant {
@@ -52,7 +56,17 @@ impl Grant {
             access: Access::Admin,
             collections: None,
             scopes: None,
+            expires: None,
         }
+    }
+
+    /// How long the grant has left; `None` when it does not end.
+    pub fn remaining(&self) -> Option<std::time::Duration> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.expires
+            .map(|e| std::time::Duration::from_secs(e.saturating_sub(now)))
     }
 
     /// Whether the caller may use `collection` at all (some of its documents, at least).
@@ -131,6 +145,7 @@ mod tests {
             access: Access::Write,
             collections: Some(vec!["a".into()]),
             scopes: None,
+            expires: None,
         };
         assert!(g.may_write("a") && !g.may_use("b") && !g.is_admin());
         assert!(g.sees_all_of("a") && g.sees("a", "x", &json!({})));
@@ -155,6 +170,7 @@ mod tests {
             access: Access::Write,
             collections: None,
             scopes: Some(Arc::new(Scopes::bind(&rules, &claims).unwrap())),
+            expires: None,
         };
         assert!(g.may_use("notes") && g.may_use("public") && !g.may_use("other"));
         assert!(!g.sees_all_of("notes") && g.sees_all_of("public"));

@@ -346,6 +346,7 @@ fn grant_of(claims: Map<String, Value>) -> Result<Verified, AccessError> {
             access,
             collections: None,
             scopes,
+            expires: Some(exp.saturating_add(LEEWAY_SECS)),
         }),
         exp,
         nbf,
@@ -382,6 +383,7 @@ impl StaticToken {
                 access,
                 collections,
                 scopes,
+                expires: None,
             }),
         })
     }

@@ -247,7 +247,7 @@ pub async fn changes(
         }
         FeedMode::Sse => {
             let slot = node.streams.acquire()?;
-            Ok(sse(node, slot, since, limit, q.collection, filter).into_response())
+            Ok(sse(node, slot, since, limit, q.collection, filter, &who).into_response())
         }
     }
 }
@@ -284,6 +284,7 @@ fn sse(
     limit: usize,
     collection: Option<String>,
     filter: Option<Arc<Filters>>,
+    who: &crate::access::Grant,
 ) -> impl IntoResponse {
     let rx = node.store.feed_watermark();
     let state = SseState {
@@ -335,5 +336,6 @@ fn sse(
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+    Sse::new(crate::http::auth::until_expired(stream, who))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }

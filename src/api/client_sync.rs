@@ -148,6 +148,7 @@ fn scoped_error(e: crate::sync::ScopedStepError) -> ApiError {
     match e {
         E::Hidden(_) => ApiError::NotFound(e.to_string()),
         E::OutOfScope(..) => ApiError::Forbidden(e.to_string()),
+        E::MissingDeps(..) => ApiError::InvalidOperation(e.to_string()),
         E::Store(s) => s.into(),
     }
 }
@@ -245,6 +246,7 @@ pub async fn events(
         super::docs::check_visible(&node, &who, &key).await?;
     }
     let who = (*who.0).clone();
+    let grant = who.clone();
     // Held by the stream for its life: dropped with it when the client goes away.
     let slot = node.streams.acquire()?;
     let rx = node.store.subscribe_commits();
@@ -301,7 +303,7 @@ pub async fn events(
             ))
         },
     );
-    Ok(Sse::new(stream)
+    Ok(Sse::new(crate::http::auth::until_expired(stream, &grant))
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
 }

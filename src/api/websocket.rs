@@ -29,7 +29,6 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use ciborium::Value;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Grant;
@@ -64,7 +63,7 @@ pub async fn upgrade(
     let scope = (!who.sees_all_of(collection)).then(|| (*who.0).clone());
     ws.max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| serve(node, socket, slot, who.name.clone(), may_write, scope))
+        .on_upgrade(move |socket| serve(node, socket, slot, (*who.0).clone(), may_write, scope))
 }
 
 /// Why a connection must end with an `error` frame.
@@ -113,14 +112,19 @@ async fn serve(
     node: Arc<Node>,
     mut socket: WebSocket,
     slot: WsSlot,
-    principal: String,
+    grant: Grant,
     may_write: bool,
     scope: Option<Grant>,
 ) {
+    let principal = grant.name.clone();
+    // The connection ends with the token that opened it (with an `error` frame saying so).
+    let expired = crate::http::auth::expired(&grant);
+    tokio::pin!(expired);
     // Unregisters the connection however the task ends (a panic included).
     let registration = node.ws_hub.register(slot);
     let id = registration.id();
-    let (tx, mut relay_rx) = mpsc::channel::<Vec<u8>>(1024);
+    let (tx, mut relay_rx) =
+        crate::node::ws_hub::relay_queue(crate::node::ws_hub::RELAY_QUEUE_BYTES);
     let cancel = CancellationToken::new();
     let mut commits = node.store.subscribe_commits();
     let mut conn = Conn {
@@ -151,6 +155,9 @@ async fn serve(
                 Err(_) => break,
             },
             relayed = relay_rx.recv() => Ok(relayed.into_iter().collect()),
+            _ = &mut expired => Err(ProtocolError(
+                "the token expired: reconnect with a fresh one".into(),
+            )),
         };
         match outgoing {
             Ok(frames) => {
@@ -213,7 +220,7 @@ impl Conn {
     async fn handle(
         &mut self,
         frame: &[u8],
-        tx: &mpsc::Sender<Vec<u8>>,
+        tx: &crate::node::ws_hub::RelaySender,
         cancel: &CancellationToken,
     ) -> Result<Vec<Vec<u8>>, ProtocolError> {
         let frame = frame::decode(frame).map_err(|e| ProtocolError(e.0))?;
@@ -238,7 +245,7 @@ impl Conn {
     fn join(
         &mut self,
         join: frame::Join,
-        tx: &mpsc::Sender<Vec<u8>>,
+        tx: &crate::node::ws_hub::RelaySender,
         cancel: &CancellationToken,
     ) -> Result<Vec<Vec<u8>>, ProtocolError> {
         // A client that lists no versions speaks the first one.

@@ -28,6 +28,25 @@ pub use crate::config::TokenConfig;
 use crate::node::Node;
 use crate::tls::Conn;
 
+/// Resolves when `who`'s grant ends (see [`Grant::expires`]); never when it does not.
+pub async fn expired(who: &Grant) {
+    match who.remaining() {
+        Some(left) => tokio::time::sleep(left).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `stream`, ended when `who`'s grant ends: a long-lived response must not outlast the token
+/// that opened it (every request with it would be refused by then); the client reconnects with
+/// a fresh one.
+pub fn until_expired<S: futures::Stream>(
+    stream: S,
+    who: &Grant,
+) -> impl futures::Stream<Item = S::Item> {
+    let who = who.clone();
+    futures::StreamExt::take_until(stream, async move { expired(&who).await })
+}
+
 /// Who is calling, as the handlers see it (a request extension).
 #[derive(Debug, Clone)]
 pub struct Principal(pub Arc<Grant>);
@@ -398,6 +417,7 @@ mod tests {
             access: Access::Read,
             collections: Some(vec!["a".into()]),
             scopes: None,
+            expires: None,
         }));
         assert!(p.may_use("a"));
         assert!(!p.may_use("b"));

@@ -26,6 +26,64 @@ pub enum HubError {
     SenderIdTaken(String),
 }
 
+/// Most bytes of relayed ephemeral frames one connection may have waiting to be sent. A client
+/// that stops reading while others keep talking on its documents would otherwise hold up to a
+/// frame-count bound of frames as large as a message may be (16 MiB each). Presence and cursor
+/// messages are small; beyond this, frames are dropped (ephemeral messages are best effort).
+pub const RELAY_QUEUE_BYTES: usize = 1 << 20;
+/// Most relayed frames one connection may have waiting (each costs a little beyond its bytes).
+const RELAY_QUEUE_FRAMES: usize = 1024;
+
+/// The sending side of a connection's queue of relayed frames, bounded in frames and bytes.
+#[derive(Clone)]
+pub struct RelaySender {
+    tx: mpsc::Sender<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
+
+/// The receiving side: the connection's task takes frames from it to send them.
+pub struct RelayReceiver {
+    rx: mpsc::Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// A connection's relay queue holding at most `max_bytes` of frames.
+pub fn relay_queue(max_bytes: usize) -> (RelaySender, RelayReceiver) {
+    let (tx, rx) = mpsc::channel(RELAY_QUEUE_FRAMES);
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        RelaySender {
+            tx,
+            queued: queued.clone(),
+            max_bytes,
+        },
+        RelayReceiver { rx, queued },
+    )
+}
+
+impl RelaySender {
+    /// Queues `frame` unless the queue is full (in frames or bytes); `false` when dropped.
+    pub fn try_send(&self, frame: Vec<u8>) -> bool {
+        let len = frame.len();
+        let before = self.queued.fetch_add(len, Ordering::AcqRel);
+        if before + len > self.max_bytes || self.tx.try_send(frame).is_err() {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+}
+
+impl RelayReceiver {
+    /// The next frame; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Vec<u8>> {
+        let frame = self.rx.recv().await?;
+        self.queued.fetch_sub(frame.len(), Ordering::AcqRel);
+        Some(frame)
+    }
+}
+
 /// Live connections, for relaying ephemeral messages and replacing a peer that reconnects.
 pub struct Hub {
     next_id: AtomicU64,
@@ -45,7 +103,7 @@ struct ConnEntry {
     principal: String,
     /// Documents this connection has open (synced, asked for, or sent ephemeral messages on).
     docs: HashSet<String>,
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: RelaySender,
     cancel: CancellationToken,
 }
 
@@ -99,7 +157,7 @@ impl Hub {
         conn: u64,
         peer_id: &str,
         principal: &str,
-        tx: &mpsc::Sender<Vec<u8>>,
+        tx: &RelaySender,
         cancel: &CancellationToken,
     ) -> Result<(), HubError> {
         let mut conns = self.conns.lock();
@@ -183,14 +241,15 @@ impl Hub {
     }
 
     /// Sends `frame_for(target peer id)` to every connection but `from` that has `document_id`
-    /// open. A full queue drops the frame: ephemeral messages are best effort.
+    /// open. A full queue (see [`RELAY_QUEUE_BYTES`]) drops the frame: ephemeral messages are
+    /// best effort.
     pub fn relay(&self, from: u64, document_id: &str, frame_for: impl Fn(&str) -> Vec<u8>) {
         let conns = self.conns.lock();
         for (id, c) in conns.iter() {
             if *id == from || !c.docs.contains(document_id) {
                 continue;
             }
-            let _ = c.tx.try_send(frame_for(&c.peer_id));
+            c.tx.try_send(frame_for(&c.peer_id));
         }
     }
 }
@@ -264,7 +323,7 @@ mod tests {
     #[test]
     fn documents_per_connection_are_capped_and_released() {
         let hub = Arc::new(Hub::default());
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = relay_queue(RELAY_QUEUE_BYTES);
         let reg = hub.register(WsSlot::reserve(&hub, 1).unwrap());
         let id = reg.id();
         hub.join(id, "p", "anonymous", &tx, &CancellationToken::new())
@@ -280,10 +339,36 @@ mod tests {
         assert_eq!(hub.open(), 0);
     }
 
+    /// A connection that does not read holds at most the byte bound of relayed frames: beyond
+    /// it frames are dropped, and once it reads, frames are queued again.
+    #[test]
+    fn a_stalled_connection_holds_a_bounded_relay_queue() {
+        let hub = Arc::new(Hub::default());
+        let (tx, mut rx) = relay_queue(10_000);
+        let reg = hub.register(WsSlot::reserve(&hub, 1).unwrap());
+        hub.join(reg.id(), "p", "anonymous", &tx, &CancellationToken::new())
+            .unwrap();
+        hub.open_doc(reg.id(), "d", 8).unwrap();
+        for _ in 0..50 {
+            hub.relay(u64::MAX, "d", |_| vec![0u8; 1_000]);
+        }
+        let mut held = 0;
+        // Everything relayed is queued already: take what is there without waiting.
+        while let Some(Some(f)) = futures::FutureExt::now_or_never(rx.recv()) {
+            held += f.len();
+        }
+        assert_eq!(held, 10_000, "ten frames kept, forty dropped");
+        assert!(
+            !tx.try_send(vec![0; 10_001]),
+            "a frame over the bound never fits"
+        );
+        assert!(tx.try_send(vec![0; 10_000]), "drained: room again");
+    }
+
     #[test]
     fn only_the_same_principal_takes_over_a_sender_id() {
         let hub = Arc::new(Hub::default());
-        let (tx, _rx) = mpsc::channel(1);
+        let (tx, _rx) = relay_queue(RELAY_QUEUE_BYTES);
         let (first, second, third) = (
             CancellationToken::new(),
             CancellationToken::new(),

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use automerge::ReadDoc;
 use tokio_util::sync::CancellationToken;
 
 use crate::access::Grant;
@@ -49,6 +50,11 @@ pub enum ScopedStepError {
     /// The caller's changes would leave the document outside its scope; nothing was applied.
     #[error("the changes would leave document {0} outside the scope of token `{1}`")]
     OutOfScope(String, String),
+    /// The caller's changes depend on changes this node does not have: Automerge would hold
+    /// them back until those arrive (from anyone, a peer included) and then apply them, where
+    /// nothing could judge them against the caller's scope; nothing was applied.
+    #[error("the changes to document {0} depend on {1} change(s) this node does not have: send those too")]
+    MissingDeps(String, usize),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -71,9 +77,20 @@ pub fn step_scoped(
             return Err(ScopedStepError::Hidden(key.to_string()));
         }
         let before = doc.get_heads();
+        let missing_before = doc.get_missing_deps(&[]);
         doc.receive_sync_message(state, msg).map_err(|e| {
             ScopedStepError::Store(StoreError::Doc(DocError::SyncRejected(e.to_string())))
         })?;
+        // Failing here drops the held-back changes with the copy in memory (the store reloads
+        // a document a failed write left changed).
+        let missing = doc
+            .get_missing_deps(&[])
+            .into_iter()
+            .filter(|h| !missing_before.contains(h))
+            .count();
+        if missing > 0 {
+            return Err(ScopedStepError::MissingDeps(key.to_string(), missing));
+        }
         if doc.get_heads() != before && !who.may_leave(c, id, doc) {
             return Err(ScopedStepError::OutOfScope(
                 key.to_string(),
@@ -136,5 +153,95 @@ pub async fn sweep_states(store: Arc<Store>, ttl: Duration, shutdown: Cancellati
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use automerge::transaction::Transactable;
+    use automerge::{Automerge, ROOT};
+
+    fn grant(rule: &str, sub: &str) -> Grant {
+        let rules = [crate::access::ScopeRule::parse_arg(rule).unwrap()];
+        let claims = serde_json::json!({ "sub": sub })
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        Grant {
+            name: sub.into(),
+            access: crate::access::Access::Write,
+            collections: None,
+            scopes: Some(Arc::new(
+                crate::access::Scopes::bind(&rules, &claims).unwrap(),
+            )),
+            expires: None,
+        }
+    }
+
+    fn change(doc: &mut Automerge, field: &str, value: &str) -> automerge::Change {
+        let mut tx = doc.transaction();
+        tx.put(ROOT, field, value).unwrap();
+        tx.commit();
+        doc.get_last_local_change().unwrap().clone()
+    }
+
+    /// A scoped client's change that depends on one the node lacks is refused, not held back:
+    /// held back, it would be applied when its dependency arrives from a peer, unjudged (here
+    /// it gives the document away to another owner).
+    #[test]
+    fn a_scoped_clients_change_with_missing_dependencies_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
+            dir.path(),
+            crate::store::StoreOptions::default(),
+            Metrics::new(),
+        )
+        .unwrap();
+        let key = DocKey::new("c", "d").unwrap();
+        let who = grant(r#"c:{"owner":"$sub"}"#, "alice");
+        // The node's document, alice's.
+        let mut origin = Automerge::new();
+        let first = change(&mut origin, "owner", "alice");
+        store
+            .write_from::<_, StoreError>(Origin::Peer, &key, |doc, _| {
+                doc.apply_changes([first.clone()])
+                    .map_err(|e| StoreError::Doc(DocError::SyncRejected(e.to_string())))
+            })
+            .unwrap();
+        // Elsewhere: an edit the node has not seen, then one on top that hands the document to
+        // bob (in scope for neither check on its own: its parent is missing here).
+        let middle = change(&mut origin, "note", "x");
+        let takeover = change(&mut origin, "owner", "bob");
+        let msg = automerge::sync::Message {
+            heads: origin.get_heads(),
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: vec![takeover.raw_bytes().to_vec()].into(),
+            flags: None,
+            version: automerge::sync::MessageVersion::V1,
+        };
+        let mut state = automerge::sync::State::new();
+        match step_scoped(&store, &key, &mut state, msg, &who) {
+            Err(ScopedStepError::MissingDeps(_, 1)) => {}
+            other => panic!("expected a refusal: {other:?}"),
+        }
+        // The missing change arrives from a peer: nothing of alice's client comes with it.
+        store
+            .write_from::<_, StoreError>(Origin::Peer, &key, |doc, _| {
+                doc.apply_changes([middle.clone()])
+                    .map_err(|e| StoreError::Doc(DocError::SyncRejected(e.to_string())))
+            })
+            .unwrap();
+        let owner = store
+            .read(&key, |doc, _| {
+                doc.get(ROOT, "owner")
+                    .unwrap()
+                    .map(|(v, _)| v.into_string().ok())
+            })
+            .unwrap()
+            .flatten()
+            .flatten();
+        assert_eq!(owner.as_deref(), Some("alice"));
     }
 }
