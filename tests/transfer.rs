@@ -277,6 +277,30 @@ async fn bad_lines_are_reported_by_number_and_the_rest_applied() {
         text.contains("\"line\":1") && text.contains("Automerge"),
         "{text}"
     );
+    // A valid document followed by what is not a chunk: refused whole, not loaded in part.
+    let mut am = automerge::AutoCommit::new();
+    automerge::transaction::Transactable::put(&mut am, automerge::ROOT, "a", 9).unwrap();
+    let mut bytes = am.save();
+    bytes.extend_from_slice(b"trailing garbage");
+    use base64::Engine;
+    let line = json!({
+        "id": "partial",
+        "automerge": base64::engine::general_purpose::STANDARD.encode(&bytes)
+    });
+    let r = http
+        .post(node.url("/v1/collections/t/import?format=automerge"))
+        .body(line.to_string())
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"failed\":1"), "{text}");
+    let r = http
+        .get(node.url("/v1/collections/t/docs/partial"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "nothing of a refused line is kept");
     // A format the node does not know is refused before anything is read.
     let r = http
         .get(node.url("/v1/collections/t/export?format=csv"))

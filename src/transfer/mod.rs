@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
+use crate::codec::chunks::Chunk;
 use crate::doc::contain::contained;
 use crate::doc::heads;
 use crate::doc::write::{apply, Write};
@@ -269,9 +270,21 @@ pub fn import_line(
                 .decode(b64.as_bytes())
                 .map_err(|e| invalid(format!("`automerge` is not base64: {e}")))?;
             let name = key.to_string();
+            // Checked chunk by chunk as posted changes are (bundles refused, every change's
+            // operations checked, a partial document refused), never handed to Automerge raw.
+            let chunks = crate::codec::chunks::parse_chunks(&bytes)
+                .map_err(|e| invalid(format!("not an Automerge document: {}", e.0)))?;
             let mut other = contained(&name, || {
                 let mut d = automerge::Automerge::new();
-                d.load_incremental(&bytes).map(|_| d)
+                for chunk in chunks {
+                    match chunk {
+                        Chunk::Changes(changes) => d.apply_changes(changes)?,
+                        Chunk::Document(mut saved) => {
+                            d.merge(&mut saved)?;
+                        }
+                    }
+                }
+                Ok::<_, automerge::AutomergeError>(d)
             })
             .map_err(|e| invalid(e.to_string()))?
             .map_err(|e| invalid(format!("not an Automerge document: {e}")))?;
