@@ -506,11 +506,7 @@ async fn every_client_route_is_closed_without_a_valid_token() {
         }
     }
     // ...while a valid token upgrades (so the 401s above are about the token).
-    let mut req = ws_url.as_str().into_client_request().unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {READER}").parse().unwrap());
-    let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    drop(ws);
+    drop(common::http::automerge_repo_socket(&n.url(""), READER).await);
 
     // Probes stay open.
     for path in OPEN {
@@ -681,14 +677,7 @@ async fn push_over_websocket(
     edit: impl Fn(&mut automerge::transaction::Transaction<'_>) -> Result<(), automerge::AutomergeError>,
 ) -> (bool, Automerge, bool, Option<String>) {
     let document_id = document_id.to_string();
-    let mut req = n
-        .url("/v1/automerge-repo")
-        .replacen("http", "ws", 1)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = common::http::automerge_repo_socket(&n.url(""), token).await;
     ws.send(frame(vec![
         ("type", Cbor::Text("join".into())),
         ("senderId", Cbor::Text("reader-peer".into())),

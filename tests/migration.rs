@@ -506,7 +506,10 @@ fn schema_6_indexes_are_rebuilt_with_the_new_keys() {
         let ix = store.indexes().get("t", "by_v").unwrap();
         while store.index_build_step(&ix, 10).unwrap() != BuildState::Ready {}
         assert_eq!(
-            store.index_entries(ix.id, &[], &[0xff], false, 10).unwrap().len(),
+            store
+                .index_entries(ix.id, &[], &[0xff], false, 10)
+                .unwrap()
+                .len(),
             2,
             "built"
         );

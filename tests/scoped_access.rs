@@ -611,7 +611,6 @@ async fn bad_signed_tokens_are_unauthorized() {
 #[tokio::test]
 async fn streams_and_websockets_end_with_their_token() {
     use futures::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message;
 
     let dir = tempfile::tempdir().unwrap();
@@ -671,14 +670,7 @@ async fn streams_and_websockets_end_with_their_token() {
             .as_secs() + 3 - concord::access::tokens::LEEWAY_SECS, "access": "write"}),
     )
     .unwrap();
-    let mut req = n
-        .url("/v1/automerge-repo")
-        .replacen("http", "ws", 1)
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {fresh}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let mut ws = common::http::automerge_repo_socket(&n.url(""), &fresh).await;
     let join = ciborium::Value::Map(vec![
         ("type".into(), "join".into()),
         ("senderId".into(), "eve-peer".into()),

@@ -157,3 +157,19 @@ impl SseReader {
         }
     }
 }
+
+/// A WebSocket to the node's automerge-repo endpoint (`base` is the node's `http://` URL),
+/// upgraded with `token` as a bearer token.
+pub async fn automerge_repo_socket(
+    base: &str,
+    token: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = format!("{base}/v1/automerge-repo")
+        .replacen("http", "ws", 1)
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
