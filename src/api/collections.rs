@@ -386,7 +386,7 @@ pub async fn bulk_read(
                 .into_iter()
                 .map(|id| {
                     let r = doc_key(&collection, &id)
-                        .and_then(|key| read_blocking(&n, &key, None, None));
+                        .and_then(|key| read_blocking(&n, &key, None, None, false));
                     match r {
                         Ok(Read::Body(b, _))
                             if narrowed

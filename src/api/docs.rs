@@ -323,16 +323,23 @@ pub enum Read {
 }
 
 /// Reads a document's JSON body, now or at `at` (blocking; call from a blocking task).
+/// `copy_missed`: the caller already looked for the materialised copy and found none.
 pub fn read_blocking(
     node: &Node,
     key: &DocKey,
     at: Option<&[ChangeHash]>,
     if_none_match: Option<&Condition>,
+    copy_missed: bool,
 ) -> Result<Read, ApiError> {
     if at.is_none() {
         // The materialised copy, built and kept now if a write dropped it; a missing or deleted
         // document goes on below, for its precise answer.
-        if let Some(current) = node.store.current_json(key)? {
+        let current = if copy_missed {
+            node.store.current_json_after_miss(key)?
+        } else {
+            node.store.current_json(key)?
+        };
+        if let Some(current) = current {
             let version = heads::from_stored(&current.heads);
             if if_none_match.is_some_and(|c| c.matches(Some(&version))) {
                 return Ok(Read::NotModified(version));
@@ -420,7 +427,13 @@ pub async fn get(
                     return Ok(answer_materialized(m, if_none_match.as_ref()));
                 }
             }
-            let read = read_blocking(&n, &key, at.as_deref(), if_none_match.as_ref())?;
+            let read = read_blocking(
+                &n,
+                &key,
+                at.as_deref(),
+                if_none_match.as_ref(),
+                at.is_none(),
+            )?;
             // Serialise here too: it is CPU work that should not sit on the async workers.
             Ok(match read {
                 Read::Body(body, v) => {

@@ -638,6 +638,12 @@ impl Store {
         self.materialize(key)
     }
 
+    /// [`Store::current_json`] for a caller whose [`Store::materialized`] just found no copy (and
+    /// counted that miss): the copy is built, without counting the same miss again.
+    pub fn current_json_after_miss(&self, key: &DocKey) -> Result<Option<CurrentJson>, StoreError> {
+        self.materialize(key)
+    }
+
     /// [`Store::current_json`] of many documents at once, in the order of `keys`. Copies held in
     /// memory are taken from there; the others are read with one batched lookup (RocksDB's
     /// MultiGet shares the block-cache probes and the file reads among the keys), which is what
