@@ -3,7 +3,7 @@
 //! Phases (one run, side by side, so ratios are meaningful on a noisy machine):
 //! 1. durable single-field PATCHes to `--docs` documents over `--conns` connections;
 //! 2. GETs of the same documents, then `/v1/health` (the HTTP ceiling for a read), and both again
-//!    from `wrk` when it is installed (an external load generator);
+//!    from `wrk` when it is installed (an external load generator), then PATCHes from `wrk`;
 //! 3. the same PATCH commit path in-process against the store (no HTTP): the ceiling;
 //! 4. RSS of a node holding `--rss-docs` small documents with the cache full.
 //!
@@ -389,65 +389,99 @@ fn wrk_phase(url: &str, o: &Opts) {
     }
 }
 
-/// `wrk` rates of GET a document and GET `/v1/health` (`None` when wrk is missing or failed).
-fn wrk_rates(url: &str, o: &Opts) -> (Option<f64>, Option<f64>) {
-    if std::process::Command::new("wrk")
+fn wrk_installed() -> bool {
+    let found = std::process::Command::new("wrk")
         .arg("--version")
         .output()
-        .is_err()
-    {
+        .is_ok();
+    if !found {
         println!("wrk: not installed (apt-get install wrk); external load generator phase skipped");
+    }
+    found
+}
+
+/// One `wrk` run (two threads, `--conns` connections, `--secs`), its row printed; the rate, or
+/// `None` when wrk failed. `script`: Lua that makes each request.
+fn wrk_run(url: &str, o: &Opts, name: &str, path: &str, script: Option<&str>) -> Option<f64> {
+    let dir = std::env::temp_dir().join(format!("concord-wrk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).ok()?;
+    let file = dir.join("requests.lua");
+    let mut cmd = std::process::Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{}", o.conns),
+        &format!("-d{}s", o.secs),
+        "--latency",
+    ]);
+    if let Some(s) = script {
+        std::fs::write(&file, s).ok()?;
+        cmd.arg("-s").arg(&file);
+    }
+    let out = cmd.arg(format!("{url}{path}")).output().ok();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out?.stdout).into_owned();
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+    };
+    let rate = field("Requests/sec:")?.parse::<f64>().ok()?;
+    let non2xx = text
+        .lines()
+        .find(|l| l.trim().starts_with("Non-2xx"))
+        .and_then(|l| l.split_whitespace().last())
+        .unwrap_or("0")
+        .to_string();
+    println!(
+        "| wrk {name} ({url}) | {rate:.0}/s | {} | {} | | {non2xx} |",
+        field("50%").unwrap_or_default(),
+        field("99%").unwrap_or_default(),
+    );
+    Some(rate)
+}
+
+/// `wrk` rates of GET a document and GET `/v1/health` (`None` when wrk is missing or failed).
+fn wrk_rates(url: &str, o: &Opts) -> (Option<f64>, Option<f64>) {
+    if !wrk_installed() {
         return (None, None);
     }
-    let dir = std::env::temp_dir().join(format!("concord-wrk-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("wrk dir");
-    let script = dir.join("docs.lua");
-    std::fs::write(
-        &script,
-        format!(
-            "math.randomseed(7)\nrequest = function()\n  return wrk.format(\"GET\", \"/v1/collections/load/docs/d\" .. math.random(0, {}))\nend\n",
-            o.docs - 1
-        ),
-    )
-    .expect("wrk script");
-    let run = |name: &str, path: &str, script: Option<&std::path::Path>| -> Option<f64> {
-        let mut cmd = std::process::Command::new("wrk");
-        cmd.args([
-            "-t2",
-            &format!("-c{}", o.conns),
-            &format!("-d{}s", o.secs),
-            "--latency",
-        ]);
-        if let Some(s) = script {
-            cmd.arg("-s").arg(s);
-        }
-        let out = cmd.arg(format!("{url}{path}")).output().ok()?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let field = |prefix: &str| {
-            text.lines()
-                .map(str::trim)
-                .find(|l| l.starts_with(prefix))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .map(str::to_string)
-        };
-        let rate = field("Requests/sec:")?.parse::<f64>().ok()?;
-        let non2xx = text
-            .lines()
-            .find(|l| l.trim().starts_with("Non-2xx"))
-            .and_then(|l| l.split_whitespace().last())
-            .unwrap_or("0")
-            .to_string();
-        println!(
-            "| wrk {name} | {rate:.0}/s | {} | {} | | {non2xx} |",
-            field("50%").unwrap_or_default(),
-            field("99%").unwrap_or_default(),
-        );
-        Some(rate)
-    };
-    let doc = run(&format!("GET a document ({url})"), "/", Some(&script));
-    let health = run(&format!("GET /v1/health ({url})"), "/v1/health", None);
-    let _ = std::fs::remove_dir_all(&dir);
+    let script = format!(
+        "math.randomseed(7)\nrequest = function()\n  return wrk.format(\"GET\", \"/v1/collections/load/docs/d\" .. math.random(0, {}))\nend\n",
+        o.docs - 1
+    );
+    let doc = wrk_run(url, o, "GET a document", "/", Some(&script));
+    let health = wrk_run(url, o, "GET /v1/health", "/v1/health", None);
     (doc, health)
+}
+
+/// Durable single-field merge-patch PATCHes to random documents from `wrk`: the same request as
+/// the in-process generator's PATCH phase, from a client that costs the server's two cores far
+/// less than this process's HTTP client does.
+fn wrk_patch(url: &str, o: &Opts) -> Option<f64> {
+    if !wrk_installed() {
+        return None;
+    }
+    // Each of wrk's threads has its own Lua state, seeded apart (`setup` numbers them), so no
+    // two patches of a document are the same: an identical patch commits nothing.
+    let script = r#"
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("seed", threads * 7919)
+end
+function init(args)
+  math.randomseed(seed)
+end
+local headers = {["Content-Type"] = "application/merge-patch+json"}
+request = function()
+  local path = "/v1/collections/load/docs/d" .. math.random(0, DOCS_MINUS_ONE)
+  return wrk.format("PATCH", path, headers, '{"n":' .. math.random(1, 2000000000) .. '}')
+end
+"#
+    .replace("DOCS_MINUS_ONE", &(o.docs - 1).to_string());
+    wrk_run(url, o, "PATCH (durable, 1 field)", "/", Some(&script))
 }
 
 /// `--tls`: plain HTTP and TLS side by side (two processes, the same documents), PATCH and GET
@@ -577,6 +611,7 @@ async fn main() {
         get.rate() / health.rate().max(1.0)
     );
     wrk_phase(&server.url, &o);
+    let wrk_patch = wrk_patch(&server.url, &o);
     drop(server);
     let ceiling = tokio::task::spawn_blocking(move || {
         let o2 = opts();
@@ -589,6 +624,12 @@ async fn main() {
         "HTTP PATCH / in-process ceiling = {:.0}%",
         100.0 * patch.rate() / ceiling.rate().max(1.0)
     );
+    if let Some(w) = wrk_patch {
+        println!(
+            "wrk PATCH / in-process ceiling = {:.0}%",
+            100.0 * w / ceiling.rate().max(1.0)
+        );
+    }
     if o.rss_docs > 0 {
         rss_phase(&o).await;
     }
