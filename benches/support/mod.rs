@@ -72,7 +72,8 @@ pub struct Process {
     pub child: std::process::Child,
     pub url: String,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    /// The data directory, removed on drop unless the caller owns it (`start_in`).
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Process {
@@ -93,8 +94,26 @@ impl Process {
         Self::start_as(port, extra, "https", http).await
     }
 
+    /// Starts a node on a data directory the caller keeps, so a later process can reopen it.
+    pub async fn start_in(port: u16, dir: &std::path::Path, extra: &[String]) -> Process {
+        let http = client_builder().build().expect("http client");
+        Self::spawn(port, dir, None, extra, "http", http).await
+    }
+
     async fn start_as(port: u16, extra: &[String], scheme: &str, http: reqwest::Client) -> Process {
         let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().to_path_buf();
+        Self::spawn(port, &path, Some(dir), extra, scheme, http).await
+    }
+
+    async fn spawn(
+        port: u16,
+        dir: &std::path::Path,
+        owned: Option<tempfile::TempDir>,
+        extra: &[String],
+        scheme: &str,
+        http: reqwest::Client,
+    ) -> Process {
         let port = if port == 0 { free_port() } else { port };
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_concord"))
             .args([
@@ -105,7 +124,7 @@ impl Process {
                 "warn",
                 "--data-dir",
             ])
-            .arg(dir.path())
+            .arg(dir)
             .args(extra)
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -120,7 +139,7 @@ impl Process {
             child,
             url,
             port,
-            _dir: dir,
+            _dir: owned,
         }
     }
 
