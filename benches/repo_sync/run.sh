@@ -20,7 +20,7 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 rss() { awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' "/proc/$1/status"; }
 wait_port() { for _ in $(seq 200); do (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "server on $1 did not start" >&2; exit 1; }
 # The workload and the reference server import packages installed under tests/js.
-ln -sf "$PWD/tests/js/node_modules" "$PWD/benches/repo_sync/node_modules"
+ln -sfn "$PWD/tests/js/node_modules" "$PWD/benches/repo_sync/node_modules"
 
 echo "workload: $N clients x $M documents x $E edits"
 echo "| server | docs synced/s | sync p50 | sync p99 | fresh-client load docs/s | find p50 | find p99 | fresh client CPU / load time | one find at a time p50 / p99 | server CPU per doc (sync + load) | server RSS after |"
