@@ -273,27 +273,14 @@ async fn main() {
             median(fp0),
             median(fp1),
         );
-        let [mut g0, mut g1] = f.get;
-        row(
-            "GET p50",
-            percentile(&mut g0, 0.5),
-            percentile(&mut g1, 0.5),
-        );
-        row(
-            "GET p99",
-            percentile(&mut g0, 0.99),
-            percentile(&mut g1, 0.99),
-        );
-        let [mut p0, mut p1] = f.patch;
-        row(
-            "PATCH p50 (durable)",
-            percentile(&mut p0, 0.5),
-            percentile(&mut p1, 0.5),
-        );
-        row(
-            "PATCH p99 (durable)",
-            percentile(&mut p0, 0.99),
-            percentile(&mut p1, 0.99),
-        );
+        for (name, [mut long, mut short]) in [("GET", f.get), ("PATCH (durable)", f.patch)] {
+            for p in [0.5, 0.99] {
+                row(
+                    &format!("{name} p{}", (p * 100.0) as u32),
+                    percentile(&mut long, p),
+                    percentile(&mut short, p),
+                );
+            }
+        }
     }
 }
