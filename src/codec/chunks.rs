@@ -68,7 +68,7 @@ pub enum Chunk {
 const CHUNK_MAGIC: [u8; 4] = [0x85, 0x6f, 0x4a, 0x83];
 
 /// Chunk types (the byte after the magic and checksum).
-const DOCUMENT: u8 = 0;
+pub const DOCUMENT: u8 = 0;
 const CHANGE: u8 = 1;
 const COMPRESSED_CHANGE: u8 = 2;
 

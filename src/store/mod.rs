@@ -17,6 +17,7 @@
 //! group leader. Commits to one document are serialised by a striped lock that is also held while
 //! a document is loaded from disk, so no stale copy can ever enter the cache.
 
+pub mod arrived;
 pub mod cache;
 pub mod db;
 pub mod digest;
@@ -50,6 +51,8 @@ pub use records::{DocMeta, FeedEntry};
 use crate::doc::{contain::contained, tombstone, DocError};
 use crate::memory;
 use crate::metrics::{Metrics, StoreStats};
+pub use arrived::Arrived;
+use arrived::NewChanges;
 use cache::DocCache;
 use feed::FeedSeq;
 
@@ -787,6 +790,21 @@ impl Store {
     where
         E: From<StoreError>,
     {
+        self.write_arrived(origin, key, |doc, meta| f(doc, meta).map(|v| (v, None)))
+    }
+
+    /// [`Store::write_from`] for a writer that applies received chunks: it may return them as
+    /// [`Arrived`], and they are stored as they are when the document shows they are exactly the
+    /// changes it applied, instead of being rebuilt by Automerge.
+    pub fn write_arrived<R, E>(
+        &self,
+        origin: Origin,
+        key: &DocKey,
+        f: impl FnOnce(&mut Automerge, Option<&DocMeta>) -> Result<(R, Option<Arrived>), E>,
+    ) -> Result<(R, Committed), E>
+    where
+        E: From<StoreError>,
+    {
         let enc = key.encode();
         let _guard = self.stripe(&enc).lock();
         let loaded = match self.get_loaded(key, &enc, true)? {
@@ -815,10 +833,11 @@ impl Store {
         };
 
         let missing_before = state.doc.get_missing_deps(&[]);
+        let changes_before = state.doc.stats().num_changes;
         let meter = memory::Meter::start();
         let outcome = contained(&key.to_string(), || f(&mut state.doc, meta_in.as_ref()));
         let grown = meter.retained();
-        let value = match outcome {
+        let (value, arrived) = match outcome {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 // Most failed writes (412, 404, a refused op) leave the document as it was:
@@ -843,7 +862,12 @@ impl Store {
             }
         };
 
-        let new_changes = state.doc.get_changes(&before);
+        let new_changes = match arrived
+            .and_then(|a| a.verify(&state.doc, changes_before, missing_before.len()))
+        {
+            Some(kept) => kept,
+            None => NewChanges::Built(state.doc.get_changes(&before)),
+        };
         if new_changes.is_empty() {
             let meta = state.meta.clone();
             return Ok((
@@ -855,7 +879,7 @@ impl Store {
                 },
             ));
         }
-        let change_bytes: usize = new_changes.iter().map(|c| c.raw_bytes().len()).sum();
+        let change_bytes = new_changes.bytes();
         match self.commit(key, &enc, &mut state, new_changes, was_live, origin) {
             Ok(meta) => {
                 let created = !was_live && !meta.deleted;
@@ -892,7 +916,7 @@ impl Store {
         key: &DocKey,
         enc: &[u8],
         state: &mut DocState,
-        changes: Vec<automerge::Change>,
+        changes: NewChanges,
         was_live: bool,
         origin: Origin,
     ) -> Result<DocMeta, StoreError> {
@@ -900,13 +924,24 @@ impl Store {
         let old_heads = std::mem::take(&mut meta.heads);
         let mut batch = WriteBatch::default();
         let changes_cf = self.cf(cfs::CHANGES)?;
-        let mut raw = Vec::with_capacity(changes.len());
-        for change in changes {
-            let bytes = change.raw_bytes();
+        let raw = match changes {
+            NewChanges::Built(changes) => changes
+                .iter()
+                .map(|c| c.raw_bytes().to_vec())
+                .collect::<Vec<_>>(),
+            NewChanges::Changes(chunks) => chunks,
+            NewChanges::Document(saved) => {
+                // The document was empty: its one saved form is all of it. Peers that need its
+                // changes read them from the store (the event carries none).
+                batch.put_cf(self.cf(cfs::SNAPSHOTS)?, enc, &saved);
+                meta.snapshot_len = saved.len() as u64;
+                Vec::new()
+            }
+        };
+        for bytes in &raw {
             meta.incr_len += bytes.len() as u64;
             batch.put_cf(changes_cf, key.change_key(meta.next_seq), bytes);
             meta.next_seq += 1;
-            raw.push(bytes.to_vec());
         }
         let doc = &state.doc;
         let deleted = contained("tombstone check", || tombstone::is_deleted(doc, None))?;
@@ -1047,7 +1082,8 @@ impl Store {
         self.metrics.commits.inc();
         state.meta = meta.clone();
         // Nobody listening is fine (a single node); a lagging listener is told it lagged.
-        let inline = raw.iter().map(Vec::len).sum::<usize>() <= INLINE_CHANGE_BYTES;
+        let inline =
+            !raw.is_empty() && raw.iter().map(Vec::len).sum::<usize>() <= INLINE_CHANGE_BYTES;
         let _ = self.events.send(Arc::new(CommitEvent {
             key: key.clone(),
             changes: inline.then_some(raw),

@@ -17,7 +17,7 @@ use crate::access::Grant;
 use crate::doc::DocError;
 use crate::metrics::Metrics;
 use crate::store::sync_states::StatePut;
-use crate::store::{DocKey, Origin, Store, StoreError};
+use crate::store::{Arrived, DocKey, Origin, Store, StoreError};
 
 /// Decodes a sync message from an untrusted peer (see [`crate::codec::sync_message`]).
 pub use crate::codec::decode_sync_message as decode_message;
@@ -33,10 +33,11 @@ pub fn step(
     msg: automerge::sync::Message,
 ) -> Result<Option<automerge::sync::Message>, StoreError> {
     use automerge::sync::SyncDoc;
-    let (reply, _) = store.write_from::<_, StoreError>(origin, key, |doc, _| {
+    let arrived = Arrived::of(msg.changes.iter());
+    let (reply, _) = store.write_arrived::<_, StoreError>(origin, key, |doc, _| {
         doc.receive_sync_message(state, msg)
             .map_err(|e| StoreError::Doc(DocError::SyncRejected(e.to_string())))?;
-        Ok(doc.generate_sync_message(state))
+        Ok((doc.generate_sync_message(state), arrived))
     })?;
     Ok(reply)
 }
@@ -72,33 +73,35 @@ pub fn step_scoped(
 ) -> Result<Option<automerge::sync::Message>, ScopedStepError> {
     use automerge::sync::SyncDoc;
     let (c, id) = (key.collection(), key.id());
-    let (reply, _) = store.write_from::<_, ScopedStepError>(Origin::Local, key, |doc, meta| {
-        if meta.is_some() && !who.sees_doc(c, id, doc) {
-            return Err(ScopedStepError::Hidden(key.to_string()));
-        }
-        let before = doc.get_heads();
-        let missing_before = doc.get_missing_deps(&[]);
-        doc.receive_sync_message(state, msg).map_err(|e| {
-            ScopedStepError::Store(StoreError::Doc(DocError::SyncRejected(e.to_string())))
+    let arrived = Arrived::of(msg.changes.iter());
+    let (reply, _) =
+        store.write_arrived::<_, ScopedStepError>(Origin::Local, key, |doc, meta| {
+            if meta.is_some() && !who.sees_doc(c, id, doc) {
+                return Err(ScopedStepError::Hidden(key.to_string()));
+            }
+            let before = doc.get_heads();
+            let missing_before = doc.get_missing_deps(&[]);
+            doc.receive_sync_message(state, msg).map_err(|e| {
+                ScopedStepError::Store(StoreError::Doc(DocError::SyncRejected(e.to_string())))
+            })?;
+            // Failing here drops the held-back changes with the copy in memory (the store reloads
+            // a document a failed write left changed).
+            let missing = doc
+                .get_missing_deps(&[])
+                .into_iter()
+                .filter(|h| !missing_before.contains(h))
+                .count();
+            if missing > 0 {
+                return Err(ScopedStepError::MissingDeps(key.to_string(), missing));
+            }
+            if doc.get_heads() != before && !who.may_leave(c, id, doc) {
+                return Err(ScopedStepError::OutOfScope(
+                    key.to_string(),
+                    who.name.clone(),
+                ));
+            }
+            Ok((doc.generate_sync_message(state), arrived))
         })?;
-        // Failing here drops the held-back changes with the copy in memory (the store reloads
-        // a document a failed write left changed).
-        let missing = doc
-            .get_missing_deps(&[])
-            .into_iter()
-            .filter(|h| !missing_before.contains(h))
-            .count();
-        if missing > 0 {
-            return Err(ScopedStepError::MissingDeps(key.to_string(), missing));
-        }
-        if doc.get_heads() != before && !who.may_leave(c, id, doc) {
-            return Err(ScopedStepError::OutOfScope(
-                key.to_string(),
-                who.name.clone(),
-            ));
-        }
-        Ok(doc.generate_sync_message(state))
-    })?;
     Ok(reply)
 }
 
@@ -243,5 +246,129 @@ mod tests {
             .flatten()
             .flatten();
         assert_eq!(owner.as_deref(), Some("alice"));
+    }
+
+    fn store(dir: &tempfile::TempDir) -> Store {
+        Store::open(
+            dir.path(),
+            crate::store::StoreOptions::default(),
+            Metrics::new(),
+        )
+        .unwrap()
+    }
+
+    fn message(
+        heads: Vec<automerge::ChangeHash>,
+        chunks: Vec<Vec<u8>>,
+    ) -> automerge::sync::Message {
+        automerge::sync::Message {
+            heads,
+            need: Vec::new(),
+            have: Vec::new(),
+            changes: chunks.into(),
+            flags: None,
+            version: automerge::sync::MessageVersion::V2,
+        }
+    }
+
+    fn heads(store: &Store, key: &DocKey) -> Vec<automerge::ChangeHash> {
+        store.clear_cache();
+        store.read(key, |doc, _| doc.get_heads()).unwrap().unwrap()
+    }
+
+    /// A document a client sends whole is stored as it arrived (its saved form becomes the
+    /// snapshot) and its later changes byte for byte, instead of being rebuilt by Automerge; a
+    /// change sent twice is stored once, and the document reads back from disk at the client's
+    /// heads.
+    #[test]
+    fn a_clients_document_and_changes_are_stored_as_they_arrived() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let key = DocKey::new("c", "d").unwrap();
+        let mut client = Automerge::new();
+        for i in 0..3 {
+            change(&mut client, "title", &format!("draft {i}"));
+        }
+        let saved = client.save();
+        let mut state = automerge::sync::State::new();
+        step(
+            &store,
+            Origin::Local,
+            &key,
+            &mut state,
+            message(client.get_heads(), vec![saved.clone()]),
+        )
+        .unwrap();
+        assert_eq!(store.stored_bytes(&key).unwrap().unwrap().0, saved);
+        assert_eq!(heads(&store, &key), client.get_heads());
+
+        let edit = change(&mut client, "title", "final").raw_bytes().to_vec();
+        for _ in 0..2 {
+            let msg = message(client.get_heads(), vec![edit.clone()]);
+            step(&store, Origin::Local, &key, &mut state, msg).unwrap();
+            assert_eq!(
+                store.stored_bytes(&key).unwrap().unwrap().0,
+                [&saved[..], &edit].concat()
+            );
+        }
+        assert_eq!(heads(&store, &key), client.get_heads());
+    }
+
+    /// Chunks that are not exactly what a step applied are not stored as they arrived: a change
+    /// that releases one held back stores both, and a whole document merged into existing
+    /// history stores what it added.
+    #[test]
+    fn chunks_that_are_not_exactly_the_new_changes_are_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let key = DocKey::new("c", "d").unwrap();
+        let mut client = Automerge::new();
+        let first = change(&mut client, "a", "1").raw_bytes().to_vec();
+        let second = change(&mut client, "b", "2").raw_bytes().to_vec();
+        let third = change(&mut client, "c", "3").raw_bytes().to_vec();
+        let mut state = automerge::sync::State::new();
+        step(
+            &store,
+            Origin::Local,
+            &key,
+            &mut state,
+            message(vec![], vec![first]),
+        )
+        .unwrap();
+        // The third waits for the second, in the cached copy.
+        step(
+            &store,
+            Origin::Peer,
+            &key,
+            &mut state,
+            message(vec![], vec![third]),
+        )
+        .unwrap();
+        step(
+            &store,
+            Origin::Local,
+            &key,
+            &mut state,
+            message(vec![], vec![second]),
+        )
+        .unwrap();
+        assert_eq!(heads(&store, &key), client.get_heads());
+
+        let mut other = Automerge::new();
+        change(&mut other, "d", "4");
+        let merged = {
+            let mut m = other.clone();
+            m.merge(&mut client).unwrap();
+            m
+        };
+        step(
+            &store,
+            Origin::Local,
+            &key,
+            &mut state,
+            message(vec![], vec![other.save()]),
+        )
+        .unwrap();
+        assert_eq!(heads(&store, &key), merged.get_heads());
     }
 }
