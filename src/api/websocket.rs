@@ -495,13 +495,26 @@ impl Conn {
             .collect())
     }
 
-    /// After missing commit events: offer every open document again.
+    /// After missing commit events: offer every open document again, and send the wanted ones
+    /// that arrived meanwhile (their commit was among the missed events).
     async fn resync_all(&mut self) -> Result<Vec<Vec<u8>>, ProtocolError> {
-        let docs: Vec<String> = self.states.keys().cloned().collect();
         let mut out = Vec::new();
-        for d in docs {
+        let open: Vec<String> = self.states.keys().cloned().collect();
+        for d in open {
             let key = self.key(&d)?;
             out.extend(self.generate(&d, key).await?);
+        }
+        let wanted: Vec<String> = self.wanted.iter().cloned().collect();
+        for d in wanted {
+            let key = self.key(&d)?;
+            let (store, k) = (self.node.store.clone(), key.clone());
+            let exists = self
+                .node
+                .blocking::<_, ProtocolError>(move || Ok(store.meta(&k)?.is_some()))
+                .await?;
+            if exists {
+                out.extend(self.on_commit(&key).await?);
+            }
         }
         Ok(out)
     }
@@ -532,5 +545,54 @@ impl Conn {
             encode(&Value::Map(pairs))
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that missed commit events (the broadcast lagged) still sends a document it
+    /// was waiting for, once it exists; one that still does not exist stays wanted.
+    #[tokio::test]
+    async fn a_lagged_connection_sends_the_wanted_documents_that_arrived() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        let node = crate::server::open_node(config, "127.0.0.1:0".into())
+            .await
+            .unwrap();
+        let mut conn = Conn {
+            server_peer_id: "server".into(),
+            node: node.clone(),
+            id: 1,
+            peer_id: Some("client".into()),
+            storage_key: None,
+            principal: "admin".into(),
+            may_write: true,
+            scope: None,
+            states: HashMap::new(),
+            wanted: ["arrived".to_string(), "absent".to_string()].into(),
+        };
+        let key = conn.key("arrived").unwrap();
+        node.store
+            .write::<_, crate::store::StoreError>(&key, |doc, _| {
+                use automerge::transaction::Transactable;
+                let mut tx = doc.transaction();
+                tx.put(automerge::ROOT, "title", "hello").unwrap();
+                tx.commit();
+                Ok(())
+            })
+            .unwrap();
+        let frames = conn.resync_all().await.unwrap();
+        assert_eq!(
+            frames.len(),
+            1,
+            "one sync frame, for the document that arrived"
+        );
+        assert!(conn.states.contains_key("arrived"));
+        assert_eq!(conn.wanted, HashSet::from(["absent".to_string()]));
     }
 }
