@@ -194,14 +194,7 @@ mod tests {
     /// it gives the document away to another owner).
     #[test]
     fn a_scoped_clients_change_with_missing_dependencies_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
-            dir.path(),
-            crate::store::StoreOptions::default(),
-            Metrics::new(),
-        )
-        .unwrap();
-        let key = DocKey::new("c", "d").unwrap();
+        let (_dir, store, key) = store();
         let who = grant(r#"c:{"owner":"$sub"}"#, "alice");
         // The node's document, alice's.
         let mut origin = Automerge::new();
@@ -248,27 +241,29 @@ mod tests {
         assert_eq!(owner.as_deref(), Some("alice"));
     }
 
-    fn store(dir: &tempfile::TempDir) -> Store {
-        Store::open(
+    /// A store in a temporary directory, and the key of one document in it.
+    fn store() -> (tempfile::TempDir, Store, DocKey) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(
             dir.path(),
             crate::store::StoreOptions::default(),
             Metrics::new(),
         )
-        .unwrap()
+        .unwrap();
+        (dir, store, DocKey::new("c", "d").unwrap())
     }
 
-    fn message(
-        heads: Vec<automerge::ChangeHash>,
-        chunks: Vec<Vec<u8>>,
-    ) -> automerge::sync::Message {
-        automerge::sync::Message {
-            heads,
+    /// One step with a message carrying `chunks`.
+    fn send(store: &Store, key: &DocKey, state: &mut automerge::sync::State, chunks: Vec<Vec<u8>>) {
+        let msg = automerge::sync::Message {
+            heads: Vec::new(),
             need: Vec::new(),
             have: Vec::new(),
             changes: chunks.into(),
             flags: None,
             version: automerge::sync::MessageVersion::V2,
-        }
+        };
+        step(store, Origin::Local, key, state, msg).unwrap();
     }
 
     fn heads(store: &Store, key: &DocKey) -> Vec<automerge::ChangeHash> {
@@ -282,30 +277,20 @@ mod tests {
     /// heads.
     #[test]
     fn a_clients_document_and_changes_are_stored_as_they_arrived() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir);
-        let key = DocKey::new("c", "d").unwrap();
+        let (_dir, store, key) = store();
         let mut client = Automerge::new();
         for i in 0..3 {
             change(&mut client, "title", &format!("draft {i}"));
         }
         let saved = client.save();
         let mut state = automerge::sync::State::new();
-        step(
-            &store,
-            Origin::Local,
-            &key,
-            &mut state,
-            message(client.get_heads(), vec![saved.clone()]),
-        )
-        .unwrap();
+        send(&store, &key, &mut state, vec![saved.clone()]);
         assert_eq!(store.stored_bytes(&key).unwrap().unwrap().0, saved);
         assert_eq!(heads(&store, &key), client.get_heads());
 
         let edit = change(&mut client, "title", "final").raw_bytes().to_vec();
         for _ in 0..2 {
-            let msg = message(client.get_heads(), vec![edit.clone()]);
-            step(&store, Origin::Local, &key, &mut state, msg).unwrap();
+            send(&store, &key, &mut state, vec![edit.clone()]);
             assert_eq!(
                 store.stored_bytes(&key).unwrap().unwrap().0,
                 [&saved[..], &edit].concat()
@@ -319,39 +304,16 @@ mod tests {
     /// history stores what it added.
     #[test]
     fn chunks_that_are_not_exactly_the_new_changes_are_rebuilt() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir);
-        let key = DocKey::new("c", "d").unwrap();
+        let (_dir, store, key) = store();
         let mut client = Automerge::new();
         let first = change(&mut client, "a", "1").raw_bytes().to_vec();
         let second = change(&mut client, "b", "2").raw_bytes().to_vec();
         let third = change(&mut client, "c", "3").raw_bytes().to_vec();
         let mut state = automerge::sync::State::new();
-        step(
-            &store,
-            Origin::Local,
-            &key,
-            &mut state,
-            message(vec![], vec![first]),
-        )
-        .unwrap();
+        send(&store, &key, &mut state, vec![first]);
         // The third waits for the second, in the cached copy.
-        step(
-            &store,
-            Origin::Peer,
-            &key,
-            &mut state,
-            message(vec![], vec![third]),
-        )
-        .unwrap();
-        step(
-            &store,
-            Origin::Local,
-            &key,
-            &mut state,
-            message(vec![], vec![second]),
-        )
-        .unwrap();
+        send(&store, &key, &mut state, vec![third]);
+        send(&store, &key, &mut state, vec![second]);
         assert_eq!(heads(&store, &key), client.get_heads());
 
         let mut other = Automerge::new();
@@ -361,14 +323,7 @@ mod tests {
             m.merge(&mut client).unwrap();
             m
         };
-        step(
-            &store,
-            Origin::Local,
-            &key,
-            &mut state,
-            message(vec![], vec![other.save()]),
-        )
-        .unwrap();
+        send(&store, &key, &mut state, vec![other.save()]);
         assert_eq!(heads(&store, &key), merged.get_heads());
     }
 }
