@@ -67,11 +67,11 @@ impl Arrived {
     }
 
     /// What to persist, when `doc` (which had `changes_before` changes and `held_back_before`
-    /// changes waiting for dependencies before the write) shows that these chunks are exactly what the write added: every change
-    /// chunk applied and new (the change count grew by their number, nothing is held back for
-    /// missing dependencies), or one saved document loaded into an empty document. `None`
-    /// otherwise (a duplicate, a change waiting for its dependencies, a document merged into
-    /// existing history), and the store asks Automerge.
+    /// changes waiting for dependencies before the write) shows that these chunks are exactly
+    /// what the write added: every change chunk applied and new (the change count grew by their
+    /// number, nothing is held back for missing dependencies), or one saved document loaded into
+    /// an empty document. `None` otherwise (a duplicate, a change waiting for its dependencies, a
+    /// document merged into existing history), and the store asks Automerge.
     pub(crate) fn verify(
         self,
         doc: &Automerge,
