@@ -9,6 +9,9 @@
 //!
 //! Run: `cargo bench --bench http_load -- --docs 10000 --conns 64 --secs 10 --rss-docs 100000`
 //!
+//! With `--only ceiling` or `--only wrk-patch`, just that phase (after its preload): what
+//! `benches/profile_patch.sh` profiles to show where a durable PATCH's time goes.
+//!
 //! With `--tls`, instead: the same PATCH and GET phases against two processes, one over plain
 //! HTTP and one over TLS (a throwaway CA; connections reused, `--conns` of them), alternating
 //! plain and TLS twice so drift on a noisy machine falls on both; then `wrk` GETs of both.
@@ -28,6 +31,8 @@ struct Opts {
     conns: usize,
     secs: u64,
     rss_docs: usize,
+    /// `--only <phase>`: run one phase alone (for a profiler).
+    only: Option<String>,
 }
 
 fn opts() -> Opts {
@@ -36,6 +41,7 @@ fn opts() -> Opts {
         conns: 64,
         secs: 10,
         rss_docs: 100_000,
+        only: None,
     };
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -46,6 +52,7 @@ fn opts() -> Opts {
             "--conns" => o.conns = val().unwrap_or(o.conns as u64) as usize,
             "--secs" => o.secs = val().unwrap_or(o.secs),
             "--rss-docs" => o.rss_docs = val().unwrap_or(o.rss_docs as u64) as usize,
+            "--only" => o.only = args.get(i + 1).cloned(),
             _ => {}
         }
         i += 1;
@@ -591,6 +598,27 @@ async fn main() {
     if support::flag("--tls") {
         tls_comparison(&o).await;
         return;
+    }
+    match o.only.as_deref() {
+        None => {}
+        Some("ceiling") => {
+            let ceiling = tokio::task::spawn_blocking(move || in_process_phase(&opts()))
+                .await
+                .expect("ceiling");
+            ceiling.print();
+            return;
+        }
+        Some("wrk-patch") => {
+            let server = support::Process::start(0, &[]).await;
+            preload(&server.url, "load", o.docs, 2).await;
+            println!("node pid {}", server.child.id());
+            wrk_patch(&server.url, &o);
+            return;
+        }
+        Some(other) => {
+            eprintln!("--only takes `ceiling` or `wrk-patch`, not `{other}`");
+            std::process::exit(2);
+        }
     }
     let server = support::Process::start(0, &[]).await;
     preload(&server.url, "load", o.docs, 2).await;
