@@ -36,7 +36,7 @@ for line in open(sys.argv[1]):
     top[frames[-1]] += n
     for f in set(frames):
         incl[f] += n
-print(f"{total} samples")
+print(f"{total} sample weight (perf periods; read the shares)")
 print("inclusive  self  function")
 for f, n in incl.most_common(60):
     print(f"{100 * n / total:8.1f}% {100 * top[f] / total:5.1f}%  {f[:160]}")
