@@ -105,46 +105,71 @@ mod tests {
     }
 }
 
+/// The largest document the cache promises to hold, by its estimated heap: a larger one is
+/// loaded again by each use (as one larger than the whole cache always was).
+const LARGEST_DOC: u64 = 64 << 20;
+
+/// A small document's heap, for sizing the cache's memory of evicted keys.
+const TYPICAL_DOC: u64 = 8 << 10;
+
+/// What the cache holds: the document and its weight when it was (re)inserted. The cache must
+/// see the same weight when it evicts an entry as when it admitted it, while the document's own
+/// estimate grows with each write; a commit re-inserts the document to account for its growth.
+#[derive(Clone)]
+struct Entry {
+    doc: Arc<LoadedDoc>,
+    weight: u32,
+}
+
+#[derive(Clone)]
+struct ByHeap;
+
+impl quick_cache::Weighter<Vec<u8>, Entry> for ByHeap {
+    fn weight(&self, _key: &Vec<u8>, entry: &Entry) -> u64 {
+        u64::from(entry.weight)
+    }
+}
+
 #[derive(Clone)]
 pub struct DocCache {
-    inner: moka::sync::Cache<Vec<u8>, Arc<LoadedDoc>>,
+    inner: Arc<super::sharded_cache::Sharded<Vec<u8>, Entry, ByHeap>>,
 }
 
 impl DocCache {
     pub fn new(max_bytes: u64) -> Self {
-        let inner = moka::sync::Cache::builder()
-            .max_capacity(max_bytes)
-            .weigher(|_k: &Vec<u8>, v: &Arc<LoadedDoc>| v.weight.load(Ordering::Relaxed))
-            .build();
-        DocCache { inner }
+        DocCache {
+            inner: Arc::new(super::sharded_cache::new(
+                max_bytes,
+                LARGEST_DOC,
+                TYPICAL_DOC,
+                ByHeap,
+            )),
+        }
     }
 
     pub fn get(&self, key: &[u8]) -> Option<Arc<LoadedDoc>> {
-        self.inner.get(key)
+        self.inner.get(key).map(|e| e.doc)
     }
 
     /// Inserts (or re-inserts, to update the weight after a commit).
     pub fn insert(&self, key: Vec<u8>, doc: Arc<LoadedDoc>) {
-        self.inner.insert(key, doc);
+        let weight = doc.weight.load(Ordering::Relaxed);
+        self.inner.insert(key, Entry { doc, weight });
     }
 
     pub fn invalidate(&self, key: &[u8]) {
-        self.inner.invalidate(key);
+        self.inner.remove(key);
     }
 
     pub fn weighted_size(&self) -> u64 {
-        self.inner.run_pending_tasks();
-        self.inner.weighted_size()
+        self.inner.weight()
     }
 
     pub fn entry_count(&self) -> u64 {
-        self.inner.entry_count()
+        self.inner.len() as u64
     }
-}
 
-impl DocCache {
     pub fn clear(&self) {
-        self.inner.invalidate_all();
-        self.inner.run_pending_tasks();
+        self.inner.clear();
     }
 }

@@ -17,15 +17,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use super::materialized::Materialized;
+use super::materialized::{Materialized, MAX_JSON_BYTES};
+use super::sharded_cache::Sharded;
 
 /// Bytes an entry costs beyond its key, heads and JSON (the cache's own bookkeeping, the
 /// allocations' headers), measured roughly: it keeps the bound honest for small documents.
 const ENTRY_OVERHEAD: usize = 160;
 
+/// A small document's entry, for sizing the cache's memory of evicted keys.
+const TYPICAL_ENTRY: u64 = 400;
+
+#[derive(Clone)]
+struct ByBytes;
+
+impl quick_cache::Weighter<Vec<u8>, Materialized> for ByBytes {
+    fn weight(&self, k: &Vec<u8>, v: &Materialized) -> u64 {
+        (k.len() + v.heads.len() * 32 + v.json.len() + ENTRY_OVERHEAD) as u64
+    }
+}
+
 pub struct JsonCache {
     /// `None` when the configured size is 0 (disabled).
-    entries: Option<moka::sync::Cache<Vec<u8>, Materialized>>,
+    entries: Option<Sharded<Vec<u8>, Materialized, ByBytes>>,
     /// Commits per lock stripe (see the module doc).
     commits: Box<[AtomicU64]>,
     /// Tests: run once between a read of RocksDB and its fill, to put a commit exactly there.
@@ -42,15 +55,10 @@ pub struct FillTicket {
 
 impl JsonCache {
     pub fn new(max_bytes: u64, stripes: usize) -> Self {
-        let entries = (max_bytes > 0).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(max_bytes)
-                .weigher(|k: &Vec<u8>, v: &Materialized| {
-                    let bytes = k.len() + v.heads.len() * 32 + v.json.len() + ENTRY_OVERHEAD;
-                    u32::try_from(bytes).unwrap_or(u32::MAX)
-                })
-                .build()
-        });
+        // A shard holds four of the largest entries at least.
+        let largest = 4 * (MAX_JSON_BYTES + ENTRY_OVERHEAD) as u64;
+        let entries = (max_bytes > 0)
+            .then(|| super::sharded_cache::new(max_bytes, largest, TYPICAL_ENTRY, ByBytes));
         JsonCache {
             entries,
             commits: (0..stripes).map(|_| AtomicU64::new(0)).collect(),
@@ -96,7 +104,7 @@ impl JsonCache {
     /// now until [`JsonCache::committed`], reads of it go to RocksDB, which is never behind.
     pub fn committing(&self, enc: &[u8]) {
         if let Some(entries) = &self.entries {
-            entries.invalidate(enc);
+            entries.remove(enc);
         }
     }
 
@@ -109,7 +117,9 @@ impl JsonCache {
         };
         match m {
             Some(m) => entries.insert(enc.to_vec(), m),
-            None => entries.invalidate(enc),
+            None => {
+                entries.remove(enc);
+            }
         }
     }
 
@@ -122,18 +132,14 @@ impl JsonCache {
 
     pub fn clear(&self) {
         if let Some(entries) = &self.entries {
-            entries.invalidate_all();
-            entries.run_pending_tasks();
+            entries.clear();
         }
     }
 
     /// (estimated bytes, entries).
     pub fn usage(&self) -> (u64, u64) {
         match &self.entries {
-            Some(e) => {
-                e.run_pending_tasks();
-                (e.weighted_size(), e.entry_count())
-            }
+            Some(e) => (e.weight(), e.len() as u64),
             None => (0, 0),
         }
     }

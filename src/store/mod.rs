@@ -31,6 +31,7 @@ pub mod keys;
 pub mod materialized;
 pub mod migrate;
 pub mod records;
+pub mod sharded_cache;
 pub mod sync_states;
 
 use std::sync::Arc;
