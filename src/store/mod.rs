@@ -454,6 +454,13 @@ impl Store {
         Ok(())
     }
 
+    /// A batch of derived data whose loss in a crash only repeats work (the caller says why):
+    /// written to the log, not synced.
+    fn write_batch_unsynced(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.db.write(batch)?;
+        Ok(())
+    }
+
     fn read_meta(&self, key: &[u8]) -> Result<Option<DocMeta>, StoreError> {
         match self.db.get_pinned_cf(self.cf(cfs::META)?, key)? {
             None => Ok(None),
