@@ -168,22 +168,55 @@ impl Store {
         doc_id: &str,
         new: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
-        let rev_cf = handle(self.db(), cfs::INDEX_REV)?;
-        let entries_cf = handle(self.db(), cfs::INDEX_ENTRIES)?;
         let rk = rev_key(def.id, doc_id);
-        let old = self.db().get_pinned_cf(rev_cf, &rk)?;
-        if old.as_deref() == new.as_deref() {
+        let old = self
+            .db()
+            .get_pinned_cf(handle(self.db(), cfs::INDEX_REV)?, &rk)?;
+        self.stage_replacement(batch, def, doc_id, rk, old.as_deref(), new)
+    }
+
+    /// [`Store::stage_entry`] for many documents, their current entries read in one batched
+    /// lookup (an index build's page).
+    fn stage_entries(
+        &self,
+        batch: &mut WriteBatch,
+        def: &IndexDef,
+        docs: Vec<(&str, Option<Vec<u8>>)>,
+    ) -> Result<(), StoreError> {
+        let rev_cf = handle(self.db(), cfs::INDEX_REV)?;
+        let rks: Vec<Vec<u8>> = docs.iter().map(|(id, _)| rev_key(def.id, id)).collect();
+        let olds = self.db().batched_multi_get_cf(rev_cf, &rks, false);
+        for (((doc_id, new), rk), old) in docs.into_iter().zip(rks).zip(olds) {
+            let old = old?;
+            self.stage_replacement(batch, def, doc_id, rk, old.as_deref(), new)?;
+        }
+        Ok(())
+    }
+
+    /// Stages the change from a document's `old` values in `def` (read from its reverse entry
+    /// `rk`) to `new`: nothing when they are equal.
+    fn stage_replacement(
+        &self,
+        batch: &mut WriteBatch,
+        def: &IndexDef,
+        doc_id: &str,
+        rk: Vec<u8>,
+        old: Option<&[u8]>,
+        new: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        if old == new.as_deref() {
             return Ok(());
         }
+        let entries_cf = handle(self.db(), cfs::INDEX_ENTRIES)?;
         if let Some(o) = old {
-            batch.delete_cf(entries_cf, entry_key(def.id, &o, doc_id));
+            batch.delete_cf(entries_cf, entry_key(def.id, o, doc_id));
         }
         match new {
             Some(v) => {
                 batch.put_cf(entries_cf, entry_key(def.id, &v, doc_id), []);
-                batch.put_cf(rev_cf, rk, v);
+                batch.put_cf(handle(self.db(), cfs::INDEX_REV)?, rk, v);
             }
-            None => batch.delete_cf(rev_cf, rk),
+            None => batch.delete_cf(handle(self.db(), cfs::INDEX_REV)?, rk),
         }
         Ok(())
     }
@@ -372,19 +405,17 @@ impl Store {
                 "an index build worker failed; the step will be retried".into(),
             ));
         }
-        let mut batch = WriteBatch::default();
+        let mut staged = Vec::with_capacity(judged.len());
         for (key, values) in judged {
-            let values = match values {
-                Ok(v) => v,
+            match values {
+                Ok(v) => staged.push((key.id(), v)),
                 Err(e) if e.is_no_space() => return Err(e),
-                Err(e) => {
-                    // One unreadable document is left out of the index, not the whole build.
-                    tracing::warn!(doc = %key, error = %e, "index build skipped a document");
-                    continue;
-                }
-            };
-            self.stage_entry(&mut batch, def, key.id(), values)?;
+                // One unreadable document is left out of the index, not the whole build.
+                Err(e) => tracing::warn!(doc = %key, error = %e, "index build skipped a document"),
+            }
         }
+        let mut batch = WriteBatch::default();
+        self.stage_entries(&mut batch, def, staged)?;
         let next = match page.last() {
             Some((last, _)) if page.len() >= max_docs => BuildState::Building {
                 after: Some(last.clone()),
