@@ -1,6 +1,10 @@
 //! Micro-benchmarks of the document layer at 1 KB and 100 KB: JSON → Automerge commit (create,
 //! and a one-field update), load from saved bytes, and materialise to JSON bytes.
 //!
+//! Then a small document as the store keeps it between compactions: a snapshot and a log of
+//! one-field changes appended after it, loaded as the store loads it (snapshot, then the log)
+//! against the same document saved whole.
+//!
 //! Run: `cargo bench --bench doc_ops`
 
 use automerge::Automerge;
@@ -64,5 +68,51 @@ fn bench(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench);
+/// Loading a small document with `changes` changes logged after its snapshot, as the store does
+/// when the document cache misses, against the same document saved as one snapshot.
+fn bench_change_log(c: &mut Criterion) {
+    let mut g = c.benchmark_group("change_log");
+    let body = json!({"n": 0, "s": "", "name": "doc 1", "text": "hello"});
+    for changes in [0usize, 10, 100] {
+        let mut doc = Automerge::new();
+        apply(
+            &mut doc,
+            &Write::Replace(body.as_object().unwrap().clone()),
+            1,
+        )
+        .unwrap();
+        let snapshot = doc.save();
+        let heads = doc.get_heads();
+        for i in 0..changes {
+            let patch = json!({"n": i, "s": format!("v{i}")});
+            apply(
+                &mut doc,
+                &Write::MergePatch(patch.as_object().unwrap().clone()),
+                i as i64,
+            )
+            .unwrap();
+        }
+        let log: Vec<u8> = doc
+            .get_changes(&heads)
+            .iter()
+            .flat_map(|c| c.raw_bytes().to_vec())
+            .collect();
+        let whole = doc.save();
+        g.bench_function(BenchmarkId::new("snapshot_and_log", changes), |b| {
+            b.iter(|| {
+                let mut d = Automerge::load(&snapshot).unwrap();
+                d.load_incremental(&log).unwrap();
+                d
+            })
+        });
+        g.bench_function(BenchmarkId::new("whole_snapshot", changes), |b| {
+            b.iter(|| Automerge::load(&whole).unwrap())
+        });
+        // What a compaction costs: saving the live document.
+        g.bench_function(BenchmarkId::new("save", changes), |b| b.iter(|| doc.save()));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench, bench_change_log);
 criterion_main!(benches);

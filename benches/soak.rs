@@ -11,6 +11,9 @@
 //! The mix: 50% GET, 30% merge-patch PATCH, 15% counter increments (ops), 5% text splices (ops),
 //! over `--docs` documents preloaded on one node and replicated.
 //!
+//! `--rate N` soaks at N requests/s instead of calibrating (to compare two settings at one load);
+//! `--cache-bytes` and `--compact-min-bytes` are passed to the nodes.
+//!
 //! Run (about 11 minutes): `cargo bench --profile dev --bench soak -- --secs 600`
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +34,11 @@ struct Opts {
     secs: u64,
     window: u64,
     load: f64,
+    /// Node settings passed through (`--cache-bytes`, `--compact-min-bytes`) when not their
+    /// defaults: a small document cache reaches the full-cache regime of a long soak in minutes.
+    node_args: Vec<String>,
+    /// A fixed soak rate instead of `--load` × the calibrated maximum.
+    rate: Option<f64>,
 }
 
 fn opts() -> Opts {
@@ -41,6 +49,8 @@ fn opts() -> Opts {
         secs: 600,
         window: 30,
         load: 0.5,
+        node_args: Vec::new(),
+        rate: None,
     };
     let args: Vec<String> = std::env::args().collect();
     for w in args.windows(2) {
@@ -52,6 +62,8 @@ fn opts() -> Opts {
             "--secs" => o.secs = v().map_or(o.secs, |v| v as u64),
             "--window" => o.window = v().map_or(o.window, |v| v as u64),
             "--load" => o.load = v().unwrap_or(o.load),
+            "--rate" => o.rate = v(),
+            "--cache-bytes" | "--compact-min-bytes" => o.node_args.extend(w.iter().cloned()),
             _ => {}
         }
     }
@@ -101,7 +113,7 @@ async fn one_request(http: &reqwest::Client, base: &str, docs: u64, r: u64) -> b
     }
 }
 
-async fn start_cluster() -> Vec<Process> {
+async fn start_cluster(node_args: &[String]) -> Vec<Process> {
     let ports: Vec<u16> = (0..3).map(|_| support::free_port()).collect();
     let mut nodes = Vec::new();
     for (i, port) in ports.iter().enumerate() {
@@ -111,7 +123,7 @@ async fn start_cluster() -> Vec<Process> {
             .filter(|(j, _)| *j != i)
             .map(|(_, p)| format!("127.0.0.1:{p}"))
             .collect();
-        let args = [
+        let mut args = [
             "--cluster-secret",
             SECRET,
             "--peers",
@@ -119,7 +131,9 @@ async fn start_cluster() -> Vec<Process> {
             "--max-concurrent-requests",
             "1024",
         ]
-        .map(String::from);
+        .map(String::from)
+        .to_vec();
+        args.extend_from_slice(node_args);
         nodes.push(Process::start(*port, &args).await);
     }
     nodes
@@ -380,21 +394,26 @@ async fn main() {
     }
     let o = opts();
     println!(
-        "soak: 3 nodes, {} docs, {} s at {:.0}% of the calibrated maximum (machine: {} cores)",
+        "soak: 3 nodes, {} docs, {} s at {:.0}% of the calibrated maximum (machine: {} cores), node settings {:?}",
         o.docs,
         o.secs,
         o.load * 100.0,
         std::thread::available_parallelism()
             .map(|n| n.get())
-            .unwrap_or(0)
+            .unwrap_or(0),
+        o.node_args
     );
     let http = support::client_builder()
         .pool_max_idle_per_host(4 * o.conns)
         .build()
         .expect("client");
-    let nodes = start_cluster().await;
+    let nodes = start_cluster(&o.node_args).await;
     preload(&http, &nodes, o.docs).await;
-    let max = calibrate(&http, &nodes, &o).await;
+    let max = match o.rate {
+        // Two runs compared side by side need the same load, not each its own calibration.
+        Some(rate) => rate / o.load,
+        None => calibrate(&http, &nodes, &o).await,
+    };
     let rate = max * o.load;
     println!(
         "calibrated maximum: {max:.0} requests/s over {} connections; soaking at {rate:.0}/s",

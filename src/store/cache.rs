@@ -29,6 +29,10 @@ pub struct DocState {
     /// Commits left before the JSON of a document that was too large to materialise is built
     /// again (see `materialized::RECHECK_AFTER`); 0: build it on the next commit.
     pub json_skips: u32,
+    /// Set when the document was loaded from disk with a change log long enough that loading it
+    /// again would cost more than the snapshot (see `Store::commit`): its next commit folds the
+    /// log into the snapshot.
+    pub fold_log: bool,
 }
 
 impl LoadedDoc {
@@ -40,6 +44,7 @@ impl LoadedDoc {
                 doc,
                 meta,
                 json_skips: 0,
+                fold_log: false,
             }),
             weight: AtomicU32::new(heap),
             measured: heap,
