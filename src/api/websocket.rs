@@ -217,6 +217,16 @@ async fn close_handshake(socket: &mut WebSocket) {
     .await;
 }
 
+/// What one step of a `sync` or `request` message came to, decided in the blocking pool.
+enum Stepped {
+    /// Stepped: the state to keep and the reply to send, if any.
+    Replied(automerge::sync::State, Option<Vec<u8>>),
+    /// A `request` for a document this node does not have (the state, untouched, to put back).
+    Absent(automerge::sync::State),
+    /// Outside this client's scope: answered as if absent.
+    Hidden,
+}
+
 impl Conn {
     fn key(&self, document_id: &str) -> Result<DocKey, ProtocolError> {
         // Decoding checked the id already.
@@ -366,42 +376,31 @@ impl Conn {
         // Refused before anything is applied when this connection has too many documents open.
         let cap = self.node.config.max_ws_docs_per_connection;
         self.node.ws_hub.may_open(self.id, &document_id, cap)?;
-        if request {
-            let k = key.clone();
-            let node = self.node.clone();
-            let exists = self
-                .node
-                .blocking::<_, ProtocolError>(move || {
-                    Ok(node.store.meta(&k)?.is_some_and(|m| !m.heads.is_empty()))
-                })
-                .await?;
-            if !exists && msg.heads.is_empty() {
-                if self.scope.is_none() {
-                    self.subscribe(&document_id)?;
-                    self.wanted.insert(document_id.clone());
-                } else if self.wanted.len() < cap {
-                    // Treated exactly as a hidden document below: not opened (a document made
-                    // later under this id may be hidden from this client), only wanted.
-                    self.wanted.insert(document_id.clone());
-                }
-                return Ok(vec![self.unavailable(&document_id)]);
-            }
-        }
+        // A state kept open on this connection goes back if the document turns out absent.
+        let was_open = self.states.contains_key(&document_id);
         let mut state = self.take_state(&document_id, &key)?;
         let node = self.node.clone();
         let storage = self.storage_key.clone();
         let owner = self.principal.clone();
         let scope = self.scope.clone();
+        // One hand-off to the blocking pool per message: a `request` checks that the document
+        // exists in the same closure that steps it.
         let stepped = node
             .clone()
             .blocking::<_, ProtocolError>(move || {
+                if request
+                    && msg.heads.is_empty()
+                    && node.store.meta(&key)?.is_none_or(|m| m.heads.is_empty())
+                {
+                    return Ok(Stepped::Absent(state));
+                }
                 let reply = match &scope {
                     None => crate::sync::step(&node.store, Origin::Local, &key, &mut state, msg)?,
                     // Judged under the document's lock, on the document the step reads anyway.
                     Some(who) => {
                         match crate::sync::step_scoped(&node.store, &key, &mut state, msg, who) {
                             Ok(reply) => reply,
-                            Err(ScopedStepError::Hidden(_)) => return Ok(None),
+                            Err(ScopedStepError::Hidden(_)) => return Ok(Stepped::Hidden),
                             Err(e) => return Err(ProtocolError(e.to_string())),
                         }
                     }
@@ -412,20 +411,37 @@ impl Conn {
                     let states = crate::sync::ClientStates::new(&node.store, &node.metrics, quota);
                     states.keep(&owner, client, &key, &state)?;
                 }
-                Ok(Some((state, reply)))
+                Ok(Stepped::Replied(state, reply))
             })
             .await?;
-        let Some((state, reply)) = stepped else {
-            // Outside this client's scope: exactly what a document that does not exist gets, and
-            // it is not open here (its ephemeral messages are not relayed; one open from before it
-            // left the scope is closed). Sent if it comes into scope (shared with this user
-            // later), like a document that arrives after it was asked for.
-            self.node.ws_hub.close_doc(self.id, &document_id);
-            self.states.remove(&document_id);
-            if self.wanted.len() < cap {
-                self.wanted.insert(document_id.clone());
+        let (state, reply) = match stepped {
+            Stepped::Replied(state, reply) => (state, reply),
+            Stepped::Absent(state) => {
+                if was_open {
+                    self.states.insert(document_id.clone(), state);
+                }
+                if self.scope.is_none() {
+                    self.subscribe(&document_id)?;
+                    self.wanted.insert(document_id.clone());
+                } else if self.wanted.len() < cap {
+                    // Treated exactly as a hidden document below: not opened (a document made
+                    // later under this id may be hidden from this client), only wanted.
+                    self.wanted.insert(document_id.clone());
+                }
+                return Ok(vec![self.unavailable(&document_id)]);
             }
-            return Ok(vec![self.unavailable(&document_id)]);
+            Stepped::Hidden => {
+                // Outside this client's scope: exactly what a document that does not exist gets, and
+                // it is not open here (its ephemeral messages are not relayed; one open from before it
+                // left the scope is closed). Sent if it comes into scope (shared with this user
+                // later), like a document that arrives after it was asked for.
+                self.node.ws_hub.close_doc(self.id, &document_id);
+                self.states.remove(&document_id);
+                if self.wanted.len() < cap {
+                    self.wanted.insert(document_id.clone());
+                }
+                return Ok(vec![self.unavailable(&document_id)]);
+            }
         };
         // Opened only once judged: a commit meanwhile reaches it through `on_commit` (which
         // follows `states`), and nothing of a hidden document is ever relayed here.
