@@ -203,9 +203,9 @@ fn counts_merge(
     Some(total.to_le_bytes().to_vec())
 }
 
-/// Appends the document's stored incremental changes (in order) to `out`.
-/// Appends the document's logged changes to `out`; returns how many there were.
-fn append_changes(db: &DB, key: &DocKey, out: &mut Vec<u8>) -> Result<usize, StoreError> {
+/// Calls `f` with the key and bytes of each of the document's logged changes, in order; returns
+/// how many there were.
+fn scan_log(db: &DB, key: &DocKey, mut f: impl FnMut(&[u8], &[u8])) -> Result<usize, StoreError> {
     let prefix = key.changes_prefix();
     // Bounded: files and blocks past the document's changes are not read.
     let mut ro = rocksdb::ReadOptions::default();
@@ -217,12 +217,17 @@ fn append_changes(db: &DB, key: &DocKey, out: &mut Vec<u8>) -> Result<usize, Sto
         if !k.starts_with(&prefix) {
             break;
         }
-        out.extend_from_slice(v);
+        f(k, v);
         logged += 1;
         iter.next();
     }
     iter.status()?;
     Ok(logged)
+}
+
+/// Appends the document's stored incremental changes (in order) to `out`; returns how many.
+fn append_changes(db: &DB, key: &DocKey, out: &mut Vec<u8>) -> Result<usize, StoreError> {
+    scan_log(db, key, |_, change| out.extend_from_slice(change))
 }
 
 /// A document as stored: its snapshot and the changes after it (Automerge work contained, so
@@ -258,20 +263,8 @@ fn load_stored_counted(db: &DB, key: &DocKey) -> Result<(Automerge, usize), Stor
 /// of the column family rebuild the memtable's list of ranges, which frequent folds would make
 /// quadratic.
 fn logged_change_keys(db: &DB, key: &DocKey) -> Result<Vec<Box<[u8]>>, StoreError> {
-    let prefix = key.changes_prefix();
-    let mut ro = rocksdb::ReadOptions::default();
-    ro.set_iterate_upper_bound(keys::prefix_end(&prefix));
-    let mut iter = db.raw_iterator_cf_opt(handle(db, cfs::CHANGES)?, ro);
-    iter.seek(&prefix);
     let mut out = Vec::new();
-    while let Some(k) = iter.key() {
-        if !k.starts_with(&prefix) {
-            break;
-        }
-        out.push(k.into());
-        iter.next();
-    }
-    iter.status()?;
+    scan_log(db, key, |k, _| out.push(k.into()))?;
     Ok(out)
 }
 
