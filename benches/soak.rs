@@ -409,16 +409,22 @@ async fn main() {
         .expect("client");
     let nodes = start_cluster(&o.node_args).await;
     preload(&http, &nodes, o.docs).await;
-    let max = match o.rate {
+    let rate = match o.rate {
         // Two runs compared side by side need the same load, not each its own calibration.
-        Some(rate) => rate / o.load,
-        None => calibrate(&http, &nodes, &o).await,
+        Some(rate) => {
+            println!("not calibrated: soaking at the fixed rate of {rate:.0}/s");
+            rate
+        }
+        None => {
+            let max = calibrate(&http, &nodes, &o).await;
+            let rate = max * o.load;
+            println!(
+                "calibrated maximum: {max:.0} requests/s over {} connections; soaking at {rate:.0}/s",
+                o.conns
+            );
+            rate
+        }
     };
-    let rate = max * o.load;
-    println!(
-        "calibrated maximum: {max:.0} requests/s over {} connections; soaking at {rate:.0}/s",
-        o.conns
-    );
     let idle: Vec<f64> = nodes.iter().map(|n| n.rss_kib() as f64 / 1024.0).collect();
     println!("RSS before the soak: {idle:.0?} MiB");
     soak(&http, &nodes, &o, rate).await;
